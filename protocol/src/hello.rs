@@ -1,0 +1,87 @@
+//! The first frame each way on a session. Both hellos start with `protocol_version`, so a peer's
+//! version can be read (with [`crate::codec::peek_version`]) even when the rest is unknown to us,
+//! and a mismatch is reported naming both versions.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{codec, inventory::Inventory, ProtocolError, PROTOCOL_VERSION};
+
+/// Agent → controller, first frame of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHello {
+    pub protocol_version: u32,
+    /// Must equal the identity in the agent's client certificate.
+    pub agent_id: String,
+    pub inventory: Inventory,
+}
+
+/// Controller → agent, the reply to [`AgentHello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerHello {
+    pub protocol_version: u32,
+    pub controller_version: String,
+    pub outcome: HelloOutcome,
+}
+
+/// Whether the controller accepted the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloOutcome {
+    Accepted {
+        /// How often the agent should send a heartbeat.
+        heartbeat_interval_ms: u64,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// Decodes a hello of type `T`, first checking that the peer speaks our protocol version.
+pub fn decode_hello<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, ProtocolError> {
+    let theirs = codec::peek_version(payload)?;
+    if theirs != PROTOCOL_VERSION {
+        return Err(ProtocolError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        });
+    }
+    codec::decode(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_future_version_is_reported_with_both_numbers() {
+        #[derive(Serialize)]
+        struct FutureHello {
+            protocol_version: u32,
+            something_new: Vec<String>,
+        }
+        let bytes = codec::encode(&FutureHello {
+            protocol_version: PROTOCOL_VERSION + 1,
+            something_new: vec!["x".into()],
+        })
+        .unwrap();
+        let err = decode_hello::<AgentHello>(&bytes).unwrap_err();
+        assert!(matches!(
+            err,
+            ProtocolError::VersionMismatch { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1
+        ));
+        assert!(err.to_string().contains(&format!("we speak {PROTOCOL_VERSION}")));
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let hello = AgentHello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_id: "a-1".into(),
+            inventory: Inventory {
+                hostname: "web-01".into(),
+                ..Inventory::default()
+            },
+        };
+        let bytes = codec::encode(&hello).unwrap();
+        assert_eq!(decode_hello::<AgentHello>(&bytes).unwrap(), hello);
+    }
+}

@@ -1,0 +1,35 @@
+//! Cordon's wire protocol: what the agent and the controller say to each other, and how it is
+//! framed on the wire. Types and codecs only; no sockets and no policy live here.
+//!
+//! Layers, bottom up:
+//! - [`frame`]: u32 big-endian length + payload, the length checked before any allocation;
+//! - [`codec`]: bincode with a decode limit and no trailing bytes (the only place bincode is named);
+//! - [`connection`]: typed send/receive over any async byte stream;
+//! - [`hello`], [`message`], [`enroll`]: the messages themselves;
+//! - [`action`]: the signed containment-action envelope and its canonical signing bytes.
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod codec;
+pub mod connection;
+pub mod enroll;
+pub mod error;
+pub mod frame;
+pub mod hello;
+pub mod inventory;
+pub mod message;
+
+pub use error::ProtocolError;
+
+/// The protocol version this build speaks. Bumped on any incompatible change to a message.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// TLS ALPN protocol name for an enrolled agent's session (client certificate required).
+pub const ALPN_SESSION: &[u8] = b"cordon/1";
+/// TLS ALPN protocol name for enrolment (no client certificate yet; a one-time token instead).
+pub const ALPN_ENROLL: &[u8] = b"cordon-enroll/1";
+
+/// The DNS name every controller certificate carries and every agent verifies, whatever address
+/// it dialled: agents reach controllers through NAT, proxies and changing addresses, so identity
+/// comes from the private CA, not from the address.
+pub const CONTROLLER_SERVER_NAME: &str = "controller.cordon";
