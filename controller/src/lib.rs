@@ -1,1 +1,24 @@
-//! placeholder
+//! The Cordon controller: the agent gateway (mTLS), the store, the HTTPS API, and the responder
+//! CLI `cordon` that talks to it.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod deployment;
+pub mod gateway;
+pub mod pki;
+#[cfg(feature = "quickstart")]
+pub mod quickstart;
+pub mod secret;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tls;
+
+/// Milliseconds since the Unix epoch: the store's time unit.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

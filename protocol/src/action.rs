@@ -210,7 +210,10 @@ mod tests {
         for kind in ActionKind::ALL {
             assert_eq!(kind.as_str().parse::<ActionKind>().unwrap(), kind);
         }
-        assert!("format-disk".parse::<ActionKind>().unwrap_err().contains("kill"));
+        assert!("format-disk"
+            .parse::<ActionKind>()
+            .unwrap_err()
+            .contains("kill"));
     }
 
     #[test]

@@ -80,7 +80,10 @@ mod tests {
         let mut right = Connection::new(b);
         left.send(&"ping".to_string()).await.unwrap();
         left.send(&7u64).await.unwrap();
-        assert_eq!(right.recv::<String>().await.unwrap().as_deref(), Some("ping"));
+        assert_eq!(
+            right.recv::<String>().await.unwrap().as_deref(),
+            Some("ping")
+        );
         assert_eq!(right.recv::<u64>().await.unwrap(), Some(7));
         drop(left);
         assert!(right.recv::<u64>().await.unwrap().is_none());

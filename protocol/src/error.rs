@@ -13,7 +13,10 @@ pub enum ProtocolError {
     Malformed(String),
     /// The payload decoded, but bytes were left over: a sign of a confused or hostile peer.
     #[error("message has {extra} trailing bytes after a valid {expected}")]
-    TrailingBytes { extra: usize, expected: &'static str },
+    TrailingBytes {
+        extra: usize,
+        expected: &'static str,
+    },
     /// A message could not be encoded (for example it would exceed the frame limit).
     #[error("cannot encode message: {0}")]
     Encode(String),

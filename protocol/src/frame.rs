@@ -113,7 +113,10 @@ mod tests {
         let full = encode(b"hello");
         for cut in 0..full.len() {
             let mut partial = BytesMut::from(&full[..cut]);
-            assert!(codec.decode(&mut partial).unwrap().is_none(), "cut at {cut}");
+            assert!(
+                codec.decode(&mut partial).unwrap().is_none(),
+                "cut at {cut}"
+            );
         }
     }
 
@@ -122,8 +125,13 @@ mod tests {
         let mut codec = FrameCodec::new();
         let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
         let err = codec.decode(&mut buf).unwrap_err();
-        assert!(matches!(err, ProtocolError::FrameTooLarge { len, .. } if len == u32::MAX as usize));
-        assert!(buf.capacity() < 1024, "no buffer grown for the claimed length");
+        assert!(
+            matches!(err, ProtocolError::FrameTooLarge { len, .. } if len == u32::MAX as usize)
+        );
+        assert!(
+            buf.capacity() < 1024,
+            "no buffer grown for the claimed length"
+        );
     }
 
     #[test]

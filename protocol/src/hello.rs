@@ -68,7 +68,9 @@ mod tests {
             err,
             ProtocolError::VersionMismatch { ours, theirs } if ours == PROTOCOL_VERSION && theirs == PROTOCOL_VERSION + 1
         ));
-        assert!(err.to_string().contains(&format!("we speak {PROTOCOL_VERSION}")));
+        assert!(err
+            .to_string()
+            .contains(&format!("we speak {PROTOCOL_VERSION}")));
     }
 
     #[test]

@@ -70,7 +70,10 @@ pub enum TaskKind {
     /// Everything above in one signed bundle.
     Snapshot,
     /// Start watching paths; events arrive as [`AgentEvent::FileChanged`] with this watch id.
-    Watch { watch_id: String, paths: Vec<String> },
+    Watch {
+        watch_id: String,
+        paths: Vec<String>,
+    },
     /// Stop a watch.
     Unwatch { watch_id: String },
     /// A collection evaluated on the agent, returning only what matches.
@@ -143,7 +146,10 @@ pub enum TaskOutput {
     /// and serve it without knowing each collector's types.
     Json(String),
     /// Bulk output already sent as chunks.
-    Streamed { total_len: u64, sha256: String },
+    Streamed {
+        total_len: u64,
+        sha256: String,
+    },
     /// A signed action's receipt.
     Receipt(Receipt),
     /// Nothing to report beyond success (e.g. a watch started).
@@ -255,21 +261,36 @@ mod tests {
         prop_oneof![
             any::<u64>().prop_map(|seq| AgentMessage::Heartbeat { seq }),
             ".{0,40}".prop_map(|task_id| AgentMessage::TaskStarted { task_id }),
-            (".{0,40}", any::<u64>(), proptest::collection::vec(any::<u8>(), 0..512), any::<bool>())
+            (
+                ".{0,40}",
+                any::<u64>(),
+                proptest::collection::vec(any::<u8>(), 0..512),
+                any::<bool>()
+            )
                 .prop_map(|(task_id, seq, data, last)| AgentMessage::Chunk(Chunk {
                     task_id,
                     seq,
-                    end: last.then(|| ChunkEnd { total_len: data.len() as u64, sha256: "00".into() }),
+                    end: last.then(|| ChunkEnd {
+                        total_len: data.len() as u64,
+                        sha256: "00".into()
+                    }),
                     data,
                 })),
-            (".{0,40}", ".{0,200}").prop_map(|(task_id, json)| AgentMessage::TaskResult(TaskResult {
-                task_id,
-                outcome: Ok(TaskOutput::Json(json)),
-            })),
-            (".{0,40}", ".{0,80}").prop_map(|(task_id, message)| AgentMessage::TaskResult(TaskResult {
-                task_id,
-                outcome: Err(TaskError { code: TaskErrorCode::NotFound, message }),
-            })),
+            (".{0,40}", ".{0,200}").prop_map(|(task_id, json)| AgentMessage::TaskResult(
+                TaskResult {
+                    task_id,
+                    outcome: Ok(TaskOutput::Json(json)),
+                }
+            )),
+            (".{0,40}", ".{0,80}").prop_map(|(task_id, message)| AgentMessage::TaskResult(
+                TaskResult {
+                    task_id,
+                    outcome: Err(TaskError {
+                        code: TaskErrorCode::NotFound,
+                        message
+                    }),
+                }
+            )),
         ]
     }
 

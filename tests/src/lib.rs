@@ -1,1 +1,475 @@
-//! placeholder
+//! Helpers for Cordon's end-to-end tests: a real controller on ephemeral loopback ports with a
+//! throwaway deployment, real agents enrolled over real mTLS, the real binaries, and an API
+//! client. Every handle shuts down cleanly when stopped or dropped.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use cordon_agent::{enroll::EnrollOptions, AgentConfig};
+use cordon_controller::{
+    api::types::{AgentStatus, AgentView, EnrollmentTokenCreated},
+    deployment::{self, DataDir, InitOptions},
+    server::{self, Running, ServeConfig},
+};
+use tokio_util::sync::CancellationToken;
+
+/// Heartbeat used by test controllers: short, so liveness changes show quickly.
+pub const TEST_HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A controller with its own deployment in a temporary directory.
+pub struct Deployment {
+    pub tmp: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub admin_token: String,
+    pub ca_fingerprint: String,
+    pub agent_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    database_url: Option<String>,
+    shutdown: CancellationToken,
+    running: Option<Running>,
+}
+
+impl Deployment {
+    /// A new deployment on the embedded SQLite store.
+    pub async fn start() -> Self {
+        Self::start_with_database(None).await
+    }
+
+    /// A new deployment on `database_url` (or SQLite when `None`).
+    pub async fn start_with_database(database_url: Option<String>) -> Self {
+        init_logging();
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("controller");
+        let report = deployment::init(
+            &DataDir::new(&data_dir),
+            &InitOptions {
+                database_url: database_url.clone(),
+                server_names: vec![],
+            },
+        )
+        .await
+        .expect("init deployment");
+        let mut deployment = Deployment {
+            tmp,
+            data_dir,
+            admin_token: report.admin_token.expect("admin token on first init"),
+            ca_fingerprint: report.ca_fingerprint,
+            agent_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url,
+            shutdown: CancellationToken::new(),
+            running: None,
+        };
+        deployment.start_controller().await;
+        deployment
+    }
+
+    /// (Re)starts the controller on the same ports as before (ephemeral ones the first time).
+    pub async fn start_controller(&mut self) {
+        assert!(self.running.is_none(), "controller already running");
+        self.shutdown = CancellationToken::new();
+        let mut config = ServeConfig::new(&self.data_dir);
+        config.agent_listen = self.agent_addr;
+        config.api_listen = self.api_addr;
+        config.database_url = self.database_url.clone();
+        config.heartbeat_interval = TEST_HEARTBEAT;
+        let mut attempt = 0;
+        let running = loop {
+            match server::start(config.clone(), self.shutdown.clone()).await {
+                Ok(running) => break running,
+                // The old listener's port may take a moment to be free again.
+                Err(server::ServeError::Bind { .. }) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("controller did not start: {e}"),
+            }
+        };
+        self.agent_addr = running.agent_addr;
+        self.api_addr = running.api_addr;
+        self.running = Some(running);
+    }
+
+    /// Stops the controller (agents see it go away), keeping the data dir.
+    pub async fn stop_controller(&mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.wait().await;
+        }
+    }
+
+    /// The running controller's shared state.
+    pub fn controller(&self) -> &cordon_controller::state::Shared {
+        &self
+            .running
+            .as_ref()
+            .expect("controller running")
+            .controller
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("https://{}", self.api_addr)
+    }
+
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
+    }
+
+    /// An API client with the admin token.
+    pub fn api(&self) -> Api {
+        Api::new(&self.api_url(), &self.ca_cert_path(), &self.admin_token)
+    }
+
+    /// A fresh one-time enrolment token.
+    pub async fn enrollment_token(&self, ttl_secs: u64) -> String {
+        let created: EnrollmentTokenCreated = self
+            .api()
+            .post_json(
+                "/api/v1/enrollment-tokens",
+                serde_json::json!({ "ttl_secs": ttl_secs }),
+            )
+            .await
+            .expect("create enrolment token");
+        created.token
+    }
+
+    /// Enrols a new agent into its own temporary data dir (not started).
+    pub async fn enroll_agent(&self) -> TestAgent {
+        let dir = tempfile::tempdir().expect("agent temp dir");
+        let token = self.enrollment_token(600).await;
+        let file = cordon_agent::enroll::enroll(&EnrollOptions {
+            data_dir: dir.path().to_path_buf(),
+            controller: self.agent_addr.to_string(),
+            ca_fingerprint: self.ca_fingerprint.clone(),
+            token,
+        })
+        .await
+        .expect("enrol agent");
+        TestAgent {
+            dir,
+            id: file.agent_id,
+            controller: self.agent_addr,
+            task: None,
+        }
+    }
+
+    /// Waits until the API shows `agent_id` with `status`.
+    pub async fn wait_for_status(&self, agent_id: &str, status: AgentStatus) -> AgentView {
+        let api = self.api();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut last = None;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(view) = api
+                .get_json::<AgentView>(&format!("/api/v1/agents/{agent_id}"))
+                .await
+            {
+                if view.status == status {
+                    return view;
+                }
+                last = Some(view.status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("agent {agent_id} never became {status:?} (last seen {last:?})");
+    }
+
+    /// Runs the real `cordon` CLI against this deployment.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary("e2e-cordon"))
+            .args(args)
+            .env("CORDON_URL", self.api_url())
+            .env("CORDON_TOKEN", &self.admin_token)
+            .env("CORDON_CA", self.ca_cert_path())
+            .env_remove("CORDON_CONFIG")
+            .env("HOME", self.tmp.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cordon")
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An enrolled agent, run in-process or as the real binary.
+pub struct TestAgent {
+    pub dir: tempfile::TempDir,
+    pub id: String,
+    pub controller: SocketAddr,
+    task: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl TestAgent {
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs the agent in this process with fast reconnects.
+    pub fn start(&mut self) {
+        let shutdown = CancellationToken::new();
+        let mut config = AgentConfig::new(self.dir.path());
+        config.reconnect_initial = Duration::from_millis(100);
+        config.reconnect_max = Duration::from_millis(500);
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = cordon_agent::run(config, token).await {
+                tracing::error!(error = %e, "test agent stopped");
+            }
+        });
+        self.task = Some((shutdown, handle));
+    }
+
+    /// Stops the in-process agent.
+    pub async fn stop(&mut self) {
+        if let Some((shutdown, handle)) = self.task.take() {
+            shutdown.cancel();
+            let _ = handle.await;
+        }
+    }
+
+    /// Starts the real `cordon-agent run` binary on this agent's data dir.
+    pub fn spawn_process(&self) -> AgentProcess {
+        let child = Command::new(binary("e2e-cordon-agent"))
+            .args(["run", "--data-dir"])
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cordon-agent");
+        AgentProcess { child }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some((shutdown, _)) = &self.task {
+            shutdown.cancel();
+        }
+    }
+}
+
+/// A real agent process; killed (SIGKILL) when dropped.
+pub struct AgentProcess {
+    pub child: Child,
+}
+
+impl AgentProcess {
+    /// SIGKILL: no goodbye, no cleanup, as when a host loses power or the agent is killed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Path of one of the binaries this crate builds from the real `main.rs` files (see Cargo.toml).
+/// Cargo builds a package's binaries before its integration tests and puts them next to the
+/// `deps/` folder that holds the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A minimal API client for assertions.
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// An API error response.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Api {
+    pub fn new(base: &str, ca_cert: &Path, token: &str) -> Self {
+        use rustls_pki_types::{pem::PemObject, CertificateDer};
+        let ca = CertificateDer::from_pem_file(ca_cert).expect("CA cert");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).expect("CA into root store");
+        let tls = rustls::ClientConfig::builder_with_provider(cordon_controller::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        Self {
+            http,
+            base: base.to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: token.to_string(),
+        }
+    }
+
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ApiFailure> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, ApiFailure> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    /// Sends raw bytes as a JSON body (for malformed-input tests).
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> ApiFailure {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        ApiFailure { status, body }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ApiFailure> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ApiFailure {
+                status: 0,
+                body: serde_json::json!({ "error": e.to_string() }),
+            })?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        if (200..300).contains(&status) {
+            serde_json::from_value(body.clone()).map_err(|e| ApiFailure {
+                status,
+                body: serde_json::json!({ "error": format!("decode: {e}"), "body": body }),
+            })
+        } else {
+            Err(ApiFailure { status, body })
+        }
+    }
+}
+
+/// The PostgreSQL URL for tests, or `None` with a loud skip message.
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("CORDON_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("SKIPPED {test}: CORDON_TEST_DATABASE_URL is not set (CI sets it)");
+            None
+        }
+    }
+}
+
+/// Dials the agent listener with `tls`, sends `hello`, and returns the controller's answer, or
+/// why there was none (TLS refusal, closed connection).
+pub async fn try_session(
+    addr: SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    hello: &cordon_protocol::hello::AgentHello,
+) -> Result<cordon_protocol::hello::HelloOutcome, String> {
+    use cordon_protocol::{connection::Connection, hello::ControllerHello};
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = cordon_agent::tls::controller_name().map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let mut conn = Connection::new(stream);
+    conn.send(hello)
+        .await
+        .map_err(|e| format!("send hello: {e}"))?;
+    let answer = tokio::time::timeout(Duration::from_secs(10), conn.recv::<ControllerHello>())
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?;
+    match answer {
+        Ok(Some(hello)) => Ok(hello.outcome),
+        Ok(None) => Err("connection closed without a hello".into()),
+        Err(e) => Err(format!("reading hello: {e}")),
+    }
+}
+
+/// A hello for `agent_id` with a made-up inventory.
+pub fn hello_for(agent_id: &str) -> cordon_protocol::hello::AgentHello {
+    cordon_protocol::hello::AgentHello {
+        protocol_version: cordon_protocol::PROTOCOL_VERSION,
+        agent_id: agent_id.to_string(),
+        inventory: cordon_protocol::inventory::Inventory {
+            hostname: format!("sim-{agent_id}"),
+            ..Default::default()
+        },
+    }
+}
+
+/// The session TLS config an enrolled agent in `dir` would use.
+pub fn agent_tls(dir: &Path) -> std::sync::Arc<rustls::ClientConfig> {
+    let identity = cordon_agent::identity::AgentDir::new(dir)
+        .load()
+        .expect("agent identity");
+    cordon_agent::tls::session_config(identity.ca, identity.cert, identity.key).expect("tls config")
+}

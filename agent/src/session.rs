@@ -1,0 +1,242 @@
+//! The agent's connection to its controller: dial out, hello with the inventory, heartbeat, run
+//! tasks; on any failure, reconnect with backoff until shutdown.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use cordon_protocol::{
+    connection::Connection,
+    hello::{decode_hello, AgentHello, ControllerHello, HelloOutcome},
+    message::{AgentMessage, ControllerMessage, Task, TaskError, TaskErrorCode, TaskResult},
+    ProtocolError, PROTOCOL_VERSION,
+};
+use tokio::{
+    net::TcpStream,
+    sync::{mpsc, Semaphore},
+    task::AbortHandle,
+};
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{backoff::Backoff, identity::Identity, tasks, AgentConfig, AgentError};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A session that lasted this long was healthy: the next reconnect starts from a short delay.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+
+type Conn = Connection<TlsStream<TcpStream>>;
+
+/// Keeps a session up until `shutdown`.
+pub async fn run_forever(
+    config: &AgentConfig,
+    identity: Identity,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let agent_id = identity.file.agent_id.clone();
+    let controller = config
+        .controller_override
+        .clone()
+        .unwrap_or_else(|| identity.file.controller.clone());
+    let tls = crate::tls::session_config(identity.ca, identity.cert, identity.key)
+        .map_err(|e| AgentError::Crypto(format!("TLS configuration: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let limit = Arc::new(Semaphore::new(config.max_concurrent_tasks));
+    let mut backoff = Backoff::new(config.reconnect_initial, config.reconnect_max);
+
+    while !shutdown.is_cancelled() {
+        let started = tokio::time::Instant::now();
+        let ended = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ended = session(&connector, &controller, &agent_id, &limit, &shutdown) => ended,
+        };
+        match &ended {
+            Ok(reason) => tracing::info!(%agent_id, %controller, %reason, "session ended"),
+            Err(e) => tracing::warn!(%agent_id, %controller, error = %e, "session failed"),
+        }
+        if started.elapsed() >= HEALTHY_SESSION {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::info!(%agent_id, delay_ms = delay.as_millis() as u64, "reconnecting");
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    Ok(())
+}
+
+/// One session, from dialling to its end. `Ok` carries why it ended normally.
+async fn session(
+    connector: &tokio_rustls::TlsConnector,
+    controller: &str,
+    agent_id: &str,
+    limit: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Result<String, AgentError> {
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connect(connector, controller))
+        .await
+        .map_err(|_| AgentError::Connect(format!("{controller}: timed out")))??;
+    conn.send(&AgentHello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_id: agent_id.to_string(),
+        inventory: tokio::task::spawn_blocking(crate::inventory::collect)
+            .await
+            .unwrap_or_default(),
+    })
+    .await
+    .map_err(|e| AgentError::Connect(format!("{controller}: sending hello: {e}")))?;
+    let frame = tokio::time::timeout(CONNECT_TIMEOUT, conn.recv_frame())
+        .await
+        .map_err(|_| AgentError::Protocol("no hello from the controller".into()))?
+        .map_err(|e| AgentError::Connect(format!("{controller}: reading hello: {e}")))?
+        .ok_or_else(|| {
+            AgentError::Refused("the controller closed the connection during the handshake (certificate refused or revoked?)".into())
+        })?;
+    let hello: ControllerHello = decode_hello(&frame).map_err(|e| match e {
+        ProtocolError::VersionMismatch { ours, theirs } => AgentError::Protocol(format!(
+            "protocol version mismatch: agent speaks {ours}, controller speaks {theirs}"
+        )),
+        other => AgentError::Protocol(format!("controller hello: {other}")),
+    })?;
+    let heartbeat = match hello.outcome {
+        HelloOutcome::Accepted {
+            heartbeat_interval_ms,
+        } => Duration::from_millis(heartbeat_interval_ms.clamp(100, 300_000)),
+        HelloOutcome::Refused { reason } => return Err(AgentError::Refused(reason)),
+    };
+    tracing::info!(agent_id, controller, "connected");
+    serve(&mut conn, heartbeat, limit, shutdown).await
+}
+
+async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    controller: &str,
+) -> Result<Conn, AgentError> {
+    let tcp = TcpStream::connect(controller)
+        .await
+        .map_err(|e| AgentError::Connect(format!("{controller}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let name = crate::tls::controller_name().map_err(|e| AgentError::Crypto(e.to_string()))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| AgentError::Connect(format!("TLS with {controller}: {e}")))?;
+    Ok(Connection::new(tls))
+}
+
+/// The session loop: heartbeats out, tasks in, results out.
+async fn serve(
+    conn: &mut Conn,
+    heartbeat: Duration,
+    limit: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Result<String, AgentError> {
+    let idle = heartbeat * 3;
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let mut last_received = tokio::time::Instant::now();
+    // Results from running tasks; bounded by the task limit.
+    let (results_tx, mut results_rx) = mpsc::channel::<AgentMessage>(64);
+    let mut running: HashMap<String, AbortHandle> = HashMap::new();
+    let send_err = |e: ProtocolError| AgentError::Connect(format!("sending: {e}"));
+
+    let ended = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break "agent shutting down".to_string(),
+            _ = ticker.tick() => {
+                seq += 1;
+                conn.send(&AgentMessage::Heartbeat { seq }).await.map_err(send_err)?;
+            }
+            Some(message) = results_rx.recv() => {
+                if let AgentMessage::TaskResult(result) = &message {
+                    running.remove(&result.task_id);
+                }
+                conn.send(&message).await.map_err(send_err)?;
+            }
+            received = tokio::time::timeout_at(last_received + idle, conn.recv::<ControllerMessage>()) => {
+                last_received = tokio::time::Instant::now();
+                let message = match received {
+                    Err(_) => return Err(AgentError::Connect(format!("no message from the controller for {} s", idle.as_secs()))),
+                    Ok(Ok(None)) => break "controller closed the connection".to_string(),
+                    Ok(Err(e)) => return Err(AgentError::Protocol(e.to_string())),
+                    Ok(Ok(Some(message))) => message,
+                };
+                match message {
+                    ControllerMessage::HeartbeatAck { .. } => {}
+                    ControllerMessage::Goodbye { reason } => break format!("controller said goodbye: {reason}"),
+                    ControllerMessage::Cancel { task_id } => {
+                        if let Some(handle) = running.remove(&task_id) {
+                            handle.abort();
+                            let result = failed(&task_id, TaskErrorCode::Cancelled, "cancelled by the controller");
+                            conn.send(&AgentMessage::TaskResult(result)).await.map_err(send_err)?;
+                        }
+                    }
+                    ControllerMessage::Task(task) => {
+                        if let Some(refusal) = start_task(task, limit, &results_tx, &mut running) {
+                            conn.send(&AgentMessage::TaskResult(refusal)).await.map_err(send_err)?;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    for (_, handle) in running {
+        handle.abort();
+    }
+    Ok(ended)
+}
+
+fn failed(task_id: &str, code: TaskErrorCode, message: &str) -> TaskResult {
+    TaskResult {
+        task_id: task_id.to_string(),
+        outcome: Err(TaskError {
+            code,
+            message: message.to_string(),
+        }),
+    }
+}
+
+/// Starts a task in the background, or returns the result that refuses it.
+fn start_task(
+    task: Task,
+    limit: &Arc<Semaphore>,
+    results: &mpsc::Sender<AgentMessage>,
+    running: &mut HashMap<String, AbortHandle>,
+) -> Option<TaskResult> {
+    if task.deadline_ms < crate::now_ms() {
+        return Some(failed(
+            &task.task_id,
+            TaskErrorCode::Expired,
+            "task deadline passed before it started",
+        ));
+    }
+    if running.contains_key(&task.task_id) {
+        return Some(failed(
+            &task.task_id,
+            TaskErrorCode::InvalidInput,
+            "a task with this id is already running",
+        ));
+    }
+    let Ok(permit) = limit.clone().try_acquire_owned() else {
+        return Some(failed(
+            &task.task_id,
+            TaskErrorCode::Busy,
+            "agent is running its maximum number of tasks",
+        ));
+    };
+    let results = results.clone();
+    let task_id = task.task_id.clone();
+    let handle = tokio::spawn(async move {
+        let outcome = tasks::execute(task.kind).await;
+        drop(permit);
+        let _ = results
+            .send(AgentMessage::TaskResult(TaskResult {
+                task_id: task.task_id,
+                outcome,
+            }))
+            .await;
+    });
+    running.insert(task_id, handle.abort_handle());
+    None
+}

@@ -1,0 +1,113 @@
+//! The HTTPS API under `/api/v1`: JSON, bearer tokens with roles, errors as
+//! `{ "error": …, "detail": … }`. One file per resource.
+
+pub mod agents;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod tokens;
+pub mod types;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    routing::{get, post, put},
+    Router,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Shared;
+
+/// Handlers' state: the whole controller.
+pub type AppState = Shared;
+
+/// Largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Most API connections served at once.
+pub const MAX_API_CONNECTIONS: usize = 1024;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// All API routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health::health))
+        .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/agents/{id}", get(agents::show))
+        .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
+        .route("/api/v1/agents/{id}/labels", put(agents::set_labels))
+        .route(
+            "/api/v1/enrollment-tokens",
+            post(tokens::create).get(tokens::list),
+        )
+        .fallback(error::no_route)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the API over TLS until `shutdown`, then lets open requests finish (bounded).
+pub async fn serve(state: AppState, listener: TcpListener, shutdown: CancellationToken) {
+    let config = match state.tls.api() {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the API TLS configuration");
+            return;
+        }
+    };
+    let acceptor = TlsAcceptor::from(config);
+    let app = router(state);
+    let limit = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "refusing API connection: connection limit reached");
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "API TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "API TLS handshake timed out");
+                    return;
+                }
+            };
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "API connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("API connections still open after 5 s; closing them");
+    }
+}

@@ -1,0 +1,123 @@
+//! HTTPS client for the API: trusts only the deployment CA, sends the bearer token, turns API
+//! errors into [`CliError`]s with the server's detail.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use rustls_pki_types::{pem::PemObject, CertificateDer};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::cli::{config::Resolved, CliError};
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: String,
+    detail: String,
+}
+
+impl Client {
+    pub fn new(settings: &Resolved) -> Result<Self, CliError> {
+        let ca = CertificateDer::from_pem_file(&settings.ca_cert).map_err(|e| {
+            CliError::Usage(format!(
+                "CA certificate {}: {e}",
+                settings.ca_cert.display()
+            ))
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).map_err(|e| {
+            CliError::Usage(format!(
+                "CA certificate {}: {e}",
+                settings.ca_cert.display()
+            ))
+        })?;
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| CliError::Other(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| CliError::Other(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: settings.url.trim_end_matches('/').to_string(),
+            token: settings.token.trim().to_string(),
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        self.request::<(), T>(Method::GET, path, None).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
+    async fn request<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CliError::Unreachable(format!("{url}: reading response: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| CliError::Other(format!("{url}: unexpected response: {e}")));
+        }
+        let detail = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => format!("{}: {}", body.error, body.detail),
+            Err(_) => String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+        };
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::Denied(detail),
+            StatusCode::NOT_FOUND => CliError::NotFound(detail),
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => CliError::Usage(detail),
+            _ => CliError::Other(format!("{status}: {detail}")),
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! `cordon`, the responder CLI. Talks to the controller's API; one module per command group.
+//! Tables for people, `--json` for scripts, and exit codes scripts can trust:
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success |
+//! | 1 | any other failure |
+//! | 2 | usage or bad input (also clap's own errors) |
+//! | 3 | the token was refused (missing, unknown, or lacking the role) |
+//! | 4 | the thing asked about does not exist |
+//! | 5 | the controller could not be reached |
+
+pub mod agents;
+pub mod client;
+pub mod config;
+pub mod output;
+pub mod tokens;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use thiserror::Error;
+
+/// CLI failures, each with its exit code.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("refused: {0}")]
+    Denied(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("cannot reach the controller: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Other(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Denied(_) => 3,
+            CliError::NotFound(_) => 4,
+            CliError::Unreachable(_) => 5,
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cordon",
+    version,
+    about = "Cordon responder CLI: see and contain your hosts",
+    after_help = "Configuration: --url/--token/--ca, or CORDON_URL/CORDON_TOKEN/CORDON_CA, or a TOML file \
+                  (--config, CORDON_CONFIG, ~/.config/cordon/config.toml) with url, token and ca_cert."
+)]
+pub struct Cli {
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Responder config file.
+    #[arg(long, global = true, env = "CORDON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Controller API URL, e.g. https://127.0.0.1:8443
+    #[arg(long, global = true, env = "CORDON_URL")]
+    pub url: Option<String>,
+    /// API bearer token.
+    #[arg(long, global = true, env = "CORDON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The deployment CA certificate (PEM).
+    #[arg(long = "ca", global = true, env = "CORDON_CA")]
+    pub ca_cert: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enrolled agents.
+    #[command(subcommand)]
+    Agents(agents::AgentsCommand),
+    /// One-time enrolment tokens.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// Check that the controller answers.
+    Health,
+}
+
+/// Runs a parsed command and returns what to print.
+pub async fn run(cli: Cli) -> Result<String, CliError> {
+    let settings = config::resolve(cli.url, cli.token, cli.ca_cert, cli.config)?;
+    let client = client::Client::new(&settings)?;
+    match cli.command {
+        Command::Agents(command) => agents::run(&client, command, cli.json).await,
+        Command::Tokens(command) => tokens::run(&client, command, cli.json).await,
+        Command::Health => {
+            let health: crate::api::types::Health = client.get("/api/v1/health").await?;
+            Ok(if cli.json {
+                output::json(&health)
+            } else {
+                format!(
+                    "{} (version {}, {} agents online)\n",
+                    health.status, health.version, health.agents_online
+                )
+            })
+        }
+    }
+}
+
+/// The `cordon` binary's main.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli).await {
+        Ok(out) => {
+            print!("{out}");
+            if !out.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                let body =
+                    serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() });
+                println!("{body}");
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

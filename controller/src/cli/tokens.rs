@@ -1,0 +1,115 @@
+//! `cordon tokens create|list`: one-time enrolment tokens.
+
+use clap::Subcommand;
+
+use crate::{
+    api::types::{CreateEnrollmentToken, EnrollmentTokenCreated},
+    cli::{client::Client, output, CliError},
+    store::EnrollmentTokenRecord,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a one-time enrolment token and print the `cordon-agent enroll` line to use it.
+    Create {
+        /// Lifetime, e.g. 10m, 1h, 7d (at most 30d).
+        #[arg(long, default_value = "1h", value_parser = parse_duration_secs)]
+        ttl: u64,
+        /// A note for the operator (e.g. which host it is for).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List enrolment tokens (hash prefixes only; tokens are never stored).
+    List,
+}
+
+pub async fn run(client: &Client, command: TokensCommand, json: bool) -> Result<String, CliError> {
+    match command {
+        TokensCommand::Create { ttl, note } => {
+            let created: EnrollmentTokenCreated = client
+                .post(
+                    "/api/v1/enrollment-tokens",
+                    &CreateEnrollmentToken {
+                        ttl_secs: ttl,
+                        note,
+                    },
+                )
+                .await?;
+            if json {
+                return Ok(output::json(&created));
+            }
+            Ok(format!(
+                "token:          {}\nexpires:        {}\nca fingerprint: {}\n\nenrol a host with:\n  cordon-agent enroll --controller HOST:PORT --ca-fingerprint {} --token {}\n",
+                created.token,
+                output::time(Some(created.expires_at_ms)),
+                created.ca_fingerprint,
+                created.ca_fingerprint,
+                created.token
+            ))
+        }
+        TokensCommand::List => {
+            let tokens: Vec<EnrollmentTokenRecord> =
+                client.get("/api/v1/enrollment-tokens").await?;
+            if json {
+                return Ok(output::json(&tokens));
+            }
+            let rows: Vec<Vec<String>> = tokens
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.token_hash_prefix.clone(),
+                        output::time(Some(t.created_at_ms)),
+                        output::time(Some(t.expires_at_ms)),
+                        t.used_by_agent.clone().unwrap_or_else(|| "-".into()),
+                        t.note.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            Ok(output::table(
+                &["HASH", "CREATED", "EXPIRES", "USED BY", "NOTE"],
+                &rows,
+            ))
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `10m`, `1h`, `7d` into seconds.
+pub fn parse_duration_secs(input: &str) -> Result<u64, String> {
+    let s = input.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{input:?} is not a duration like 90s, 10m, 1h or 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{input:?}: unknown unit {unit:?}; use s, m, h or d"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{input:?} is not a positive duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_secs;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_secs("10m"), Ok(600));
+        assert_eq!(parse_duration_secs("1h"), Ok(3600));
+        assert_eq!(parse_duration_secs("45"), Ok(45));
+        assert!(parse_duration_secs("0s").is_err());
+        assert!(parse_duration_secs("1w").is_err());
+        assert!(parse_duration_secs("abc").is_err());
+    }
+}

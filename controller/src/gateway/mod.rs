@@ -1,0 +1,111 @@
+//! The agent gateway: the mTLS listener agents dial, one task per connection.
+//!
+//! The TLS ClientHello's ALPN picks the configuration before the handshake completes:
+//! `cordon/1` requires a client certificate from our CA that is not on the CRL; `cordon-enroll/1`
+//! takes none and accepts only an enrolment request. Everything else is refused and logged.
+
+pub mod enroll;
+pub mod registry;
+pub mod session;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Shared;
+
+/// Longest a TLS handshake (and the hello after it) may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts agent connections until `shutdown`, holding at most `max_connections` at once.
+pub async fn serve(
+    controller: Shared,
+    listener: TcpListener,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "agent listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "refusing agent connection: connection limit reached");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let controller = controller.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            handle(controller, tcp, peer, shutdown).await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    // Sessions see the same shutdown token and say goodbye; give them a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+}
+
+async fn handle(
+    controller: Shared,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "refused agent connection: bad TLS client hello");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "refused agent connection: TLS client hello timed out");
+            return;
+        }
+    };
+    let alpn: Vec<Vec<u8>> = start
+        .client_hello()
+        .alpn()
+        .map(|protocols| protocols.map(<[u8]>::to_vec).collect())
+        .unwrap_or_default();
+    let enroll = alpn.iter().any(|p| p == cordon_protocol::ALPN_ENROLL);
+    let session = alpn.iter().any(|p| p == cordon_protocol::ALPN_SESSION);
+    let config = if session {
+        controller.tls.session()
+    } else if enroll {
+        controller.tls.enroll()
+    } else {
+        tracing::warn!(%peer, "refused agent connection: no Cordon ALPN protocol offered");
+        return;
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "refused agent connection: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "refused agent connection: TLS handshake timed out");
+            return;
+        }
+    };
+    if session {
+        session::run(controller, tls, peer, shutdown).await;
+    } else {
+        enroll::run(controller, tls, peer).await;
+    }
+}

@@ -1,0 +1,219 @@
+//! One enrolled agent's session: identity from the certificate, hello, then heartbeats, tasks
+//! and results until either side goes away.
+
+use std::{net::SocketAddr, time::Duration};
+
+use cordon_protocol::{
+    connection::Connection,
+    hello::{decode_hello, AgentHello, ControllerHello, HelloOutcome},
+    message::{AgentMessage, ControllerMessage},
+    ProtocolError, PROTOCOL_VERSION,
+};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{gateway::HANDSHAKE_TIMEOUT, now_ms, pki, state::Shared};
+
+/// How often a connected agent's last-seen time is written to the store. Heartbeats in between
+/// only touch memory, so 10,000 agents do not turn into a write storm.
+const LAST_SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(30);
+
+type Conn = Connection<TlsStream<TcpStream>>;
+
+/// Runs a session to its end. Every refusal is logged with the reason and sent to the agent.
+pub async fn run(
+    controller: Shared,
+    tls: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let cert_id = match peer_agent_id(&tls) {
+        Ok(id) => id,
+        Err(reason) => {
+            tracing::warn!(%peer, %reason, "refused agent session");
+            return;
+        }
+    };
+    let mut conn = Connection::new(tls);
+    let hello = match accept_hello(&controller, &mut conn, &cert_id).await {
+        Ok(hello) => hello,
+        Err(reason) => {
+            tracing::warn!(%peer, agent_id = %cert_id, %reason, "refused agent session");
+            let _ = refuse(&mut conn, &reason).await;
+            return;
+        }
+    };
+    let agent_id = hello.agent_id;
+    let mut registration = controller.registry.register(&agent_id, peer, now_ms());
+    if let Err(e) = controller
+        .store
+        .agent_connected(&agent_id, &hello.inventory, now_ms())
+        .await
+    {
+        tracing::error!(%agent_id, error = %e, "cannot record agent session in the store");
+        controller
+            .registry
+            .unregister(&agent_id, registration.conn_id);
+        let _ = refuse(&mut conn, "controller store unavailable; try again later").await;
+        return;
+    }
+    let accepted = ControllerHello {
+        protocol_version: PROTOCOL_VERSION,
+        controller_version: env!("CARGO_PKG_VERSION").to_string(),
+        outcome: HelloOutcome::Accepted {
+            heartbeat_interval_ms: u64::try_from(controller.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+        },
+    };
+    tracing::info!(%agent_id, %peer, hostname = %hello.inventory.hostname, "agent online");
+
+    let end = match conn.send(&accepted).await {
+        Ok(()) => {
+            serve(
+                &controller,
+                &mut conn,
+                &agent_id,
+                &mut registration,
+                &shutdown,
+            )
+            .await
+        }
+        Err(e) => format!("sending hello: {e}"),
+    };
+
+    controller
+        .registry
+        .unregister(&agent_id, registration.conn_id);
+    if let Err(e) = controller
+        .store
+        .agent_disconnected(&agent_id, now_ms())
+        .await
+    {
+        tracing::error!(%agent_id, error = %e, "cannot record agent disconnect");
+    }
+    tracing::info!(%agent_id, %peer, reason = %end, "agent offline");
+    let mut tls = conn.into_inner();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+}
+
+/// The agent id in the client certificate (already verified by TLS against our CA and CRL).
+fn peer_agent_id(tls: &TlsStream<TcpStream>) -> Result<String, String> {
+    let (_, server) = tls.get_ref();
+    let cert = server
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or("no client certificate")?;
+    pki::common_name(cert).map_err(|e| format!("client certificate: {e}"))
+}
+
+async fn accept_hello(
+    controller: &Shared,
+    conn: &mut Conn,
+    cert_id: &str,
+) -> Result<AgentHello, String> {
+    let frame = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.recv_frame()).await {
+        Err(_) => return Err("no hello within the handshake timeout".into()),
+        Ok(Ok(None)) => return Err("connection closed before hello".into()),
+        Ok(Err(e)) => return Err(format!("reading hello: {e}")),
+        Ok(Ok(Some(frame))) => frame,
+    };
+    let hello: AgentHello = decode_hello(&frame).map_err(|e| match e {
+        ProtocolError::VersionMismatch { ours, theirs } => {
+            format!("protocol version mismatch: controller speaks {ours}, agent speaks {theirs}")
+        }
+        other => format!("bad hello: {other}"),
+    })?;
+    if hello.agent_id != cert_id {
+        return Err(format!(
+            "hello names agent {:?} but the certificate is for {cert_id:?}",
+            hello.agent_id
+        ));
+    }
+    match controller.store.get_agent(cert_id).await {
+        Ok(Some(agent)) if agent.revoked_at_ms.is_some() => {
+            Err(format!("agent {cert_id} is revoked"))
+        }
+        Ok(Some(_)) => Ok(hello),
+        Ok(None) => Err(format!("unknown agent {cert_id}")),
+        Err(e) => Err(format!("store unavailable: {e}")),
+    }
+}
+
+async fn refuse(conn: &mut Conn, reason: &str) -> Result<(), ProtocolError> {
+    conn.send(&ControllerHello {
+        protocol_version: PROTOCOL_VERSION,
+        controller_version: env!("CARGO_PKG_VERSION").to_string(),
+        outcome: HelloOutcome::Refused {
+            reason: reason.to_string(),
+        },
+    })
+    .await
+}
+
+/// The session loop. Returns why it ended.
+async fn serve(
+    controller: &Shared,
+    conn: &mut Conn,
+    agent_id: &str,
+    registration: &mut crate::gateway::registry::Registration,
+    shutdown: &CancellationToken,
+) -> String {
+    let idle = controller.idle_timeout();
+    let mut last_seen_written = tokio::time::Instant::now();
+    let mut last_received = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = conn.send(&ControllerMessage::Goodbye { reason: "controller shutting down".into() }).await;
+                return "controller shutdown".into();
+            }
+            _ = registration.cancel.cancelled() => {
+                let _ = conn.send(&ControllerMessage::Goodbye { reason: "session ended by the controller".into() }).await;
+                return "session ended by the controller (revoked or replaced)".into();
+            }
+            Some(message) = registration.rx.recv() => {
+                if let Err(e) = conn.send(&message).await {
+                    return format!("send failed: {e}");
+                }
+            }
+            received = tokio::time::timeout_at(last_received + idle, conn.recv::<AgentMessage>()) => {
+                last_received = tokio::time::Instant::now();
+                let message = match received {
+                    Err(_) => return format!("no message for {} s", idle.as_secs()),
+                    Ok(Ok(None)) => return "agent closed the connection".into(),
+                    Ok(Err(e)) => return format!("protocol error: {e}"),
+                    Ok(Ok(Some(message))) => message,
+                };
+                match message {
+                    AgentMessage::Heartbeat { seq } => {
+                        if let Err(e) = conn.send(&ControllerMessage::HeartbeatAck { seq }).await {
+                            return format!("send failed: {e}");
+                        }
+                        if last_seen_written.elapsed() >= LAST_SEEN_WRITE_INTERVAL {
+                            last_seen_written = tokio::time::Instant::now();
+                            if let Err(e) = controller.store.agent_seen(agent_id, now_ms()).await {
+                                tracing::warn!(agent_id, error = %e, "cannot record heartbeat");
+                            }
+                        }
+                    }
+                    AgentMessage::TaskStarted { task_id } => {
+                        tracing::debug!(agent_id, task_id, "task started");
+                    }
+                    AgentMessage::TaskResult(result) => {
+                        let task_id = result.task_id.clone();
+                        if !controller.registry.complete(agent_id, result) {
+                            tracing::debug!(agent_id, task_id, "result for a task nobody waits for");
+                        }
+                    }
+                    AgentMessage::Chunk(chunk) => {
+                        tracing::debug!(agent_id, task_id = %chunk.task_id, "chunk for a task nobody waits for");
+                    }
+                    AgentMessage::Event(event) => {
+                        tracing::info!(agent_id, ?event, "agent event");
+                    }
+                }
+            }
+        }
+    }
+}

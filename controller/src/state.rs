@@ -1,0 +1,70 @@
+//! The state every part of a running controller shares: store, CA, TLS configs, live sessions.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    deployment::DataDir,
+    gateway::registry::Registry,
+    pki::{Ca, PkiError},
+    store::{Store, StoreError},
+    tls::{SessionTls, TlsError},
+};
+
+/// Failures refreshing the revocation list.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Shared controller state. Cheap to clone through `Arc`.
+pub struct Controller {
+    pub store: Store,
+    pub ca: Ca,
+    pub tls: SessionTls,
+    pub registry: Registry,
+    pub data_dir: DataDir,
+    pub heartbeat_interval: Duration,
+}
+
+pub type Shared = Arc<Controller>;
+
+impl Controller {
+    /// After this long without any frame from an agent, its session is considered dead.
+    pub fn idle_timeout(&self) -> Duration {
+        self.heartbeat_interval * 3
+    }
+
+    /// Builds a CRL from the store and installs it for all later handshakes.
+    pub async fn refresh_crl(&self) -> Result<(), CrlError> {
+        let crl = build_crl(&self.store, &self.ca).await?;
+        self.tls.update_crl(crl)?;
+        Ok(())
+    }
+
+    /// Revokes an agent: store, CRL, and its live session. Returns false for an unknown agent.
+    pub async fn revoke_agent(&self, agent_id: &str) -> Result<bool, CrlError> {
+        if !self.store.revoke_agent(agent_id, crate::now_ms()).await? {
+            return Ok(false);
+        }
+        self.refresh_crl().await?;
+        if self.registry.disconnect(agent_id) {
+            tracing::info!(agent_id, "revoked agent disconnected");
+        }
+        Ok(true)
+    }
+}
+
+/// The current CRL, numbered from a counter in the store.
+pub async fn build_crl(
+    store: &Store,
+    ca: &Ca,
+) -> Result<rustls_pki_types::CertificateRevocationListDer<'static>, CrlError> {
+    let revoked = store.revoked_serials().await?;
+    let number = store.next_counter("crl_number").await?;
+    Ok(ca.crl(&revoked, u64::try_from(number).unwrap_or(0))?)
+}

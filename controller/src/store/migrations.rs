@@ -1,0 +1,291 @@
+//! The database schema, as ordered migrations kept separately for each backend.
+//!
+//! A migration is never edited once released: change the schema by appending a new version to
+//! both lists. `Store::migrate` (run by every open) applies the ones a database has not recorded
+//! in `schema_migrations`, each in its own transaction.
+//!
+//! Types are limited to what the Any driver carries: `TEXT` for ids, hex serials and JSON,
+//! `BIGINT` for milliseconds since the Unix epoch and for booleans (0/1).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::{Any, Transaction};
+
+use super::{db_err, Backend, Store, StoreError};
+
+/// One schema change.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Position in the sequence, starting at 1; recorded in `schema_migrations`.
+    pub version: i64,
+    /// What it does, for error messages.
+    pub description: &'static str,
+    /// The statements, run together inside one transaction.
+    pub sql: &'static str,
+}
+
+/// The bookkeeping table; identical on both backends and safe to run every time.
+pub const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT PRIMARY KEY,
+    applied_at BIGINT NOT NULL
+)";
+
+/// Key of the PostgreSQL advisory lock held while migrating ("CORDON" in ASCII).
+pub const POSTGRES_LOCK_KEY: i64 = 0x434F_5244_4F4E;
+
+const SQLITE_V1: &str = "
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY NOT NULL,
+    hostname TEXT NOT NULL,
+    enrolled_at BIGINT NOT NULL,
+    last_seen_at BIGINT NULL,
+    connected BIGINT NOT NULL DEFAULT 0,
+    revoked_at BIGINT NULL,
+    inventory TEXT NULL,
+    labels TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE certificates (
+    serial TEXT PRIMARY KEY NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    issued_at BIGINT NOT NULL,
+    not_after BIGINT NOT NULL,
+    revoked_at BIGINT NULL
+);
+CREATE INDEX certificates_agent_id ON certificates (agent_id);
+CREATE TABLE enrollment_tokens (
+    token_hash TEXT PRIMARY KEY NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    note TEXT NULL,
+    used_at BIGINT NULL,
+    used_by_agent TEXT NULL
+);
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NULL,
+    revoked_at BIGINT NULL
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+";
+
+const POSTGRES_V1: &str = "
+CREATE TABLE agents (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    enrolled_at BIGINT NOT NULL,
+    last_seen_at BIGINT NULL,
+    connected BIGINT NOT NULL DEFAULT 0,
+    revoked_at BIGINT NULL,
+    inventory TEXT NULL,
+    labels TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE certificates (
+    serial TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    issued_at BIGINT NOT NULL,
+    not_after BIGINT NOT NULL,
+    revoked_at BIGINT NULL
+);
+CREATE INDEX certificates_agent_id ON certificates (agent_id);
+CREATE TABLE enrollment_tokens (
+    token_hash TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    note TEXT NULL,
+    used_at BIGINT NULL,
+    used_by_agent TEXT NULL
+);
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NULL,
+    revoked_at BIGINT NULL
+);
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
+/// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    description: "agents, certificates, tokens, meta",
+    sql: SQLITE_V1,
+}];
+
+/// PostgreSQL migrations, in order.
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    description: "agents, certificates, tokens, meta",
+    sql: POSTGRES_V1,
+}];
+
+/// The migrations for `backend`, in the order they are applied.
+pub fn for_backend(backend: Backend) -> &'static [Migration] {
+    match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    }
+}
+
+/// The schema version a fully migrated database of `backend` is at.
+pub fn latest_version(backend: Backend) -> i64 {
+    for_backend(backend).last().map_or(0, |m| m.version)
+}
+
+impl Store {
+    /// Applies, in order, every migration for this backend that the database has not recorded
+    /// yet, each in its own transaction. Re-running is a no-op.
+    ///
+    /// On PostgreSQL each step holds a transaction-scoped advisory lock, so controller replicas
+    /// starting together apply each migration exactly once.
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        let list = for_backend(self.backend);
+        let known = latest_version(self.backend);
+
+        let mut tx = self.begin_write("begin migration").await?;
+        self.lock_migrations(&mut tx).await?;
+        sqlx::raw_sql(CREATE_SCHEMA_MIGRATIONS)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("create schema_migrations table"))?;
+        let found: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err("read schema version"))?;
+        tx.commit()
+            .await
+            .map_err(db_err("commit schema_migrations table"))?;
+        if let Some(found) = found.filter(|&found| found > known) {
+            return Err(StoreError::SchemaTooNew { found, known });
+        }
+
+        for migration in list {
+            let failed = |source| StoreError::Migration {
+                version: migration.version,
+                description: migration.description,
+                source,
+            };
+            let mut tx = self.begin_write("begin migration").await?;
+            self.lock_migrations(&mut tx).await?;
+            // Checked under the lock: another replica may have applied it since we looked.
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(migration.version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(failed)?;
+            if applied.is_some() {
+                tx.rollback().await.map_err(failed)?;
+                continue;
+            }
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(migration.version)
+                .bind(wall_clock_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Serialises migrators across PostgreSQL sessions until the transaction ends. SQLite needs
+    /// nothing more: `BEGIN IMMEDIATE` already holds the database's single write lock.
+    async fn lock_migrations(&self, tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            // Selected FROM the function so the result column is an integer, not `void`, which
+            // the Any driver cannot represent.
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(POSTGRES_LOCK_KEY)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_err("lock migrations"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch; only for bookkeeping the store does on
+/// its own (migration timestamps). Everything callers see takes the time as an argument.
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::backend_tests;
+
+    #[test]
+    fn versions_start_at_one_and_increase_by_one() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let versions: Vec<i64> = for_backend(backend).iter().map(|m| m.version).collect();
+            let expected: Vec<i64> = (1..=versions.len() as i64).collect();
+            assert_eq!(versions, expected, "{backend:?}");
+        }
+    }
+
+    #[test]
+    fn both_backends_reach_the_same_version() {
+        assert_eq!(
+            latest_version(Backend::Sqlite),
+            latest_version(Backend::Postgres)
+        );
+    }
+
+    async fn migrating_again_is_a_no_op(store: &Store) {
+        store.set_meta("survives", "yes").await.unwrap();
+        store.migrate().await.unwrap();
+        // Concurrent migrators (several replicas starting at once) must not trip over each other.
+        let (a, b) = tokio::join!(store.migrate(), store.migrate());
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(
+            store.get_meta("survives").await.unwrap().as_deref(),
+            Some("yes")
+        );
+        let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(versions, latest_version(store.backend()));
+    }
+
+    async fn newer_schema_is_refused(store: &Store) {
+        let future = latest_version(store.backend()) + 1;
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(future)
+            .bind(0_i64)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let err = store.migrate().await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found, .. } if found == future),
+            "{err}"
+        );
+    }
+
+    backend_tests!(migrating_again_is_a_no_op, newer_schema_is_refused);
+}

@@ -1,0 +1,504 @@
+//! The controller's persistent store: agents, their certificates, enrolment and API tokens, and a
+//! small key/value table.
+//!
+//! One set of queries runs over [`sqlx::AnyPool`], so the same code serves the embedded SQLite
+//! default (a file in the data dir) and PostgreSQL, which several controller replicas can share.
+//! Only types the Any driver carries are used: `i64` (times as milliseconds since the Unix
+//! epoch, booleans as 0/1), `String` (ids, JSON) and `Option`s of those. Callers pass the
+//! current time in, so behaviour that depends on time is testable.
+//!
+//! Each concern lives in its own file: [`agents`] (enrolment, sessions, revocation), [`tokens`]
+//! (enrolment and API tokens), [`meta`] (key/value and counters); [`migrations`] holds the schema
+//! for each backend.
+
+pub mod agents;
+pub mod meta;
+pub mod migrations;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::pool::PoolConnectionMetadata;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+
+pub use agents::{AgentRecord, EnrollError, EnrollRefusal, NewAgent, NewCertificate};
+pub use tokens::{ApiTokenRecord, EnrollmentTokenRecord, NewEnrollmentToken, ParseRoleError, Role};
+
+/// Connections kept to a SQLite file. SQLite serialises writers anyway; a few connections let
+/// readers proceed alongside a writer (WAL).
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// Connections kept to a PostgreSQL server by one controller.
+const POSTGRES_MAX_CONNECTIONS: u32 = 10;
+/// How long a caller waits for a free pooled connection before the operation fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from a database URL's scheme.
+    fn from_url(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            // The scheme only: the rest of a URL may carry a password.
+            _ => Err(StoreError::UnsupportedUrl {
+                scheme: scheme.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Everything that can go wrong in the store, saying which operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL names a database this build does not support.
+    #[error("unsupported database URL scheme `{scheme}`: expected sqlite:// or postgres://")]
+    UnsupportedUrl {
+        /// The scheme found in the URL.
+        scheme: String,
+    },
+    /// The SQLite file could not be created or its path resolved.
+    #[error("could not create or open database file {}", path.display())]
+    CreateFile {
+        /// The file that was being created.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database operation failed.
+    #[error("database error: could not {op}")]
+    Database {
+        /// What was being done, e.g. "insert agent".
+        op: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying a schema migration failed; the migration was rolled back.
+    #[error("could not apply database migration {version} ({description})")]
+    Migration {
+        /// The migration's version.
+        version: i64,
+        /// What the migration does.
+        description: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database was migrated by a newer controller than this one.
+    #[error(
+        "database schema is at version {found} but this controller knows only up to {known}; \
+         upgrade the controller"
+    )]
+    SchemaTooNew {
+        /// The highest version recorded in the database.
+        found: i64,
+        /// The highest version this build knows.
+        known: i64,
+    },
+    /// The agent named in a session update does not exist.
+    #[error("no agent with id `{id}`")]
+    AgentNotFound {
+        /// The agent id that was looked up.
+        id: String,
+    },
+    /// A value could not be converted to or from its stored JSON form.
+    #[error("could not convert {what} to or from JSON")]
+    Json {
+        /// What was being converted, e.g. "agent labels".
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored value is not what the schema promises.
+    #[error("stored {what} is invalid: {detail}")]
+    InvalidData {
+        /// Which value, e.g. "API token role".
+        what: &'static str,
+        /// Why it was rejected.
+        detail: String,
+    },
+}
+
+/// Returns a `map_err` adapter that wraps a sqlx error with the operation that failed.
+pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Database { op, source }
+}
+
+/// The controller's database handle. Cheap to clone: the pool is shared.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating if missing, with mode 0600) the SQLite database at `path`, and migrates it.
+    pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
+        create_private_file(path)?;
+        // An absolute path keeps the URL unambiguous (`sqlite://dir/x` would read `dir` as a host).
+        let path = std::fs::canonicalize(path).map_err(|source| StoreError::CreateFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let url = sqlite_url(&path)?;
+        Self::connect(&url).await
+    }
+
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies any pending migrations.
+    ///
+    /// For SQLite prefer [`Store::open_sqlite`], which also creates the file with mode 0600.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // Idempotent: sqlx guards the installation with its own `Once`.
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let max_connections = match backend {
+            Backend::Sqlite => SQLITE_MAX_CONNECTIONS,
+            Backend::Postgres => POSTGRES_MAX_CONNECTIONS,
+        };
+        let setup: ConnectionSetup = match backend {
+            Backend::Sqlite => sqlite_pragmas,
+            Backend::Postgres => no_setup,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(setup)
+            .connect(url)
+            .await
+            .map_err(db_err("connect to database"))?;
+        let store = Self { pool, backend };
+        if let Err(e) = store.migrate().await {
+            store.close().await;
+            return Err(e);
+        }
+        Ok(store)
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying connection pool, for queries that belong to other modules.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection; later operations on this store (or its clones) fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Begins a transaction that will write.
+    ///
+    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction
+    /// that reads first and then writes can fail at once with SQLITE_BUSY instead of waiting.
+    pub(crate) async fn begin_write(
+        &self,
+        op: &'static str,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        tx.map_err(db_err(op))
+    }
+}
+
+/// What [`AnyPoolOptions::after_connect`] runs on each new connection.
+type ConnectionSetup =
+    for<'c> fn(
+        &'c mut AnyConnection,
+        PoolConnectionMetadata,
+    ) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;
+
+/// Sets up a new SQLite connection. Pragmas are per connection, so every pooled connection
+/// needs them: WAL lets readers run beside the writer, foreign keys are off by default, and the
+/// busy timeout makes writers queue instead of failing at once.
+fn sqlite_pragmas(
+    conn: &mut AnyConnection,
+    _meta: PoolConnectionMetadata,
+) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        conn.execute("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
+            .await?;
+        Ok(())
+    })
+}
+
+/// PostgreSQL connections need no per-connection setup.
+fn no_setup(
+    _conn: &mut AnyConnection,
+    _meta: PoolConnectionMetadata,
+) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + '_>> {
+    Box::pin(async { Ok(()) })
+}
+
+/// Creates `path` with mode 0600 if it does not exist yet, so the database (and the WAL and
+/// shared-memory files SQLite derives from it) are readable by the controller's user only.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::CreateFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Builds `sqlite://PATH?mode=rwc`, percent-encoding the path (sqlx decodes it again), so a
+/// file name containing `?`, `#`, `%` or spaces still names that file.
+fn sqlite_url(path: &Path) -> Result<String, StoreError> {
+    let Some(text) = path.to_str() else {
+        return Err(StoreError::CreateFile {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "database path is not valid UTF-8",
+            ),
+        });
+    };
+    let mut url = String::from("sqlite://");
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~".contains(&byte) {
+            url.push(char::from(byte));
+        } else {
+            url.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    url.push_str("?mode=rwc");
+    Ok(url)
+}
+
+/// Whether a statement touched at least one row.
+pub(crate) fn touched(result: &AnyQueryResult) -> bool {
+    result.rows_affected() > 0
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Runs each store test on SQLite (a temporary file) and on PostgreSQL (a fresh schema in the
+    //! database named by `CORDON_TEST_DATABASE_URL`, skipped loudly when that is unset).
+
+    use std::future::Future;
+    use std::io::Write;
+    use std::panic::AssertUnwindSafe;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use sqlx::any::AnyPoolOptions;
+
+    use super::Store;
+
+    /// The environment variable naming the PostgreSQL database the tests may use.
+    pub(crate) const DATABASE_URL_VAR: &str = "CORDON_TEST_DATABASE_URL";
+
+    /// Runs `test` against a store in a fresh SQLite file.
+    pub(crate) async fn on_sqlite<F, Fut>(test: F)
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("cordon.db"))
+            .await
+            .expect("open sqlite store");
+        let outcome = CatchUnwind(Box::pin(test(store.clone()))).await;
+        store.close().await;
+        rethrow(outcome);
+    }
+
+    /// Runs `test` against a store in a fresh PostgreSQL schema, dropped afterwards even if the
+    /// test panics.
+    pub(crate) async fn on_postgres<F, Fut>(test: F)
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Ok(url) = std::env::var(DATABASE_URL_VAR) else {
+            // Straight to the process's stderr: `eprintln!` would be captured, and hidden, by the
+            // test harness for a test that passes.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {DATABASE_URL_VAR} not set (PostgreSQL variant not run)"
+            );
+            return;
+        };
+        sqlx::any::install_default_drivers();
+        let schema = format!("cordon_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("connect to test PostgreSQL");
+        sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .expect("create test schema");
+
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let schema_url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        let outcome = match Store::connect(&schema_url).await {
+            Ok(store) => {
+                let outcome = CatchUnwind(Box::pin(test(store.clone()))).await;
+                store.close().await;
+                Some(outcome)
+            }
+            Err(e) => {
+                eprintln!("could not open store in schema {schema}: {e:?}");
+                None
+            }
+        };
+        sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&admin)
+            .await
+            .expect("drop test schema");
+        admin.close().await;
+        rethrow(outcome.expect("open PostgreSQL store"));
+    }
+
+    type Panic = Box<dyn std::any::Any + Send>;
+
+    /// Polls a test body, turning a panic into a value so clean-up can run before it is
+    /// re-raised. (Not `tokio::spawn`: that needs a `Send` future, which rustc cannot always
+    /// prove for sqlx's higher-ranked executor bounds.)
+    struct CatchUnwind<F>(Pin<Box<F>>);
+
+    impl<F: Future<Output = ()>> Future for CatchUnwind<F> {
+        type Output = Result<(), Panic>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let inner = self.0.as_mut();
+            match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+                Ok(Poll::Pending) => Poll::Pending,
+                Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+                Err(panic) => Poll::Ready(Err(panic)),
+            }
+        }
+    }
+
+    fn rethrow(outcome: Result<(), Panic>) {
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// For each `async fn name(store: &Store)`, generates a module `name` with a `sqlite` and a
+    /// `postgres` test.
+    macro_rules! backend_tests {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    $crate::store::test_support::on_sqlite(|store| async move {
+                        super::$name(&store).await
+                    })
+                    .await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    $crate::store::test_support::on_postgres(|store| async move {
+                        super::$name(&store).await
+                    })
+                    .await;
+                }
+            }
+        )*};
+    }
+    pub(crate) use backend_tests;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_chosen_by_scheme() {
+        assert_eq!(
+            Backend::from_url("sqlite:///x.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        let err = Backend::from_url("mysql://root:hunter2@h/db").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn sqlite_url_escapes_awkward_file_names() {
+        let url = sqlite_url(Path::new("/tmp/a b?c#d%e.db")).unwrap();
+        assert_eq!(url, "sqlite:///tmp/a%20b%3Fc%23d%25e.db?mode=rwc");
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_private_and_reopens_with_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd name?.db");
+        let store = Store::open_sqlite(&path).await.unwrap();
+        assert_eq!(store.backend(), Backend::Sqlite);
+        store.set_meta("k", "v").await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(foreign_keys, 1);
+        drop(conn);
+        store.close().await;
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+
+        // Migrations run again on open and must leave the data alone.
+        let store = Store::open_sqlite(&path).await.unwrap();
+        assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
+        let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(versions, migrations::latest_version(Backend::Sqlite));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn unsupported_url_is_refused() {
+        let err = Store::connect("mysql://localhost/db").await.unwrap_err();
+        assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err}");
+    }
+}

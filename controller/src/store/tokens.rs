@@ -1,0 +1,399 @@
+//! Enrolment tokens (one-time secrets that let a new agent obtain a certificate) and API bearer
+//! tokens with roles. Only hashes of the secrets are stored; callers hash before calling.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{db_err, touched, Store, StoreError};
+
+/// How many hex characters of a token hash are shown to people: enough to tell tokens apart,
+/// too few to matter if leaked.
+const DISPLAY_PREFIX_LEN: usize = 12;
+
+/// An enrolment token about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEnrollmentToken {
+    /// Hash of the secret token, hex.
+    pub token_hash: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// The token is refused from this time on.
+    pub expires_at_ms: i64,
+    /// Who created it (API token name or user).
+    pub created_by: String,
+    /// Free text, e.g. which host it is meant for.
+    pub note: Option<String>,
+}
+
+/// An enrolment token as shown to operators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollmentTokenRecord {
+    /// The first characters of the token's hash, for display only.
+    pub token_hash_prefix: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Expiry time, ms since the Unix epoch.
+    pub expires_at_ms: i64,
+    /// Who created it.
+    pub created_by: String,
+    /// Free text given at creation.
+    pub note: Option<String>,
+    /// When it enrolled an agent, if it did.
+    pub used_at_ms: Option<i64>,
+    /// The agent it enrolled, if any.
+    pub used_by_agent: Option<String>,
+}
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only access.
+    Viewer,
+    /// Runs collections and proposes and submits responses.
+    Responder,
+    /// Everything, including token and agent management.
+    Admin,
+    /// Machine clients: opens incidents from alerts.
+    Automation,
+}
+
+impl Role {
+    /// Every role, in the order they are listed to users.
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Responder, Role::Admin, Role::Automation];
+
+    /// The role's name as stored and as written in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+            Role::Automation => "automation",
+        }
+    }
+
+    /// Whether a holder of this role may do something that needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Responder => matches!(needed, Role::Responder | Role::Viewer),
+            Role::Automation => matches!(needed, Role::Automation | Role::Viewer),
+            Role::Viewer => needed == Role::Viewer,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}`: expected one of viewer, responder, admin, automation")]
+pub struct ParseRoleError(pub String);
+
+impl FromStr for Role {
+    type Err = ParseRoleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == s)
+            .ok_or_else(|| ParseRoleError(s.to_owned()))
+    }
+}
+
+/// An API token as the API sees it; never carries the hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokenRecord {
+    /// The token's id (public, used to revoke it).
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// What the token may do.
+    pub role: Role,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Expiry time, if any.
+    pub expires_at_ms: Option<i64>,
+    /// Revocation time, if revoked.
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl Store {
+    /// Stores a new enrolment token.
+    pub async fn create_enrollment_token(&self, t: &NewEnrollmentToken) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, created_at, expires_at, created_by, note) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&t.token_hash)
+        .bind(t.created_at_ms)
+        .bind(t.expires_at_ms)
+        .bind(&t.created_by)
+        .bind(t.note.clone())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("insert enrolment token"))?;
+        Ok(())
+    }
+
+    /// Every enrolment token, newest first.
+    pub async fn list_enrollment_tokens(&self) -> Result<Vec<EnrollmentTokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT token_hash, created_at, expires_at, created_by, note, used_at, used_by_agent \
+             FROM enrollment_tokens ORDER BY created_at DESC, token_hash",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list enrolment tokens"))?;
+        rows.iter()
+            .map(|row| {
+                let hash: String = column(row, "token_hash", "read enrolment token")?;
+                Ok(EnrollmentTokenRecord {
+                    token_hash_prefix: hash.chars().take(DISPLAY_PREFIX_LEN).collect(),
+                    created_at_ms: column(row, "created_at", "read enrolment token")?,
+                    expires_at_ms: column(row, "expires_at", "read enrolment token")?,
+                    created_by: column(row, "created_by", "read enrolment token")?,
+                    note: column(row, "note", "read enrolment token")?,
+                    used_at_ms: column(row, "used_at", "read enrolment token")?,
+                    used_by_agent: column(row, "used_by_agent", "read enrolment token")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a new API token.
+    pub async fn create_api_token(
+        &self,
+        id: &str,
+        token_hash: &str,
+        name: &str,
+        role: Role,
+        created_at_ms: i64,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, token_hash, name, role, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(token_hash)
+        .bind(name)
+        .bind(role.as_str())
+        .bind(created_at_ms)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("insert API token"))?;
+        Ok(())
+    }
+
+    /// The API token with this hash, only if it is neither revoked nor expired at `now_ms`.
+    pub async fn find_api_token(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<ApiTokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_at, expires_at, revoked_at FROM api_tokens \
+             WHERE token_hash = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("find API token"))?;
+        row.as_ref().map(api_token_from_row).transpose()
+    }
+
+    /// Revokes the API token `id` (keeping an earlier revocation time). Returns false if there is
+    /// no such token.
+    pub async fn revoke_api_token(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("revoke API token"))?;
+        Ok(touched(&result))
+    }
+
+    /// How many API tokens were ever created, revoked and expired ones included (so revoking
+    /// every token does not look like a fresh installation).
+    pub async fn count_api_tokens(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err("count API tokens"))
+    }
+}
+
+fn api_token_from_row(row: &AnyRow) -> Result<ApiTokenRecord, StoreError> {
+    const OP: &str = "read API token";
+    let role: String = column(row, "role", OP)?;
+    Ok(ApiTokenRecord {
+        id: column(row, "id", OP)?,
+        name: column(row, "name", OP)?,
+        role: role
+            .parse()
+            .map_err(|e: ParseRoleError| StoreError::InvalidData {
+                what: "API token role",
+                detail: e.to_string(),
+            })?,
+        created_at_ms: column(row, "created_at", OP)?,
+        expires_at_ms: column(row, "expires_at", OP)?,
+        revoked_at_ms: column(row, "revoked_at", OP)?,
+    })
+}
+
+fn column<'r, T>(row: &'r AnyRow, name: &str, op: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(name).map_err(db_err(op))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::backend_tests;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn roles_allow_what_the_design_says() {
+        use Role::*;
+        let allowed = |holder: Role| -> Vec<Role> {
+            Role::ALL
+                .into_iter()
+                .filter(|&n| holder.allows(n))
+                .collect()
+        };
+        assert_eq!(allowed(Admin), [Viewer, Responder, Admin, Automation]);
+        assert_eq!(allowed(Responder), [Viewer, Responder]);
+        assert_eq!(allowed(Automation), [Viewer, Automation]);
+        assert_eq!(allowed(Viewer), [Viewer]);
+    }
+
+    #[test]
+    fn roles_parse_and_serialize_lowercase() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert_eq!(
+                serde_json::to_string(&role).unwrap(),
+                format!("\"{}\"", role.as_str())
+            );
+        }
+        let err = "root".parse::<Role>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown role `root`: expected one of viewer, responder, admin, automation"
+        );
+        assert!("Admin".parse::<Role>().is_err());
+    }
+
+    async fn enrolment_tokens_list_newest_first_without_full_hash(store: &Store) {
+        let hash_old = "0123456789abcdef0123456789abcdef";
+        let hash_new = "fedcba9876543210fedcba9876543210";
+        for (hash, created) in [(hash_old, NOW - 10), (hash_new, NOW)] {
+            store
+                .create_enrollment_token(&NewEnrollmentToken {
+                    token_hash: hash.to_owned(),
+                    created_at_ms: created,
+                    expires_at_ms: created + 1000,
+                    created_by: "admin".to_owned(),
+                    note: (hash == hash_new).then(|| "for web-07".to_owned()),
+                })
+                .await
+                .unwrap();
+        }
+        let tokens = store.list_enrollment_tokens().await.unwrap();
+        let prefixes: Vec<&str> = tokens
+            .iter()
+            .map(|t| t.token_hash_prefix.as_str())
+            .collect();
+        assert_eq!(prefixes, ["fedcba987654", "0123456789ab"]);
+        assert_eq!(tokens[0].note.as_deref(), Some("for web-07"));
+        assert_eq!(tokens[0].expires_at_ms, NOW + 1000);
+        assert_eq!(tokens[1].note, None);
+        assert_eq!(tokens[1].used_at_ms, None);
+        assert_eq!(tokens[1].used_by_agent, None);
+    }
+
+    async fn api_token_lookup_respects_expiry_and_revocation(store: &Store) {
+        assert_eq!(store.count_api_tokens().await.unwrap(), 0);
+        store
+            .create_api_token("t1", "hash-forever", "ci", Role::Automation, NOW, None)
+            .await
+            .unwrap();
+        store
+            .create_api_token(
+                "t2",
+                "hash-brief",
+                "alice",
+                Role::Responder,
+                NOW,
+                Some(NOW + 100),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.count_api_tokens().await.unwrap(), 2);
+
+        let found = store
+            .find_api_token("hash-forever", NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.id, "t1");
+        assert_eq!(found.name, "ci");
+        assert_eq!(found.role, Role::Automation);
+        assert_eq!(found.expires_at_ms, None);
+        let json = serde_json::to_string(&found).unwrap();
+        assert!(!json.contains("hash-forever"), "{json}");
+
+        let brief = store.find_api_token("hash-brief", NOW + 99).await.unwrap();
+        assert_eq!(brief.map(|t| t.role), Some(Role::Responder));
+        assert!(store
+            .find_api_token("hash-brief", NOW + 100)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .find_api_token("no-such", NOW)
+            .await
+            .unwrap()
+            .is_none());
+
+        assert!(store.revoke_api_token("t1", NOW + 1).await.unwrap());
+        assert!(store
+            .find_api_token("hash-forever", NOW + 2)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!store.revoke_api_token("ghost", NOW).await.unwrap());
+        // Revoked tokens still count: revoking everything is not a fresh install.
+        assert_eq!(store.count_api_tokens().await.unwrap(), 2);
+
+        // A token hash is unique.
+        let err = store
+            .create_api_token("t3", "hash-brief", "bob", Role::Viewer, NOW, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Database { .. }), "{err}");
+    }
+
+    backend_tests!(
+        enrolment_tokens_list_newest_first_without_full_hash,
+        api_token_lookup_respects_expiry_and_revocation,
+    );
+}
