@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod collect;
 pub mod enroll;
 pub mod identity;
 pub mod inventory;

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{backoff::Backoff, identity::Identity, tasks, AgentConfig, AgentError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tasks accepted at once (running plus waiting for a slot); beyond this the agent answers Busy.
+const MAX_OUTSTANDING_TASKS: usize = 64;
 /// A session that lasted this long was healthy: the next reconnect starts from a short delay.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
@@ -218,16 +220,26 @@ fn start_task(
             "a task with this id is already running",
         ));
     }
-    let Ok(permit) = limit.clone().try_acquire_owned() else {
+    if running.len() >= MAX_OUTSTANDING_TASKS {
         return Some(failed(
             &task.task_id,
             TaskErrorCode::Busy,
-            "agent is running its maximum number of tasks",
+            "agent has too many tasks outstanding",
         ));
-    };
+    }
     let results = results.clone();
+    let limit = limit.clone();
     let task_id = task.task_id.clone();
     let handle = tokio::spawn(async move {
+        // At most `max_concurrent_tasks` run at once; the rest wait here for a slot.
+        let Ok(permit) = limit.acquire_owned().await else {
+            return;
+        };
+        let _ = results
+            .send(AgentMessage::TaskStarted {
+                task_id: task.task_id.clone(),
+            })
+            .await;
         let outcome = tasks::execute(task.kind).await;
         drop(permit);
         let _ = results

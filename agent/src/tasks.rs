@@ -1,6 +1,9 @@
 //! Runs one task and produces its result. Collectors and actions plug in here, one module each.
 
 use cordon_protocol::message::{TaskError, TaskErrorCode, TaskKind, TaskOutput};
+use serde::Serialize;
+
+use crate::collect;
 
 /// Runs `kind`. Tasks this agent version cannot do are answered `Unsupported`, never ignored.
 pub async fn execute(kind: TaskKind) -> Result<TaskOutput, TaskError> {
@@ -13,6 +16,29 @@ pub async fn execute(kind: TaskKind) -> Result<TaskOutput, TaskError> {
                 code: TaskErrorCode::Internal,
                 message: format!("inventory collection failed: {e}"),
             }),
+        TaskKind::Processes { hash_exes } => {
+            collect_json("processes", move || collect::process::list(hash_exes)).await
+        }
+        TaskKind::ProcessDetail { pid, environment } => {
+            collect_json("process detail", move || {
+                collect::process_detail::detail(pid, environment)
+            })
+            .await
+        }
+        TaskKind::Network => collect_json("network", collect::network::snapshot).await,
+        TaskKind::System => collect_json("system", collect::system::collect).await,
+        TaskKind::FileStat { path } => {
+            collect_json("file stat", move || collect::file::stat(&path)).await
+        }
+        TaskKind::FileHash { path } => {
+            collect_json("file hash", move || collect::file::hash(&path)).await
+        }
+        TaskKind::ListDir(request) => {
+            collect_json("directory listing", move || {
+                collect::listing::list(&request)
+            })
+            .await
+        }
         other => Err(TaskError {
             code: TaskErrorCode::Unsupported,
             message: format!(
@@ -22,6 +48,27 @@ pub async fn execute(kind: TaskKind) -> Result<TaskOutput, TaskError> {
             ),
         }),
     }
+}
+
+/// Runs a blocking collector off the async threads (it reads /proc and the file system) and
+/// serialises what it returns as [`TaskOutput::Json`].
+async fn collect_json<T, F>(what: &str, collector: F) -> Result<TaskOutput, TaskError>
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+{
+    let value = tokio::task::spawn_blocking(collector)
+        .await
+        .map_err(|e| TaskError {
+            code: TaskErrorCode::Internal,
+            message: format!("{what} collection failed: {e}"),
+        })??;
+    serde_json::to_string(&value)
+        .map(TaskOutput::Json)
+        .map_err(|e| TaskError {
+            code: TaskErrorCode::Internal,
+            message: format!("{what}: cannot encode the result: {e}"),
+        })
 }
 
 fn task_name(kind: &TaskKind) -> &'static str {
@@ -41,5 +88,78 @@ fn task_name(kind: &TaskKind) -> &'static str {
         TaskKind::Unwatch { .. } => "unwatch",
         TaskKind::Hunt(_) => "hunt",
         TaskKind::Action(_) => "containment action",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cordon_protocol::{
+        collect::{FileHash, ProcessList, SystemInfo},
+        message::ListDirRequest,
+    };
+
+    use super::*;
+
+    fn json(output: Result<TaskOutput, TaskError>) -> String {
+        match output {
+            Ok(TaskOutput::Json(text)) => text,
+            other => panic!("expected JSON, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn collections_answer_with_their_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"cordon").unwrap();
+        let path = file.to_str().unwrap().to_string();
+
+        let hash: FileHash =
+            serde_json::from_str(&json(execute(TaskKind::FileHash { path }).await)).unwrap();
+        assert_eq!(hash.size, 6);
+        let list: ProcessList = serde_json::from_str(&json(
+            execute(TaskKind::Processes { hash_exes: false }).await,
+        ))
+        .unwrap();
+        assert!(list.processes.iter().any(|p| p.pid == std::process::id()));
+        let system: SystemInfo =
+            serde_json::from_str(&json(execute(TaskKind::System).await)).unwrap();
+        assert!(!system.hostname.is_empty());
+        for kind in [
+            TaskKind::Network,
+            TaskKind::FileStat { path: "/".into() },
+            TaskKind::ListDir(ListDirRequest {
+                path: dir.path().to_str().unwrap().into(),
+                glob: None,
+                max_depth: 0,
+                max_entries: 10,
+            }),
+            TaskKind::ProcessDetail {
+                pid: std::process::id(),
+                environment: false,
+            },
+        ] {
+            json(execute(kind).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn collector_errors_and_unsupported_tasks_keep_their_codes() {
+        let err = execute(TaskKind::ProcessDetail {
+            pid: u32::MAX,
+            environment: false,
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::NotFound);
+        let err = execute(TaskKind::FileStat {
+            path: "relative".into(),
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::InvalidInput);
+        let err = execute(TaskKind::Snapshot).await.unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::Unsupported);
+        assert_eq!(execute(TaskKind::Ping).await, Ok(TaskOutput::Pong));
     }
 }

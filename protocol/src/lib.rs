@@ -11,6 +11,7 @@
 
 pub mod action;
 pub mod codec;
+pub mod collect;
 pub mod connection;
 pub mod enroll;
 pub mod error;

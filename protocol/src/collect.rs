@@ -1,0 +1,166 @@
+//! What collectors return. The agent sends these as JSON inside [`crate::message::TaskOutput::Json`]
+//! so the controller can store and serve them as they are; the CLI reads them back into these
+//! types to print tables.
+
+use serde::{Deserialize, Serialize};
+
+/// One process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    pub name: String,
+    pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// Start time, ms since the epoch: with the pid, what identifies a process over time.
+    pub start_time_ms: i64,
+    pub memory_bytes: u64,
+    /// CPU use since the previous sample, in percent of one core (0 on the first sample).
+    pub cpu_percent: f32,
+    /// SHA-256 of the executable, when asked for and readable.
+    pub exe_sha256: Option<String>,
+}
+
+/// `TaskKind::Processes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessList {
+    pub collected_at_ms: i64,
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// `TaskKind::ProcessDetail`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessDetail {
+    pub process: ProcessInfo,
+    pub cwd: Option<String>,
+    /// Targets of the process's open file descriptors (files, sockets, pipes).
+    pub open_files: Vec<String>,
+    /// `KEY=VALUE` strings, only when asked for.
+    pub environment: Option<Vec<String>>,
+    pub children: Vec<u32>,
+}
+
+/// A TCP or UDP socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketInfo {
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// 4 or 6.
+    pub family: u8,
+    pub local_address: String,
+    pub local_port: u16,
+    pub remote_address: String,
+    pub remote_port: u16,
+    /// e.g. "LISTEN", "ESTABLISHED"; for UDP "UNCONN" or "ESTABLISHED".
+    pub state: String,
+    pub uid: u32,
+    pub inode: u64,
+    /// The owning process, when it could be found.
+    pub pid: Option<u32>,
+    pub process_name: Option<String>,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceInfo {
+    pub name: String,
+    pub mac: String,
+    /// Addresses with prefix, e.g. "10.0.0.5/24".
+    pub addresses: Vec<String>,
+}
+
+/// `TaskKind::Network`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSnapshot {
+    pub collected_at_ms: i64,
+    pub sockets: Vec<SocketInfo>,
+    pub interfaces: Vec<InterfaceInfo>,
+}
+
+/// A logged-in user session (utmp).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedInUser {
+    pub name: String,
+    pub terminal: String,
+    pub host: String,
+    pub login_time_ms: i64,
+    pub pid: u32,
+}
+
+/// `TaskKind::System`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub arch: String,
+    pub boot_time_ms: i64,
+    pub users: Vec<LoggedInUser>,
+}
+
+/// File types as collectors report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// `TaskKind::FileStat` (lstat: a symlink is reported as itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Permission bits and file type bits as in st_mode.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub modified_ms: i64,
+    pub accessed_ms: i64,
+    pub changed_ms: i64,
+    pub inode: u64,
+    pub symlink_target: Option<String>,
+}
+
+/// `TaskKind::FileHash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHash {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub mode: u32,
+    pub modified_ms: i64,
+    pub depth: u32,
+}
+
+/// Something a listing could not read; reported, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListProblem {
+    pub path: String,
+    pub problem: String,
+}
+
+/// `TaskKind::ListDir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirListing {
+    pub root: String,
+    pub entries: Vec<DirEntry>,
+    pub problems: Vec<ListProblem>,
+    /// True when `max_entries` cut the listing short.
+    pub truncated: bool,
+}
