@@ -13,6 +13,7 @@ pub mod secret;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 
 /// Milliseconds since the Unix epoch: the store's time unit.

@@ -126,12 +126,17 @@ pub async fn start(
         registry: gateway::registry::Registry::new(),
         data_dir: dir,
         heartbeat_interval: config.heartbeat_interval,
+        task_events: tokio::sync::broadcast::channel(1024).0,
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(gateway::serve(
         controller.clone(),
         agent_listener,
         config.max_agents,
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::tasks::run_sweeper(
+        controller.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(api::serve(controller.clone(), api_listener, shutdown));

@@ -29,6 +29,8 @@ pub struct Controller {
     pub registry: Registry,
     pub data_dir: DataDir,
     pub heartbeat_interval: Duration,
+    /// Ids of tasks that just ended, for waiters (`GET /tasks/{id}?wait=…`).
+    pub task_events: tokio::sync::broadcast::Sender<String>,
 }
 
 pub type Shared = Arc<Controller>;

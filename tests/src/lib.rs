@@ -17,6 +17,8 @@ use cordon_controller::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub mod procstat;
+
 /// Heartbeat used by test controllers: short, so liveness changes show quickly.
 pub const TEST_HEARTBEAT: Duration = Duration::from_millis(500);
 

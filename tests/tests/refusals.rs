@@ -227,3 +227,61 @@ async fn enrolment_against_the_wrong_ca_fingerprint_sends_no_token() {
     .await
     .expect("token unspent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_in_another_protocol_version_is_refused_naming_both_versions() {
+    let deployment = Deployment::start().await;
+    let agent = deployment.enroll_agent().await;
+    let mut hello = hello_for(&agent.id);
+    hello.protocol_version = cordon_protocol::PROTOCOL_VERSION + 1;
+    let outcome = try_session(deployment.agent_addr, agent_tls(agent.data_dir()), &hello)
+        .await
+        .expect("a hello comes back");
+    match outcome {
+        HelloOutcome::Refused { reason } => {
+            let ours = cordon_protocol::PROTOCOL_VERSION.to_string();
+            let theirs = (cordon_protocol::PROTOCOL_VERSION + 1).to_string();
+            assert!(
+                reason.contains(&ours) && reason.contains(&theirs),
+                "{reason}"
+            );
+        }
+        other => panic!("accepted a hello in an unknown version: {other:?}"),
+    }
+    still_serves_a_good_agent(&deployment).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_oversized_frames_close_the_connection_and_the_controller_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deployment = Deployment::start().await;
+    let agent = deployment.enroll_agent().await;
+    for payload in [
+        // A frame header claiming 4 GiB: refused before anything is allocated.
+        vec![0xff, 0xff, 0xff, 0xff],
+        // A well-sized frame of garbage instead of a hello.
+        vec![0, 0, 0, 8, 0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef],
+    ] {
+        let tcp = tokio::net::TcpStream::connect(deployment.agent_addr)
+            .await
+            .unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(agent_tls(agent.data_dir()))
+            .connect(cordon_agent::tls::controller_name().unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(&payload).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tls.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(
+            read.is_ok(),
+            "controller must close a connection that sent {payload:02x?}"
+        );
+        assert!(!deployment.controller().registry.is_online(&agent.id));
+    }
+    still_serves_a_good_agent(&deployment).await;
+}

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod tasks;
 pub mod tokens;
 pub mod types;
 
@@ -46,6 +47,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/enrollment-tokens",
             post(tokens::create).get(tokens::list),
         )
+        .route("/api/v1/tasks", post(tasks::create).get(tasks::list))
+        .route("/api/v1/tasks/{id}", get(tasks::show))
+        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
         .fallback(error::no_route)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

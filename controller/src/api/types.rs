@@ -70,3 +70,140 @@ pub struct EnrollmentTokenCreated {
     /// SHA-256 fingerprint of the CA, for `cordon-agent enroll --ca-fingerprint`.
     pub ca_fingerprint: String,
 }
+
+/// A collection to run, as API callers write it: `{"type": "processes", "hash_exes": true}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TaskSpec {
+    Ping,
+    Inventory,
+    Processes {
+        #[serde(default)]
+        hash_exes: bool,
+    },
+    ProcessDetail {
+        pid: u32,
+        #[serde(default)]
+        environment: bool,
+    },
+    Network,
+    System,
+    FileStat {
+        path: String,
+    },
+    FileHash {
+        path: String,
+    },
+    ListDir {
+        path: String,
+        #[serde(default)]
+        glob: Option<String>,
+        #[serde(default = "default_depth")]
+        max_depth: u32,
+        #[serde(default = "default_entries")]
+        max_entries: u32,
+    },
+}
+
+fn default_depth() -> u32 {
+    0
+}
+
+fn default_entries() -> u32 {
+    10_000
+}
+
+impl From<TaskSpec> for cordon_protocol::message::TaskKind {
+    fn from(spec: TaskSpec) -> Self {
+        use cordon_protocol::message::{ListDirRequest, TaskKind};
+        match spec {
+            TaskSpec::Ping => TaskKind::Ping,
+            TaskSpec::Inventory => TaskKind::Inventory,
+            TaskSpec::Processes { hash_exes } => TaskKind::Processes { hash_exes },
+            TaskSpec::ProcessDetail { pid, environment } => {
+                TaskKind::ProcessDetail { pid, environment }
+            }
+            TaskSpec::Network => TaskKind::Network,
+            TaskSpec::System => TaskKind::System,
+            TaskSpec::FileStat { path } => TaskKind::FileStat { path },
+            TaskSpec::FileHash { path } => TaskKind::FileHash { path },
+            TaskSpec::ListDir {
+                path,
+                glob,
+                max_depth,
+                max_entries,
+            } => TaskKind::ListDir(ListDirRequest {
+                path,
+                glob,
+                max_depth,
+                max_entries,
+            }),
+        }
+    }
+}
+
+/// `POST /api/v1/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    pub agent_id: String,
+    pub task: TaskSpec,
+    /// How long the task may wait for an offline agent (default 1 hour, at most 7 days).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A task's error, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskErrorView {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /api/v1/tasks/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub agent_id: String,
+    pub kind: String,
+    pub state: crate::store::TaskState,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub sent_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// What was asked, as the protocol's task kind.
+    pub request: serde_json::Value,
+    /// The collector's output, when done.
+    pub result: Option<serde_json::Value>,
+    pub error: Option<TaskErrorView>,
+}
+
+impl From<crate::store::TaskRecord> for TaskView {
+    fn from(t: crate::store::TaskRecord) -> Self {
+        let parse =
+            |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_string()));
+        TaskView {
+            error: match (t.error_code, t.error_message) {
+                (Some(code), message) => Some(TaskErrorView {
+                    code,
+                    message: message.unwrap_or_default(),
+                }),
+                _ => None,
+            },
+            request: parse(&t.request),
+            result: t.result.as_deref().map(parse),
+            id: t.id,
+            agent_id: t.agent_id,
+            kind: t.kind,
+            state: t.state,
+            created_by: t.created_by,
+            created_at_ms: t.created_at_ms,
+            expires_at_ms: t.expires_at_ms,
+            sent_at_ms: t.sent_at_ms,
+            started_at_ms: t.started_at_ms,
+            finished_at_ms: t.finished_at_ms,
+        }
+    }
+}

@@ -14,11 +14,14 @@ pub mod agents;
 pub mod client;
 pub mod config;
 pub mod output;
+pub mod tasks;
 pub mod tokens;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+
+use crate::api::types::TaskSpec;
 use thiserror::Error;
 
 /// CLI failures, each with its exit code.
@@ -84,6 +87,36 @@ pub enum Command {
     /// One-time enrolment tokens.
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Processes on a host (`--pid N` for one in detail).
+    Ps {
+        #[command(flatten)]
+        target: tasks::Target,
+        /// Also hash each executable (SHA-256).
+        #[arg(long)]
+        hash: bool,
+        /// One process in detail: cwd, open files, children.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// With --pid: include its environment.
+        #[arg(long, requires = "pid")]
+        environment: bool,
+    },
+    /// TCP and UDP sockets with owning processes, and interfaces.
+    Netstat {
+        #[command(flatten)]
+        target: tasks::Target,
+    },
+    /// Hostname, OS, kernel, boot time, logged-in users.
+    System {
+        #[command(flatten)]
+        target: tasks::Target,
+    },
+    /// Files on a host: ls, stat, hash.
+    #[command(subcommand)]
+    Files(tasks::FilesCommand),
+    /// Collection tasks: show (with --wait), list, cancel.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
     /// Check that the controller answers.
     Health,
 }
@@ -95,6 +128,53 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     match cli.command {
         Command::Agents(command) => agents::run(&client, command, cli.json).await,
         Command::Tokens(command) => tokens::run(&client, command, cli.json).await,
+        Command::Ps {
+            target,
+            hash,
+            pid: None,
+            ..
+        } => {
+            let spec = TaskSpec::Processes { hash_exes: hash };
+            tasks::collect(&client, &target, spec, cli.json, tasks::render_processes).await
+        }
+        Command::Ps {
+            target,
+            pid: Some(pid),
+            environment,
+            ..
+        } => {
+            let spec = TaskSpec::ProcessDetail { pid, environment };
+            tasks::collect(
+                &client,
+                &target,
+                spec,
+                cli.json,
+                tasks::render_process_detail,
+            )
+            .await
+        }
+        Command::Netstat { target } => {
+            tasks::collect(
+                &client,
+                &target,
+                TaskSpec::Network,
+                cli.json,
+                tasks::render_network,
+            )
+            .await
+        }
+        Command::System { target } => {
+            tasks::collect(
+                &client,
+                &target,
+                TaskSpec::System,
+                cli.json,
+                tasks::render_system,
+            )
+            .await
+        }
+        Command::Files(command) => tasks::run_files(&client, command, cli.json).await,
+        Command::Tasks(command) => tasks::run_tasks(&client, command, cli.json).await,
         Command::Health => {
             let health: crate::api::types::Health = client.get("/api/v1/health").await?;
             Ok(if cli.json {

@@ -190,18 +190,19 @@ impl Registry {
         }
     }
 
-    /// Hands a result from `agent_id` to whoever waits for it. Results for unknown tasks, or
-    /// for tasks sent to a different agent, are dropped and reported as `false`.
-    pub fn complete(&self, agent_id: &str, result: TaskResult) -> bool {
+    /// Hands a result from `agent_id` to whoever waits for it in memory. A result for a task
+    /// not waited for here (a stored task, or one sent to another agent) is given back.
+    pub fn complete(&self, agent_id: &str, result: TaskResult) -> Option<TaskResult> {
         let mut pending = lock(&self.pending);
         match pending.get(&result.task_id) {
             Some((owner, _)) if owner == agent_id => {}
-            _ => return false,
+            _ => return Some(result),
         }
-        match pending.remove(&result.task_id) {
-            Some((_, tx)) => tx.send(result).is_ok(),
-            None => false,
+        if let Some((_, tx)) = pending.remove(&result.task_id) {
+            // A waiter that gave up (timed out) just drops the result.
+            let _ = tx.send(result);
         }
+        None
     }
 }
 
@@ -230,8 +231,8 @@ mod tests {
             task_id: task.task_id.clone(),
             outcome: Ok(TaskOutput::Pong),
         };
-        assert!(!registry.complete("intruder", result.clone()));
-        assert!(registry.complete("a1", result.clone()));
+        assert!(registry.complete("intruder", result.clone()).is_some());
+        assert!(registry.complete("a1", result.clone()).is_none());
         assert_eq!(waiter.await.unwrap().unwrap(), result);
     }
 

@@ -198,12 +198,12 @@ async fn serve(
                         }
                     }
                     AgentMessage::TaskStarted { task_id } => {
-                        tracing::debug!(agent_id, task_id, "task started");
+                        controller.task_started(agent_id, &task_id).await;
                     }
                     AgentMessage::TaskResult(result) => {
-                        let task_id = result.task_id.clone();
-                        if !controller.registry.complete(agent_id, result) {
-                            tracing::debug!(agent_id, task_id, "result for a task nobody waits for");
+                        // In-memory tasks (pings, load tests) first; otherwise a stored task.
+                        if let Some(result) = controller.registry.complete(agent_id, result) {
+                            controller.task_finished(agent_id, result).await;
                         }
                     }
                     AgentMessage::Chunk(chunk) => {

@@ -119,20 +119,57 @@ CREATE TABLE meta (
 );
 ";
 
+/// Version 2, identical on both backends: collection tasks queued per agent.
+const TASKS_V2: &str = "
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    hunt_id TEXT NULL,
+    kind TEXT NOT NULL,
+    request TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    sent_at BIGINT NULL,
+    started_at BIGINT NULL,
+    finished_at BIGINT NULL,
+    result TEXT NULL,
+    error_code TEXT NULL,
+    error_message TEXT NULL
+);
+CREATE INDEX tasks_agent_state ON tasks (agent_id, state);
+CREATE INDEX tasks_state_expires ON tasks (state, expires_at);
+";
+
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    description: "agents, certificates, tokens, meta",
-    sql: SQLITE_V1,
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "agents, certificates, tokens, meta",
+        sql: SQLITE_V1,
+    },
+    Migration {
+        version: 2,
+        description: "tasks",
+        sql: TASKS_V2,
+    },
+];
 
 /// PostgreSQL migrations, in order.
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    description: "agents, certificates, tokens, meta",
-    sql: POSTGRES_V1,
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "agents, certificates, tokens, meta",
+        sql: POSTGRES_V1,
+    },
+    Migration {
+        version: 2,
+        description: "tasks",
+        sql: TASKS_V2,
+    },
+];
 
 /// The migrations for `backend`, in the order they are applied.
 pub fn for_backend(backend: Backend) -> &'static [Migration] {

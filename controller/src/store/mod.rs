@@ -14,6 +14,7 @@
 pub mod agents;
 pub mod meta;
 pub mod migrations;
+pub mod tasks;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use sqlx::pool::PoolConnectionMetadata;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 pub use agents::{AgentRecord, EnrollError, EnrollRefusal, NewAgent, NewCertificate};
+pub use tasks::{NewTask, TaskEnd, TaskRecord, TaskState};
 pub use tokens::{ApiTokenRecord, EnrollmentTokenRecord, NewEnrollmentToken, ParseRoleError, Role};
 
 /// Connections kept to a SQLite file. SQLite serialises writers anyway; a few connections let

@@ -26,6 +26,7 @@ use cordon_protocol::{
         AgentMessage, ControllerMessage, TaskError, TaskErrorCode, TaskKind, TaskOutput, TaskResult,
     },
 };
+use cordon_tests::procstat;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -116,12 +117,11 @@ async fn main() -> anyhow::Result<()> {
         failed.load(Ordering::Relaxed)
     );
 
-    let before = args.controller_pid.and_then(proc_sample);
+    let before = args.controller_pid.and_then(procstat::sample);
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    let after = args.controller_pid.and_then(proc_sample);
+    let after = args.controller_pid.and_then(procstat::sample);
     if let (Some(b), Some(a)) = (before, after) {
-        let ticks = (a.cpu_ticks - b.cpu_ticks) as f64;
-        let cpu_pct = ticks / clock_ticks() / (a.at - b.at).as_secs_f64() * 100.0;
+        let cpu_pct = procstat::cpu_percent(&b, &a);
         println!(
             "controller: RSS {:.1} MiB, CPU {:.2} % of a core over {} s idle with {} agents",
             a.rss_kib as f64 / 1024.0,
@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
             online.load(Ordering::Relaxed)
         );
     }
-    if let Some(own) = proc_sample(std::process::id()) {
+    if let Some(own) = procstat::sample(std::process::id()) {
         println!("loadgen: RSS {:.1} MiB", own.rss_kib as f64 / 1024.0);
     }
     println!(
@@ -269,38 +269,4 @@ async fn simulate(
     };
     online.fetch_sub(1, Ordering::Relaxed);
     result
-}
-
-struct ProcSample {
-    at: Instant,
-    rss_kib: u64,
-    cpu_ticks: u64,
-}
-
-/// RSS and user+system CPU ticks of a process, from /proc.
-fn proc_sample(pid: u32) -> Option<ProcSample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th there.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(ProcSample {
-        at: Instant::now(),
-        rss_kib,
-        cpu_ticks: utime + stime,
-    })
-}
-
-fn clock_ticks() -> f64 {
-    // USER_HZ is 100 on every Linux we run on.
-    100.0
 }

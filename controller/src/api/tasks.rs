@@ -1,0 +1,124 @@
+//! `/api/v1/tasks`: queue a collection on an agent, read its state and result (optionally
+//! waiting for it), list, cancel.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    Json,
+};
+use serde::Deserialize;
+
+use crate::{
+    api::{
+        auth::Caller,
+        error::ApiError,
+        types::{CreateTask, TaskView},
+        AppState,
+    },
+    store::Role,
+    tasks::TaskError,
+};
+
+/// Default time a task may wait for its agent.
+pub const DEFAULT_TASK_TTL: Duration = Duration::from_secs(3600);
+/// Longest a `?wait=` may hold a request.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> Self {
+        match e {
+            TaskError::UnknownAgent(_) | TaskError::UnknownTask(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            TaskError::RevokedAgent(_) | TaskError::AlreadyEnded { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            TaskError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            TaskError::Store(e) => ApiError::from(e),
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateTask>, JsonRejection>,
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    let ttl = body
+        .ttl_secs
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TASK_TTL);
+    let task = state
+        .create_task(&body.agent_id, body.task.into(), ttl, &caller.name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(task.into())))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ShowQuery {
+    /// Seconds to wait for the task to end before answering.
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let task = match query.wait {
+        Some(secs) if secs > 0 => {
+            state
+                .wait_for_task(&id, Duration::from_secs(secs).min(MAX_WAIT))
+                .await?
+        }
+        _ => state
+            .store
+            .get_task(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?,
+    };
+    Ok(Json(task.into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<TaskView>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let tasks = state
+        .store
+        .list_tasks(query.agent_id.as_deref(), limit)
+        .await?;
+    Ok(Json(tasks.into_iter().map(TaskView::from).collect()))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    caller.require(Role::Responder)?;
+    Ok(Json(state.cancel_task(&id, &caller.name).await?.into()))
+}
