@@ -118,6 +118,7 @@ pub async fn enroll(options: &EnrollOptions) -> Result<AgentFile, AgentError> {
     // The key first: a certificate without its key is useless, a key without a certificate is
     // harmless. agent.toml last: its presence means "enrolled".
     dir.write(&dir.key(), &key.serialize_pem(), 0o600)?;
+    crate::signing::load_or_create(&dir)?;
     dir.write(&dir.cert(), &certificate_pem, 0o644)?;
     dir.write(&dir.ca(), &ca_certificate_pem, 0o644)?;
     let file = AgentFile {

@@ -51,6 +51,11 @@ impl AgentDir {
     pub fn key(&self) -> PathBuf {
         self.root.join("agent.key")
     }
+    /// The agent's Ed25519 signing key (see [`crate::signing`]).
+    pub fn signing_key(&self) -> PathBuf {
+        self.root.join("signing.key")
+    }
+
     pub fn cert(&self) -> PathBuf {
         self.root.join("agent.pem")
     }
@@ -116,11 +121,13 @@ impl AgentDir {
         let ca = CertificateDer::from_pem_file(self.ca()).map_err(pem_err(self.ca()))?;
         let cert = CertificateDer::from_pem_file(self.cert()).map_err(pem_err(self.cert()))?;
         let key = PrivateKeyDer::from_pem_file(self.key()).map_err(pem_err(self.key()))?;
+        let signer = crate::signing::load_or_create(self)?;
         Ok(Identity {
             file,
             ca,
             cert,
             key,
+            signer,
         })
     }
 }
@@ -131,6 +138,8 @@ pub struct Identity {
     pub ca: CertificateDer<'static>,
     pub cert: CertificateDer<'static>,
     pub key: PrivateKeyDer<'static>,
+    /// The agent's Ed25519 signing key.
+    pub signer: ed25519_dalek::SigningKey,
 }
 
 impl std::fmt::Debug for Identity {

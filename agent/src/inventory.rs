@@ -29,6 +29,8 @@ pub fn collect() -> Inventory {
         boot_time_ms: i64::try_from(System::boot_time())
             .unwrap_or(0)
             .saturating_mul(1000),
+        // Filled in by the session from the agent's policy (see `crate::policy`).
+        action_policy: Default::default(),
     }
 }
 

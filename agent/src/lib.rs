@@ -2,14 +2,21 @@
 //! the tasks it is given. Containment actions run only when trusted keys signed them.
 #![forbid(unsafe_code)]
 
+pub mod act;
 pub mod backoff;
 pub mod collect;
+pub mod containment;
 pub mod enroll;
 pub mod identity;
 pub mod inventory;
+pub mod journal;
+pub mod policy;
+pub mod replay;
 pub mod session;
+pub mod signing;
 pub mod tasks;
 pub mod tls;
+pub mod trust;
 
 use std::{path::PathBuf, time::Duration};
 

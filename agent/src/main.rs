@@ -1,10 +1,10 @@
-//! `cordon-agent`: enrol this host with a controller, then run.
+//! `cordon-agent`: enrol this host with a controller, decide which keys it trusts, then run.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cordon_agent::{enroll, identity::DEFAULT_DATA_DIR, AgentConfig};
+use cordon_agent::{enroll, identity::DEFAULT_DATA_DIR, trust, AgentConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -44,6 +44,55 @@ enum Command {
         /// Most tasks running at once.
         #[arg(long, default_value_t = 8)]
         max_tasks: usize,
+    },
+    /// Manage the keys this agent trusts to sign containment actions (DATA_DIR/policy.toml).
+    Trust {
+        #[command(subcommand)]
+        command: TrustCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Trust a public key (64 hex digits, or a PUBLIC KEY PEM) for some actions.
+    Add {
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The signer's public key file, as `cordon keys generate` writes it.
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Actions it may sign: kill,quarantine,restore,block,unblock,isolate,release, or all.
+        #[arg(long)]
+        actions: String,
+        /// Longest lifetime it may give an action, and longest block/isolate TTL (e.g. 1h).
+        #[arg(long)]
+        max_ttl: Option<String>,
+        /// A label for people; defaults to the key file's name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the trusted keys.
+    List {
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a key.
+    Remove {
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The key id `trust list` shows.
+        key_id: String,
+    },
+    /// Require this many distinct signers for an action (M-of-N); 1 means any one.
+    Require {
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        action: String,
+        #[arg(long)]
+        signers: u32,
     },
 }
 
@@ -96,7 +145,38 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cordon_agent::run(config, shutdown).await?;
             Ok(())
         }
+        Command::Trust { command } => {
+            println!("{}", run_trust(command)?);
+            Ok(())
+        }
     }
+}
+
+fn run_trust(command: TrustCommand) -> anyhow::Result<String> {
+    Ok(match command {
+        TrustCommand::Add {
+            data_dir,
+            public_key,
+            actions,
+            max_ttl,
+            name,
+        } => trust::add(
+            &data_dir,
+            &trust::AddOptions {
+                public_key_file: &public_key,
+                actions: &actions,
+                max_ttl: max_ttl.as_deref(),
+                name: name.as_deref(),
+            },
+        )?,
+        TrustCommand::List { data_dir, json } => trust::list(&data_dir, json)?,
+        TrustCommand::Remove { data_dir, key_id } => trust::remove(&data_dir, &key_id)?,
+        TrustCommand::Require {
+            data_dir,
+            action,
+            signers,
+        } => trust::require(&data_dir, &action, signers)?,
+    })
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -17,7 +17,14 @@ use tokio::{
 use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{backoff::Backoff, identity::Identity, tasks, AgentConfig, AgentError};
+use crate::{
+    backoff::Backoff,
+    collect::watch::WatchRegistry,
+    containment::Containment,
+    identity::Identity,
+    tasks::{self, TaskContext},
+    AgentConfig, AgentError,
+};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tasks accepted at once (running plus waiting for a slot); beyond this the agent answers Busy.
@@ -41,14 +48,24 @@ pub async fn run_forever(
     let tls = crate::tls::session_config(identity.ca, identity.cert, identity.key)
         .map_err(|e| AgentError::Crypto(format!("TLS configuration: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(tls);
+    let signer = Arc::new(identity.signer);
     let limit = Arc::new(Semaphore::new(config.max_concurrent_tasks));
     let mut backoff = Backoff::new(config.reconnect_initial, config.reconnect_max);
+    // Watches and the changes they see outlive each session: a reconnect keeps them.
+    let watches = WatchRegistry::new();
+    // Policy, replay cache and journal: loaded once; an invalid policy stops the agent here.
+    let containment = Arc::new(Containment::open(&config.data_dir, &agent_id, &controller)?);
+    containment.recover().await;
+    let lasting = Lasting {
+        watches,
+        containment,
+    };
 
     while !shutdown.is_cancelled() {
         let started = tokio::time::Instant::now();
         let ended = tokio::select! {
             _ = shutdown.cancelled() => break,
-            ended = session(&connector, &controller, &agent_id, &limit, &shutdown) => ended,
+            ended = session(&connector, &controller, &agent_id, &signer, &limit, &lasting, &shutdown) => ended,
         };
         match &ended {
             Ok(reason) => tracing::info!(%agent_id, %controller, %reason, "session ended"),
@@ -67,23 +84,34 @@ pub async fn run_forever(
     Ok(())
 }
 
+/// What outlives each session.
+struct Lasting {
+    watches: WatchRegistry,
+    containment: Arc<Containment>,
+}
+
 /// One session, from dialling to its end. `Ok` carries why it ended normally.
 async fn session(
     connector: &tokio_rustls::TlsConnector,
     controller: &str,
     agent_id: &str,
+    signer: &Arc<ed25519_dalek::SigningKey>,
     limit: &Arc<Semaphore>,
+    lasting: &Lasting,
     shutdown: &CancellationToken,
 ) -> Result<String, AgentError> {
     let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connect(connector, controller))
         .await
         .map_err(|_| AgentError::Connect(format!("{controller}: timed out")))??;
+    let mut inventory = tokio::task::spawn_blocking(crate::inventory::collect)
+        .await
+        .unwrap_or_default();
+    inventory.action_policy = lasting.containment.policy().summary();
     conn.send(&AgentHello {
         protocol_version: PROTOCOL_VERSION,
         agent_id: agent_id.to_string(),
-        inventory: tokio::task::spawn_blocking(crate::inventory::collect)
-            .await
-            .unwrap_or_default(),
+        inventory,
+        signing_public_key: signer.verifying_key().to_bytes().to_vec(),
     })
     .await
     .map_err(|e| AgentError::Connect(format!("{controller}: sending hello: {e}")))?;
@@ -107,7 +135,16 @@ async fn session(
         HelloOutcome::Refused { reason } => return Err(AgentError::Refused(reason)),
     };
     tracing::info!(agent_id, controller, "connected");
-    serve(&mut conn, heartbeat, limit, shutdown).await
+    // Results and chunks from running tasks; bounded, so a fast reader waits for a slow link.
+    let (outbox, results_rx) = mpsc::channel::<AgentMessage>(64);
+    let ctx = TaskContext {
+        agent_id: agent_id.to_string(),
+        signer: signer.clone(),
+        outbox,
+        watches: lasting.watches.clone(),
+        containment: Some(lasting.containment.clone()),
+    };
+    serve(&mut conn, heartbeat, limit, ctx, results_rx, shutdown).await
 }
 
 async fn connect(
@@ -131,6 +168,8 @@ async fn serve(
     conn: &mut Conn,
     heartbeat: Duration,
     limit: &Arc<Semaphore>,
+    ctx: TaskContext,
+    mut results_rx: mpsc::Receiver<AgentMessage>,
     shutdown: &CancellationToken,
 ) -> Result<String, AgentError> {
     let idle = heartbeat * 3;
@@ -138,9 +177,7 @@ async fn serve(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     let mut last_received = tokio::time::Instant::now();
-    // Results from running tasks; bounded by the task limit.
-    let (results_tx, mut results_rx) = mpsc::channel::<AgentMessage>(64);
-    let mut running: HashMap<String, AbortHandle> = HashMap::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
     let send_err = |e: ProtocolError| AgentError::Connect(format!("sending: {e}"));
 
     let ended = loop {
@@ -149,6 +186,12 @@ async fn serve(
             _ = ticker.tick() => {
                 seq += 1;
                 conn.send(&AgentMessage::Heartbeat { seq }).await.map_err(send_err)?;
+            }
+            Some(change) = ctx.watches.next_event() => {
+                if let Err(e) = conn.send(&change).await {
+                    ctx.watches.retry_later(change).await;
+                    return Err(send_err(e));
+                }
             }
             Some(message) = results_rx.recv() => {
                 if let AgentMessage::TaskResult(result) = &message {
@@ -168,14 +211,18 @@ async fn serve(
                     ControllerMessage::HeartbeatAck { .. } => {}
                     ControllerMessage::Goodbye { reason } => break format!("controller said goodbye: {reason}"),
                     ControllerMessage::Cancel { task_id } => {
-                        if let Some(handle) = running.remove(&task_id) {
-                            handle.abort();
+                        if running.get(&task_id).is_some_and(|r| r.is_action) {
+                            // A containment action is not abandoned half-way: it finishes and
+                            // its receipt (or error) is what the controller records.
+                            tracing::info!(task_id, "cancel refused: containment action already running");
+                        } else if let Some(running) = running.remove(&task_id) {
+                            running.handle.abort();
                             let result = failed(&task_id, TaskErrorCode::Cancelled, "cancelled by the controller");
                             conn.send(&AgentMessage::TaskResult(result)).await.map_err(send_err)?;
                         }
                     }
                     ControllerMessage::Task(task) => {
-                        if let Some(refusal) = start_task(task, limit, &results_tx, &mut running) {
+                        if let Some(refusal) = start_task(task, limit, &ctx, &mut running) {
                             conn.send(&AgentMessage::TaskResult(refusal)).await.map_err(send_err)?;
                         }
                     }
@@ -183,10 +230,17 @@ async fn serve(
             }
         }
     };
-    for (_, handle) in running {
-        handle.abort();
+    for (_, running) in running {
+        running.handle.abort();
     }
     Ok(ended)
+}
+
+/// A task in progress on this session.
+struct Running {
+    handle: AbortHandle,
+    /// Containment actions are never cancelled once started (see the `Cancel` arm).
+    is_action: bool,
 }
 
 fn failed(task_id: &str, code: TaskErrorCode, message: &str) -> TaskResult {
@@ -203,8 +257,8 @@ fn failed(task_id: &str, code: TaskErrorCode, message: &str) -> TaskResult {
 fn start_task(
     task: Task,
     limit: &Arc<Semaphore>,
-    results: &mpsc::Sender<AgentMessage>,
-    running: &mut HashMap<String, AbortHandle>,
+    ctx: &TaskContext,
+    running: &mut HashMap<String, Running>,
 ) -> Option<TaskResult> {
     if task.deadline_ms < crate::now_ms() {
         return Some(failed(
@@ -227,28 +281,37 @@ fn start_task(
             "agent has too many tasks outstanding",
         ));
     }
-    let results = results.clone();
+    let ctx = ctx.clone();
     let limit = limit.clone();
     let task_id = task.task_id.clone();
+    let is_action = matches!(task.kind, cordon_protocol::message::TaskKind::Action(_));
     let handle = tokio::spawn(async move {
         // At most `max_concurrent_tasks` run at once; the rest wait here for a slot.
         let Ok(permit) = limit.acquire_owned().await else {
             return;
         };
-        let _ = results
+        let _ = ctx
+            .outbox
             .send(AgentMessage::TaskStarted {
                 task_id: task.task_id.clone(),
             })
             .await;
-        let outcome = tasks::execute(task.kind).await;
+        let outcome = tasks::execute(&task.task_id, task.kind, &ctx).await;
         drop(permit);
-        let _ = results
+        let _ = ctx
+            .outbox
             .send(AgentMessage::TaskResult(TaskResult {
                 task_id: task.task_id,
                 outcome,
             }))
             .await;
     });
-    running.insert(task_id, handle.abort_handle());
+    running.insert(
+        task_id,
+        Running {
+            handle: handle.abort_handle(),
+            is_action,
+        },
+    );
     None
 }

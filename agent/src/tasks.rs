@@ -1,12 +1,52 @@
 //! Runs one task and produces its result. Collectors and actions plug in here, one module each.
 
-use cordon_protocol::message::{TaskError, TaskErrorCode, TaskKind, TaskOutput};
+use std::sync::Arc;
+
+use cordon_protocol::message::{AgentMessage, TaskError, TaskErrorCode, TaskKind, TaskOutput};
+use ed25519_dalek::SigningKey;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::collect;
 
-/// Runs `kind`. Tasks this agent version cannot do are answered `Unsupported`, never ignored.
-pub async fn execute(kind: TaskKind) -> Result<TaskOutput, TaskError> {
+/// What a task may use beyond its request. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub agent_id: String,
+    /// The agent's own key, for manifests and receipts.
+    pub signer: Arc<SigningKey>,
+    /// The session's outgoing queue, for chunks of bulk output. Bounded: a fast reader waits
+    /// for a slow link instead of filling memory.
+    pub outbox: mpsc::Sender<AgentMessage>,
+    /// The agent's file watches; they outlive the session that started them.
+    pub watches: collect::watch::WatchRegistry,
+    /// Signed containment actions: policy, replay cache, journal. `None` in a detached context
+    /// (no data directory), where actions are answered `Unsupported`.
+    pub containment: Option<Arc<crate::containment::Containment>>,
+}
+
+impl TaskContext {
+    /// A context whose output goes to the returned receiver (tests, benchmarks).
+    pub fn detached(agent_id: &str, capacity: usize) -> (Self, mpsc::Receiver<AgentMessage>) {
+        let (outbox, rx) = mpsc::channel(capacity);
+        let ctx = Self {
+            agent_id: agent_id.to_string(),
+            signer: Arc::new(SigningKey::from_bytes(&rand::random())),
+            outbox,
+            watches: collect::watch::WatchRegistry::new(),
+            containment: None,
+        };
+        (ctx, rx)
+    }
+}
+
+/// Runs task `task_id`. Tasks this agent version cannot do are answered `Unsupported`, never
+/// ignored.
+pub async fn execute(
+    task_id: &str,
+    kind: TaskKind,
+    ctx: &TaskContext,
+) -> Result<TaskOutput, TaskError> {
     match kind {
         TaskKind::Ping => Ok(TaskOutput::Pong),
         TaskKind::Inventory => tokio::task::spawn_blocking(crate::inventory::collect)
@@ -39,14 +79,33 @@ pub async fn execute(kind: TaskKind) -> Result<TaskOutput, TaskError> {
             })
             .await
         }
-        other => Err(TaskError {
-            code: TaskErrorCode::Unsupported,
-            message: format!(
-                "agent {} does not support task {}",
-                env!("CARGO_PKG_VERSION"),
-                task_name(&other)
-            ),
-        }),
+        TaskKind::FetchFile { path, max_bytes } => {
+            collect::fetch::fetch(task_id, path, max_bytes, ctx).await
+        }
+        TaskKind::Snapshot => collect::snapshot::snapshot(task_id, ctx).await,
+        TaskKind::Hunt(query) => collect_json("hunt", move || collect::hunt::hunt(&query)).await,
+        TaskKind::Watch { watch_id, paths } => ctx.watches.watch(watch_id, paths).await,
+        TaskKind::Unwatch { watch_id } => ctx.watches.unwatch(&watch_id),
+        TaskKind::Action(signed) => match &ctx.containment {
+            Some(containment) => {
+                containment
+                    .execute(task_id, signed, ctx.signer.clone())
+                    .await
+            }
+            None => Err(unsupported(&TaskKind::Action(signed))),
+        },
+    }
+}
+
+/// The answer to a task this agent cannot do.
+fn unsupported(kind: &TaskKind) -> TaskError {
+    TaskError {
+        code: TaskErrorCode::Unsupported,
+        message: format!(
+            "agent {} does not support task {}",
+            env!("CARGO_PKG_VERSION"),
+            task_name(kind)
+        ),
     }
 }
 
@@ -100,6 +159,11 @@ mod tests {
 
     use super::*;
 
+    async fn run(kind: TaskKind) -> Result<TaskOutput, TaskError> {
+        let (ctx, _rx) = TaskContext::detached("agent-1", 64);
+        execute("task-1", kind, &ctx).await
+    }
+
     fn json(output: Result<TaskOutput, TaskError>) -> String {
         match output {
             Ok(TaskOutput::Json(text)) => text,
@@ -115,15 +179,13 @@ mod tests {
         let path = file.to_str().unwrap().to_string();
 
         let hash: FileHash =
-            serde_json::from_str(&json(execute(TaskKind::FileHash { path }).await)).unwrap();
+            serde_json::from_str(&json(run(TaskKind::FileHash { path }).await)).unwrap();
         assert_eq!(hash.size, 6);
-        let list: ProcessList = serde_json::from_str(&json(
-            execute(TaskKind::Processes { hash_exes: false }).await,
-        ))
-        .unwrap();
+        let list: ProcessList =
+            serde_json::from_str(&json(run(TaskKind::Processes { hash_exes: false }).await))
+                .unwrap();
         assert!(list.processes.iter().any(|p| p.pid == std::process::id()));
-        let system: SystemInfo =
-            serde_json::from_str(&json(execute(TaskKind::System).await)).unwrap();
+        let system: SystemInfo = serde_json::from_str(&json(run(TaskKind::System).await)).unwrap();
         assert!(!system.hostname.is_empty());
         for kind in [
             TaskKind::Network,
@@ -139,27 +201,25 @@ mod tests {
                 environment: false,
             },
         ] {
-            json(execute(kind).await);
+            json(run(kind).await);
         }
     }
 
     #[tokio::test]
-    async fn collector_errors_and_unsupported_tasks_keep_their_codes() {
-        let err = execute(TaskKind::ProcessDetail {
+    async fn collector_errors_keep_their_codes() {
+        let err = run(TaskKind::ProcessDetail {
             pid: u32::MAX,
             environment: false,
         })
         .await
         .unwrap_err();
         assert_eq!(err.code, TaskErrorCode::NotFound);
-        let err = execute(TaskKind::FileStat {
+        let err = run(TaskKind::FileStat {
             path: "relative".into(),
         })
         .await
         .unwrap_err();
         assert_eq!(err.code, TaskErrorCode::InvalidInput);
-        let err = execute(TaskKind::Snapshot).await.unwrap_err();
-        assert_eq!(err.code, TaskErrorCode::Unsupported);
-        assert_eq!(execute(TaskKind::Ping).await, Ok(TaskOutput::Pong));
+        assert_eq!(run(TaskKind::Ping).await, Ok(TaskOutput::Pong));
     }
 }

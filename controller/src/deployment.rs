@@ -95,6 +95,10 @@ impl DataDir {
     pub fn automation_pub(&self) -> PathBuf {
         self.root.join("automation.pub")
     }
+    /// Evidence bytes, content-addressed (see [`crate::evidence`]).
+    pub fn evidence(&self) -> PathBuf {
+        self.root.join("evidence")
+    }
     pub fn sqlite(&self) -> PathBuf {
         self.root.join("cordon.db")
     }

@@ -5,7 +5,9 @@
 pub mod api;
 pub mod cli;
 pub mod deployment;
+pub mod evidence;
 pub mod gateway;
+pub mod hunts;
 pub mod pki;
 #[cfg(feature = "quickstart")]
 pub mod quickstart;
@@ -15,6 +17,7 @@ pub mod state;
 pub mod store;
 pub mod tasks;
 pub mod tls;
+pub mod watches;
 
 /// Milliseconds since the Unix epoch: the store's time unit.
 pub fn now_ms() -> i64 {

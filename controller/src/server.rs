@@ -52,6 +52,11 @@ pub enum ServeError {
     Crl(#[from] CrlError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("evidence directory {}: {source}", path.display())]
+    Evidence {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -119,7 +124,15 @@ pub async fn start(
             source,
         })?;
 
+    let evidence = crate::evidence::EvidenceDir::new(dir.evidence());
+    evidence.prepare().map_err(|source| ServeError::Evidence {
+        path: dir.evidence(),
+        source,
+    })?;
+    let (presence, presence_rx) = gateway::presence::Presence::channel();
     let controller = Arc::new(Controller {
+        presence,
+        evidence,
         store,
         ca,
         tls,
@@ -137,6 +150,11 @@ pub async fn start(
     ));
     tasks.spawn(crate::tasks::run_sweeper(
         controller.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(gateway::presence::run(
+        controller.clone(),
+        presence_rx,
         shutdown.clone(),
     ));
     tasks.spawn(api::serve(controller.clone(), api_listener, shutdown));

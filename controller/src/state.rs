@@ -27,7 +27,11 @@ pub struct Controller {
     pub ca: Ca,
     pub tls: SessionTls,
     pub registry: Registry,
+    /// Batched last-seen and disconnect writes (see [`crate::gateway::presence`]).
+    pub presence: crate::gateway::presence::Presence,
     pub data_dir: DataDir,
+    /// Where evidence bytes are kept.
+    pub evidence: crate::evidence::EvidenceDir,
     pub heartbeat_interval: Duration,
     /// Ids of tasks that just ended, for waiters (`GET /tasks/{id}?wait=…`).
     pub task_events: tokio::sync::broadcast::Sender<String>,

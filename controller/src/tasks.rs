@@ -171,8 +171,18 @@ impl Controller {
 
     /// The agent reports a result. Results for tasks that are not this agent's, or that have
     /// already ended, are ignored.
-    pub async fn task_finished(&self, agent_id: &str, result: TaskResult) {
+    /// `staged` is the task's completed transfer, if it sent one.
+    pub async fn task_finished(
+        &self,
+        agent_id: &str,
+        result: TaskResult,
+        staged: Option<crate::evidence::Staged>,
+    ) {
         let end = match result.outcome {
+            Ok(TaskOutput::Evidence(signed)) => {
+                self.accept_evidence(agent_id, &result.task_id, signed, staged)
+                    .await
+            }
             Ok(output) => TaskEnd::Done {
                 result: output_json(output),
             },
@@ -187,7 +197,8 @@ impl Controller {
         self.end_task(&result.task_id, Some(agent_id), end).await;
     }
 
-    async fn end_task(&self, task_id: &str, agent_id: Option<&str>, end: TaskEnd) {
+    /// Records how a task ended (once: later ends are ignored) and wakes its waiters.
+    pub(crate) async fn end_task(&self, task_id: &str, agent_id: Option<&str>, end: TaskEnd) {
         match self
             .store
             .finish_task(task_id, agent_id, &end, now_ms())
@@ -324,6 +335,8 @@ fn output_json(output: TaskOutput) -> String {
         TaskOutput::Pong => "{\"pong\":true}".into(),
         TaskOutput::Done => "{}".into(),
         TaskOutput::Inventory(inventory) => serde_json::to_string(&inventory).unwrap_or_default(),
+        // Accepted (or refused) in `task_finished` before this point.
+        TaskOutput::Evidence(signed) => signed.manifest,
         TaskOutput::Streamed { total_len, sha256 } => {
             serde_json::json!({ "total_len": total_len, "sha256": sha256 }).to_string()
         }

@@ -121,6 +121,34 @@ impl Action {
     }
 }
 
+/// A trusted signer as the agent reports it (public key id only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerSummary {
+    pub name: String,
+    /// [`key_id`] of the signer's public key.
+    pub key_id: String,
+    pub actions: Vec<ActionKind>,
+    pub max_ttl_secs: u64,
+}
+
+/// An agent's containment policy, as it reports it in its inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySummary {
+    pub signers: Vec<SignerSummary>,
+    /// Distinct signers each action needs; actions not listed need one.
+    pub required_signers: Vec<(ActionKind, u32)>,
+}
+
+impl PolicySummary {
+    /// Distinct signers `kind` needs on this agent.
+    pub fn required(&self, kind: ActionKind) -> u32 {
+        self.required_signers
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(1, |(_, n)| (*n).max(1))
+    }
+}
+
 /// One signer's signature over [`signing_bytes`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionSignature {

@@ -164,3 +164,31 @@ pub struct DirListing {
     /// True when `max_entries` cut the listing short.
     pub truncated: bool,
 }
+
+/// A file a hunt asked about, as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HuntFile {
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    /// Only when the query named a hash (then it is that hash).
+    pub sha256: Option<String>,
+}
+
+/// `TaskKind::Hunt`: what matched the query on one host. The rules are in [`crate::hunt`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HuntMatches {
+    /// Whether every part of the query held on this host. When false the lists are empty:
+    /// a host that does not match reports nothing.
+    pub matched: bool,
+    pub collected_at_ms: i64,
+    /// Matching processes; with network filters, the owners of the matching sockets.
+    pub processes: Vec<ProcessInfo>,
+    /// Matching sockets (only when the query has network filters).
+    pub sockets: Vec<SocketInfo>,
+    /// The file named by the query, when it exists (and has the asked hash).
+    pub file: Option<HuntFile>,
+    /// More processes or sockets matched than one answer carries
+    /// ([`crate::hunt::MAX_REPORTED`] of each).
+    pub truncated: bool,
+}

@@ -13,6 +13,10 @@ pub struct AgentHello {
     /// Must equal the identity in the agent's client certificate.
     pub agent_id: String,
     pub inventory: Inventory,
+    /// The agent's Ed25519 public key, which signs its evidence manifests and action receipts.
+    /// The controller pins it on first sight and refuses a session that presents another.
+    #[serde(with = "serde_bytes")]
+    pub signing_public_key: Vec<u8>,
 }
 
 /// Controller → agent, the reply to [`AgentHello`].
@@ -82,6 +86,7 @@ mod tests {
                 hostname: "web-01".into(),
                 ..Inventory::default()
             },
+            signing_public_key: vec![7; 32],
         };
         let bytes = codec::encode(&hello).unwrap();
         assert_eq!(decode_hello::<AgentHello>(&bytes).unwrap(), hello);

@@ -16,4 +16,7 @@ pub struct Inventory {
     pub agent_version: String,
     /// Host boot time, milliseconds since the Unix epoch.
     pub boot_time_ms: i64,
+    /// What the agent's containment policy accepts (public facts only), so the controller can
+    /// hold an action until it has enough signatures and refuse early what the agent would.
+    pub action_policy: crate::action::PolicySummary,
 }

@@ -6,7 +6,9 @@
 //! - [`codec`]: bincode with a decode limit and no trailing bytes (the only place bincode is named);
 //! - [`connection`]: typed send/receive over any async byte stream;
 //! - [`hello`], [`message`], [`enroll`]: the messages themselves;
-//! - [`action`]: the signed containment-action envelope and its canonical signing bytes.
+//! - [`action`]: the signed containment-action envelope and its canonical signing bytes;
+//! - [`evidence`]: the agent-signed manifest that comes with fetched files and snapshots;
+//! - [`hunt`]: what a hunt query may say and what "match" means, for both sides.
 #![forbid(unsafe_code)]
 
 pub mod action;
@@ -15,8 +17,10 @@ pub mod collect;
 pub mod connection;
 pub mod enroll;
 pub mod error;
+pub mod evidence;
 pub mod frame;
 pub mod hello;
+pub mod hunt;
 pub mod inventory;
 pub mod message;
 

@@ -154,6 +154,9 @@ pub enum TaskOutput {
     Receipt(Receipt),
     /// Nothing to report beyond success (e.g. a watch started).
     Done,
+    /// Evidence (a fetched file, a snapshot bundle) already sent as chunks, with the agent's
+    /// signed manifest naming its length and hash.
+    Evidence(crate::evidence::SignedManifest),
 }
 
 /// A piece of bulk output. Chunks of a task are numbered from 0; the last one carries the hash of

@@ -17,7 +17,9 @@ use cordon_controller::{
 };
 use tokio_util::sync::CancellationToken;
 
+pub mod bench;
 pub mod procstat;
+pub mod simhost;
 
 /// Heartbeat used by test controllers: short, so liveness changes show quickly.
 pub const TEST_HEARTBEAT: Duration = Duration::from_millis(500);
@@ -188,6 +190,44 @@ impl Deployment {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("agent {agent_id} never became {status:?} (last seen {last:?})");
+    }
+
+    /// Queues `task` (the API's JSON task spec) on `agent_id` and waits until it ends.
+    pub async fn run_task(
+        &self,
+        agent_id: &str,
+        task: serde_json::Value,
+    ) -> cordon_controller::api::types::TaskView {
+        use cordon_controller::api::types::TaskView;
+        let created: TaskView = self
+            .api()
+            .post_json(
+                "/api/v1/tasks",
+                serde_json::json!({ "agent_id": agent_id, "task": task }),
+            )
+            .await
+            .expect("task created");
+        self.wait_for_task(&created.id).await
+    }
+
+    /// Waits (up to 60 s) until task `id` ends.
+    pub async fn wait_for_task(&self, id: &str) -> cordon_controller::api::types::TaskView {
+        use cordon_controller::api::types::TaskView;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let task: TaskView = self
+                .api()
+                .get_json(&format!("/api/v1/tasks/{id}?wait=10"))
+                .await
+                .expect("task readable");
+            if task.state.is_final() {
+                return task;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task never ended: {task:?}"
+            );
+        }
     }
 
     /// Runs the real `cordon` CLI against this deployment.
@@ -374,6 +414,28 @@ impl Api {
             .await
     }
 
+    pub async fn delete_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ApiFailure> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// A GET whose body is bytes (evidence downloads): status and body.
+    pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let body = response.bytes().await.expect("body").to_vec();
+        (status, body)
+    }
+
     /// Sends raw bytes as a JSON body (for malformed-input tests).
     pub async fn post_raw(&self, path: &str, body: &'static str) -> ApiFailure {
         let response = self
@@ -433,6 +495,21 @@ pub async fn try_session(
     tls: std::sync::Arc<rustls::ClientConfig>,
     hello: &cordon_protocol::hello::AgentHello,
 ) -> Result<cordon_protocol::hello::HelloOutcome, String> {
+    open_session(addr, tls, hello)
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// A session opened by hand (to play a misbehaving agent).
+pub type RawSession =
+    cordon_protocol::connection::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Like [`try_session`], and also returns the connection for the test to go on with.
+pub async fn open_session(
+    addr: SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    hello: &cordon_protocol::hello::AgentHello,
+) -> Result<(cordon_protocol::hello::HelloOutcome, RawSession), String> {
     use cordon_protocol::{connection::Connection, hello::ControllerHello};
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
@@ -450,13 +527,14 @@ pub async fn try_session(
         .await
         .map_err(|_| "no answer within 10 s".to_string())?;
     match answer {
-        Ok(Some(hello)) => Ok(hello.outcome),
+        Ok(Some(hello)) => Ok((hello.outcome, conn)),
         Ok(None) => Err("connection closed without a hello".into()),
         Err(e) => Err(format!("reading hello: {e}")),
     }
 }
 
-/// A hello for `agent_id` with a made-up inventory.
+/// A hello for `agent_id` with a made-up inventory and a signing key derived from the id (so a
+/// simulated agent presents the same key every time).
 pub fn hello_for(agent_id: &str) -> cordon_protocol::hello::AgentHello {
     cordon_protocol::hello::AgentHello {
         protocol_version: cordon_protocol::PROTOCOL_VERSION,
@@ -465,7 +543,17 @@ pub fn hello_for(agent_id: &str) -> cordon_protocol::hello::AgentHello {
             hostname: format!("sim-{agent_id}"),
             ..Default::default()
         },
+        signing_public_key: simulated_signing_key(agent_id)
+            .verifying_key()
+            .to_bytes()
+            .to_vec(),
     }
+}
+
+/// The signing key a simulated agent uses: derived from its id.
+pub fn simulated_signing_key(agent_id: &str) -> ed25519_dalek::SigningKey {
+    use sha2::Digest;
+    ed25519_dalek::SigningKey::from_bytes(&sha2::Sha256::digest(agent_id.as_bytes()).into())
 }
 
 /// The session TLS config an enrolled agent in `dir` would use.

@@ -9,29 +9,7 @@ use cordon_tests::Deployment;
 use serde_json::json;
 
 async fn run_task(deployment: &Deployment, agent_id: &str, task: serde_json::Value) -> TaskView {
-    let created: TaskView = deployment
-        .api()
-        .post_json(
-            "/api/v1/tasks",
-            json!({ "agent_id": agent_id, "task": task }),
-        )
-        .await
-        .expect("task created");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let task: TaskView = deployment
-            .api()
-            .get_json(&format!("/api/v1/tasks/{}?wait=10", created.id))
-            .await
-            .expect("task readable");
-        if task.state.is_final() {
-            return task;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task never ended: {task:?}"
-        );
-    }
+    deployment.run_task(agent_id, task).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,21 +124,23 @@ async fn a_task_reaches_the_agent_and_its_result_comes_back() {
         }
         other => panic!("unexpected outcome {other:?}"),
     }
-    // A task this agent version cannot do is answered, not dropped.
+    // A task that fails on the agent is answered with why, not dropped.
     let result = deployment
         .controller()
         .registry
         .run_task(
             &agent.id,
-            cordon_protocol::message::TaskKind::Snapshot,
+            cordon_protocol::message::TaskKind::FileStat {
+                path: "not/absolute".into(),
+            },
             std::time::Duration::from_secs(10),
         )
         .await
         .expect("task answered");
-    let err = result.outcome.expect_err("unsupported");
+    let err = result.outcome.expect_err("refused");
     assert_eq!(
         err.code,
-        cordon_protocol::message::TaskErrorCode::Unsupported
+        cordon_protocol::message::TaskErrorCode::InvalidInput
     );
     agent.stop().await;
 }

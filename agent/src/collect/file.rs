@@ -26,17 +26,21 @@ const HASH_BUFFER: usize = 64 * 1024;
 pub fn stat(path: &str) -> Result<FileStat, TaskError> {
     let p = validate_path(path)?;
     let meta = std::fs::symlink_metadata(&p).map_err(|e| io_error(&p, &e))?;
-    let names = IdNames::load();
-    let kind = kind_of(&meta);
-    let symlink_target = if kind == FileKind::Symlink {
+    let symlink_target = if kind_of(&meta) == FileKind::Symlink {
         let target = std::fs::read_link(&p).map_err(|e| io_error(&p, &e))?;
         Some(target.to_string_lossy().into_owned())
     } else {
         None
     };
-    Ok(FileStat {
+    Ok(describe(path, &meta, symlink_target))
+}
+
+/// A [`FileStat`] from metadata already read.
+pub(crate) fn describe(path: &str, meta: &Metadata, symlink_target: Option<String>) -> FileStat {
+    let names = IdNames::load();
+    FileStat {
         path: path.to_string(),
-        kind,
+        kind: kind_of(meta),
         size: meta.size(),
         mode: meta.mode(),
         uid: meta.uid(),
@@ -48,14 +52,26 @@ pub fn stat(path: &str) -> Result<FileStat, TaskError> {
         changed_ms: epoch_ms(meta.ctime(), meta.ctime_nsec()),
         inode: meta.ino(),
         symlink_target,
-    })
+    }
 }
 
 /// SHA-256 of a regular file (a symlink is followed). A directory or a device, FIFO or socket
 /// → `InvalidInput`: their "contents" are not evidence and may never end.
 pub fn hash(path: &str) -> Result<FileHash, TaskError> {
+    let (mut file, p, _) = open_regular(path)?;
+    let (size, sha256) = sha256_reader(&mut file).map_err(|e| io_error(&p, &e))?;
+    Ok(FileHash {
+        path: path.to_string(),
+        size,
+        sha256,
+    })
+}
+
+/// Validates `path` and opens it for reading as evidence; anything but a regular file (after
+/// following symlinks) is `InvalidInput`. Returns the file, the path and its metadata.
+pub(crate) fn open_regular(path: &str) -> Result<(File, std::path::PathBuf, Metadata), TaskError> {
     let p = validate_path(path)?;
-    let mut file = open_evidence(&p).map_err(|e| io_error(&p, &e))?;
+    let file = open_evidence(&p).map_err(|e| io_error(&p, &e))?;
     let meta = file.metadata().map_err(|e| io_error(&p, &e))?;
     if meta.is_dir() {
         return Err(task_error(
@@ -69,12 +85,7 @@ pub fn hash(path: &str) -> Result<FileHash, TaskError> {
             format!("{path}: not a regular file"),
         ));
     }
-    let (size, sha256) = sha256_reader(&mut file).map_err(|e| io_error(&p, &e))?;
-    Ok(FileHash {
-        path: path.to_string(),
-        size,
-        sha256,
-    })
+    Ok((file, p, meta))
 }
 
 /// Opens for reading without updating the access time, and without blocking: opening a FIFO

@@ -6,14 +6,18 @@
 //! This module holds what they share: path validation, I/O error mapping, and uid/gid → name
 //! lookup; `procfs` holds the fast `/proc` reading the process and socket collectors share.
 
+pub mod fetch;
 pub mod file;
 pub mod glob;
+pub mod hunt;
 pub mod listing;
 pub mod network;
 pub mod process;
 pub mod process_detail;
-mod procfs;
+pub(crate) mod procfs;
+pub mod snapshot;
 pub mod system;
+pub mod watch;
 
 use std::{
     collections::HashMap,

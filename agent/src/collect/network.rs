@@ -32,10 +32,26 @@ const TABLES: [(&str, &str, u8); 4] = [
 /// Sockets, their owners and the interfaces. A missing IPv6 table (IPv6 disabled) is an empty
 /// table; any other table that cannot be read means no usable `/proc`, which is an error.
 pub fn snapshot() -> Result<NetworkSnapshot, TaskError> {
+    Ok(NetworkSnapshot {
+        collected_at_ms: crate::now_ms(),
+        sockets: sockets_where(|_| true)?,
+        interfaces: interfaces(),
+    })
+}
+
+/// The sockets `keep` accepts, with their owners. Owners are looked up for those only (the
+/// expensive part), so a hunt for one remote port does not resolve every socket on the host.
+pub(crate) fn sockets_where(
+    keep: impl Fn(&SocketInfo) -> bool,
+) -> Result<Vec<SocketInfo>, TaskError> {
     let mut sockets = Vec::new();
     for (file, protocol, family) in TABLES {
         match std::fs::read_to_string(file) {
-            Ok(text) => sockets.extend(parse_table(&text, protocol, family)),
+            Ok(text) => sockets.extend(
+                parse_table(&text, protocol, family)
+                    .into_iter()
+                    .filter(&keep),
+            ),
             Err(e) if family == 6 && e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(Path::new(file), &e)),
         }
@@ -53,11 +69,7 @@ pub fn snapshot() -> Result<NetworkSnapshot, TaskError> {
             socket.process_name = Some(name.clone());
         }
     }
-    Ok(NetworkSnapshot {
-        collected_at_ms: crate::now_ms(),
-        sockets,
-        interfaces: interfaces(),
-    })
+    Ok(sockets)
 }
 
 /// Interfaces, sorted by name, with "addr/prefix" addresses.

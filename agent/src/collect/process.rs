@@ -160,12 +160,12 @@ impl CpuSamples {
 /// SHA-256 of running executables, by (device, inode) of the file: a thousand workers share one
 /// binary, hashed once.
 #[derive(Default)]
-struct ExeHashes(HashMap<(u64, u64), Option<String>>);
+pub(super) struct ExeHashes(HashMap<(u64, u64), Option<String>>);
 
 impl ExeHashes {
     /// Hashes through `/proc/PID/exe`, which works even when the file was deleted or replaced on
     /// disk. Unreadable (kernel thread, no permission) → `None`.
-    fn hash(&mut self, pid: u32) -> Option<String> {
+    pub(super) fn hash(&mut self, pid: u32) -> Option<String> {
         let mut file = File::open(format!("/proc/{pid}/exe")).ok()?;
         let meta = file.metadata().ok()?;
         self.0

@@ -4,10 +4,13 @@
 pub mod agents;
 pub mod auth;
 pub mod error;
+pub mod evidence;
 pub mod health;
+pub mod hunts;
 pub mod tasks;
 pub mod tokens;
 pub mod types;
+pub mod watches;
 
 use std::{sync::Arc, time::Duration};
 
@@ -50,6 +53,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks", post(tasks::create).get(tasks::list))
         .route("/api/v1/tasks/{id}", get(tasks::show))
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/api/v1/hunts", post(hunts::create).get(hunts::list))
+        .route("/api/v1/hunts/{id}", get(hunts::show))
+        .route("/api/v1/evidence", get(evidence::list))
+        .route("/api/v1/evidence/{sha256}", get(evidence::content))
+        .route(
+            "/api/v1/evidence/{sha256}/manifest",
+            get(evidence::manifests),
+        )
+        .route("/api/v1/evidence/{sha256}/verify", get(evidence::verify))
+        .route("/api/v1/watches", post(watches::create).get(watches::list))
+        .route(
+            "/api/v1/watches/{id}",
+            get(watches::show).delete(watches::stop),
+        )
+        .route("/api/v1/watches/{id}/stop", post(watches::stop))
+        .route("/api/v1/watches/{id}/events", get(watches::events))
         .fallback(error::no_route)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -103,6 +103,22 @@ pub enum TaskSpec {
         #[serde(default = "default_entries")]
         max_entries: u32,
     },
+    /// Stream a regular file into the evidence store.
+    FetchFile {
+        path: String,
+        /// Refuse files larger than this (default 2 GiB).
+        #[serde(default = "default_fetch_limit")]
+        max_bytes: u64,
+    },
+    /// Processes (with executable hashes), sockets and system facts in one signed bundle.
+    Snapshot,
+}
+
+/// Default size limit of a file fetch.
+pub const DEFAULT_FETCH_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
+
+fn default_fetch_limit() -> u64 {
+    DEFAULT_FETCH_LIMIT
 }
 
 fn default_depth() -> u32 {
@@ -138,6 +154,8 @@ impl From<TaskSpec> for cordon_protocol::message::TaskKind {
                 max_depth,
                 max_entries,
             }),
+            TaskSpec::FetchFile { path, max_bytes } => TaskKind::FetchFile { path, max_bytes },
+            TaskSpec::Snapshot => TaskKind::Snapshot,
         }
     }
 }

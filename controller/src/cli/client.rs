@@ -74,6 +74,66 @@ impl Client {
         self.request(Method::PUT, path, Some(body)).await
     }
 
+    /// Streams `path`'s body into `dest` (created new, never overwritten), hashing it on the
+    /// way; returns its length and SHA-256. A failed download leaves no file behind.
+    pub async fn download(
+        &self,
+        path: &str,
+        dest: &std::path::Path,
+        label: &str,
+    ) -> Result<(u64, String), CliError> {
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+
+        let url = format!("{}{path}", self.base);
+        let mut response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .timeout(DOWNLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .await
+            .map_err(|e| CliError::Usage(format!("{}: {e}", dest.display())))?;
+        let mut progress = crate::cli::progress::Progress::bytes(label, response.content_length());
+        let mut hasher = sha2::Sha256::new();
+        let mut total = 0u64;
+        let result: Result<(), CliError> = async {
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| CliError::Unreachable(format!("{url}: reading: {e}")))?
+            {
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| CliError::Other(format!("{}: {e}", dest.display())))?;
+                total += chunk.len() as u64;
+                progress.advance(chunk.len() as u64);
+            }
+            file.sync_all()
+                .await
+                .map_err(|e| CliError::Other(format!("{}: {e}", dest.display())))
+        }
+        .await;
+        progress.finish();
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(dest).await;
+            return Err(e);
+        }
+        Ok((total, hex::encode(hasher.finalize())))
+    }
+
     async fn request<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -98,16 +158,24 @@ impl Client {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| CliError::Other(format!("{url}: unexpected response: {e}")));
         }
-        let detail = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => format!("{}: {}", body.error, body.detail),
-            Err(_) => String::from_utf8_lossy(&bytes).chars().take(500).collect(),
-        };
-        Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::Denied(detail),
-            StatusCode::NOT_FOUND => CliError::NotFound(detail),
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => CliError::Usage(detail),
-            _ => CliError::Other(format!("{status}: {detail}")),
-        })
+        Err(api_error(status, &bytes))
+    }
+}
+
+/// Longest a download may take.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// The CLI error for an API error response.
+fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
+    let detail = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => format!("{}: {}", body.error, body.detail),
+        Err(_) => String::from_utf8_lossy(bytes).chars().take(500).collect(),
+    };
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::Denied(detail),
+        StatusCode::NOT_FOUND => CliError::NotFound(detail),
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => CliError::Usage(detail),
+        _ => CliError::Other(format!("{status}: {detail}")),
     }
 }
 

@@ -13,9 +13,13 @@
 pub mod agents;
 pub mod client;
 pub mod config;
+pub mod evidence;
+pub mod hunt;
 pub mod output;
+pub mod progress;
 pub mod tasks;
 pub mod tokens;
+pub mod watch;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -111,12 +115,35 @@ pub enum Command {
         #[command(flatten)]
         target: tasks::Target,
     },
-    /// Files on a host: ls, stat, hash.
+    /// Files on a host: ls, stat, hash, fetch.
     #[command(subcommand)]
     Files(tasks::FilesCommand),
+    /// Processes (with executable hashes), sockets and system facts in one bundle signed by
+    /// the agent, kept as evidence.
+    Snapshot {
+        #[command(flatten)]
+        target: tasks::Target,
+        /// Also save the bundle (JSON) to this file (implies --wait; never overwrites).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Stored evidence: list, show, get, verify.
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCommand),
     /// Collection tasks: show (with --wait), list, cancel.
     #[command(subcommand)]
     Tasks(tasks::TasksCommand),
+    /// Watch paths on a host and follow what changes (Ctrl-C stops following, not the watch).
+    Watch(watch::WatchArgs),
+    /// File watches: list, show, events (--follow), stop.
+    #[command(subcommand)]
+    Watches(watch::WatchesCommand),
+    /// Hunt across all agents (or those with --label): the filters are evaluated on each
+    /// agent; with --wait, progress and then the agents that matched.
+    Hunt(hunt::HuntArgs),
+    /// Hunts: show (with --wait), list.
+    #[command(subcommand)]
+    Hunts(hunt::HuntsCommand),
     /// Check that the controller answers.
     Health,
 }
@@ -175,6 +202,21 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         }
         Command::Files(command) => tasks::run_files(&client, command, cli.json).await,
         Command::Tasks(command) => tasks::run_tasks(&client, command, cli.json).await,
+        Command::Watch(args) => watch::watch(&client, args, cli.json).await,
+        Command::Watches(command) => watch::run(&client, command, cli.json).await,
+        Command::Snapshot { target, output } => {
+            evidence::collect(
+                &client,
+                &target,
+                TaskSpec::Snapshot,
+                output.as_deref(),
+                cli.json,
+            )
+            .await
+        }
+        Command::Evidence(command) => evidence::run(&client, command, cli.json).await,
+        Command::Hunt(args) => hunt::run_hunt(&client, args, cli.json).await,
+        Command::Hunts(command) => hunt::run_hunts(&client, command, cli.json).await,
         Command::Health => {
             let health: crate::api::types::Health = client.get("/api/v1/health").await?;
             Ok(if cli.json {
@@ -196,7 +238,8 @@ pub async fn main() -> ExitCode {
     match run(cli).await {
         Ok(out) => {
             print!("{out}");
-            if !out.ends_with('\n') {
+            // Commands that stream (e.g. `watch`) have printed already and return nothing.
+            if !out.is_empty() && !out.ends_with('\n') {
                 println!();
             }
             ExitCode::SUCCESS

@@ -56,6 +56,19 @@ pub enum FilesCommand {
         target: Target,
         path: String,
     },
+    /// Copy a file into the evidence store (hash checked end to end, manifest signed by the
+    /// agent); with -o also download it here.
+    Fetch {
+        #[command(flatten)]
+        target: Target,
+        path: String,
+        /// Also save the bytes to this file (implies --wait; never overwrites).
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        /// Refuse files larger than this many bytes.
+        #[arg(long, default_value_t = crate::api::types::DEFAULT_FETCH_LIMIT)]
+        max_bytes: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,8 +123,22 @@ pub async fn collect(
     json: bool,
     render: Render,
 ) -> Result<String, CliError> {
+    let created = queue(client, target, task).await?;
+    if !target.wait {
+        return Ok(queued(&created, json));
+    }
+    let done = wait(client, &created.id).await?;
+    finish(&done, json, render)
+}
+
+/// Creates the task on the target agent.
+pub(crate) async fn queue(
+    client: &Client,
+    target: &Target,
+    task: TaskSpec,
+) -> Result<TaskView, CliError> {
     let agent_id = resolve_agent(client, &target.agent).await?;
-    let created: TaskView = client
+    client
         .post(
             "/api/v1/tasks",
             &CreateTask {
@@ -120,24 +147,25 @@ pub async fn collect(
                 ttl_secs: Some(target.ttl),
             },
         )
-        .await?;
-    if !target.wait {
-        return Ok(if json {
-            output::json(&created)
-        } else {
-            format!(
-                "task {} {}; see it with: cordon tasks show {} --wait\n",
-                created.id,
-                created.state.as_str(),
-                created.id
-            )
-        });
-    }
-    let done = wait(client, &created.id).await?;
-    finish(&done, json, render)
+        .await
 }
 
-async fn wait(client: &Client, id: &str) -> Result<TaskView, CliError> {
+/// What to print for a task queued without `--wait`.
+pub(crate) fn queued(created: &TaskView, json: bool) -> String {
+    if json {
+        output::json(created)
+    } else {
+        format!(
+            "task {} {}; see it with: cordon tasks show {} --wait\n",
+            created.id,
+            created.state.as_str(),
+            created.id
+        )
+    }
+}
+
+/// Waits (long-polling) until the task ends.
+pub(crate) async fn wait(client: &Client, id: &str) -> Result<TaskView, CliError> {
     loop {
         let task: TaskView = client.get(&format!("/api/v1/tasks/{id}?wait=60")).await?;
         if task.state.is_final() {
@@ -147,7 +175,7 @@ async fn wait(client: &Client, id: &str) -> Result<TaskView, CliError> {
 }
 
 /// Prints a finished task: its result through `render`, or its error (as a failure).
-fn finish(task: &TaskView, json: bool, render: Render) -> Result<String, CliError> {
+pub(crate) fn finish(task: &TaskView, json: bool, render: Render) -> Result<String, CliError> {
     if task.state != TaskState::Done {
         let error = task
             .error
@@ -496,6 +524,15 @@ pub async fn run_files(
                 render_hash,
             )
             .await
+        }
+        FilesCommand::Fetch {
+            target,
+            path,
+            output,
+            max_bytes,
+        } => {
+            let spec = TaskSpec::FetchFile { path, max_bytes };
+            crate::cli::evidence::collect(client, &target, spec, output.as_deref(), json).await
         }
     }
 }

@@ -5,8 +5,10 @@
 //! takes none and accepts only an enrolment request. Everything else is refused and logged.
 
 pub mod enroll;
+pub mod presence;
 pub mod registry;
 pub mod session;
+pub mod transfer;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -13,7 +13,7 @@ use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{gateway::HANDSHAKE_TIMEOUT, now_ms, pki, state::Shared};
+use crate::{gateway::HANDSHAKE_TIMEOUT, now_ms, pki, state::Shared, store::KeyPin};
 
 /// How often a connected agent's last-seen time is written to the store. Heartbeats in between
 /// only touch memory, so 10,000 agents do not turn into a write storm.
@@ -70,6 +70,10 @@ pub async fn run(
 
     let end = match conn.send(&accepted).await {
         Ok(()) => {
+            // What waited for this agent goes out first (the session loop drains it).
+            controller.dispatch_queued(&agent_id).await;
+            // Its file watches too, in case the agent restarted and lost them.
+            controller.resend_watches(&agent_id).await;
             serve(
                 &controller,
                 &mut conn,
@@ -82,15 +86,14 @@ pub async fn run(
         Err(e) => format!("sending hello: {e}"),
     };
 
-    controller
+    // A newer session of the same agent may have replaced this one: then the agent is still
+    // online and what it was sent is in that session's hands.
+    if controller
         .registry
-        .unregister(&agent_id, registration.conn_id);
-    if let Err(e) = controller
-        .store
-        .agent_disconnected(&agent_id, now_ms())
-        .await
+        .unregister(&agent_id, registration.conn_id)
     {
-        tracing::error!(%agent_id, error = %e, "cannot record agent disconnect");
+        controller.presence.gone(&agent_id, now_ms());
+        controller.agent_disconnected(&agent_id).await;
     }
     tracing::info!(%agent_id, %peer, reason = %end, "agent offline");
     let mut tls = conn.into_inner();
@@ -134,8 +137,36 @@ async fn accept_hello(
         Ok(Some(agent)) if agent.revoked_at_ms.is_some() => {
             Err(format!("agent {cert_id} is revoked"))
         }
-        Ok(Some(_)) => Ok(hello),
+        Ok(Some(_)) => {
+            pin_signing_key(controller, cert_id, &hello.signing_public_key).await?;
+            Ok(hello)
+        }
         Ok(None) => Err(format!("unknown agent {cert_id}")),
+        Err(e) => Err(format!("store unavailable: {e}")),
+    }
+}
+
+/// Pins the agent's signing key on first sight; afterwards only that key is accepted, so
+/// evidence signed by a replaced key is never mistaken for the agent's.
+async fn pin_signing_key(controller: &Shared, agent_id: &str, key: &[u8]) -> Result<(), String> {
+    if ed25519_dalek::VerifyingKey::try_from(key).is_err() {
+        return Err("hello carries no valid Ed25519 signing key".into());
+    }
+    let key_hex = hex::encode(key);
+    match controller
+        .store
+        .pin_agent_signing_key(agent_id, &key_hex)
+        .await
+    {
+        Ok(KeyPin::Matches) => Ok(()),
+        Ok(KeyPin::Pinned) => {
+            tracing::info!(agent_id, signing_key = %key_hex, "agent signing key pinned");
+            Ok(())
+        }
+        Ok(KeyPin::Mismatch { pinned }) => Err(format!(
+            "agent signing key {key_hex} differs from the pinned key {pinned}; \
+             if the agent's data was lost, revoke it and enrol it again"
+        )),
         Err(e) => Err(format!("store unavailable: {e}")),
     }
 }
@@ -160,6 +191,8 @@ async fn serve(
     shutdown: &CancellationToken,
 ) -> String {
     let idle = controller.idle_timeout();
+    let mut transfers = crate::gateway::transfer::Transfers::default();
+    let mut changes = crate::watches::ChangeWriter::new(controller, agent_id);
     let mut last_seen_written = tokio::time::Instant::now();
     let mut last_received = tokio::time::Instant::now();
     loop {
@@ -192,9 +225,7 @@ async fn serve(
                         }
                         if last_seen_written.elapsed() >= LAST_SEEN_WRITE_INTERVAL {
                             last_seen_written = tokio::time::Instant::now();
-                            if let Err(e) = controller.store.agent_seen(agent_id, now_ms()).await {
-                                tracing::warn!(agent_id, error = %e, "cannot record heartbeat");
-                            }
+                            controller.presence.seen(agent_id, now_ms());
                         }
                     }
                     AgentMessage::TaskStarted { task_id } => {
@@ -203,14 +234,15 @@ async fn serve(
                     AgentMessage::TaskResult(result) => {
                         // In-memory tasks (pings, load tests) first; otherwise a stored task.
                         if let Some(result) = controller.registry.complete(agent_id, result) {
-                            controller.task_finished(agent_id, result).await;
+                            let staged = transfers.finish(&result.task_id);
+                            controller.task_finished(agent_id, result, staged).await;
                         }
                     }
                     AgentMessage::Chunk(chunk) => {
-                        tracing::debug!(agent_id, task_id = %chunk.task_id, "chunk for a task nobody waits for");
+                        transfers.push(controller, agent_id, chunk).await;
                     }
                     AgentMessage::Event(event) => {
-                        tracing::info!(agent_id, ?event, "agent event");
+                        changes.push(event).await;
                     }
                 }
             }

@@ -79,6 +79,13 @@ pub enum EnrollError {
 const AGENT_COLUMNS: &str =
     "id, hostname, enrolled_at, last_seen_at, connected, revoked_at, inventory, labels";
 
+/// An agent's latest presence: when it was last seen, and whether its session has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub seen_at_ms: i64,
+    pub gone: bool,
+}
+
 impl Store {
     /// In one transaction: consumes the enrolment token (only if it exists, is unused and has
     /// not expired at `now_ms`), inserts the agent and its certificate. On any refusal or error
@@ -198,27 +205,27 @@ impl Store {
         require_agent(&result, id)
     }
 
-    /// Records that the agent was heard from at `now_ms`.
-    pub async fn agent_seen(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        let result = sqlx::query("UPDATE agents SET last_seen_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err("record agent activity"))?;
-        require_agent(&result, id)
-    }
-
-    /// Records that the agent's session ended at `now_ms`.
-    pub async fn agent_disconnected(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        let result =
-            sqlx::query("UPDATE agents SET connected = 0, last_seen_at = $2 WHERE id = $1")
+    /// Records many agents' presence in one transaction: each one's last-seen time, and for
+    /// those whose session ended (`gone`), that they are disconnected. Unknown ids are skipped.
+    pub async fn record_presence(
+        &self,
+        batch: &[(String, PresenceChange)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write("begin presence update").await?;
+        for (id, p) in batch {
+            let sql = if p.gone {
+                "UPDATE agents SET connected = 0, last_seen_at = $2 WHERE id = $1"
+            } else {
+                "UPDATE agents SET last_seen_at = $2 WHERE id = $1"
+            };
+            sqlx::query(sql)
                 .bind(id)
-                .bind(now_ms)
-                .execute(&self.pool)
+                .bind(p.seen_at_ms)
+                .execute(&mut *tx)
                 .await
-                .map_err(db_err("record agent disconnection"))?;
-        require_agent(&result, id)
+                .map_err(db_err("record agent presence"))?;
+        }
+        tx.commit().await.map_err(db_err("commit presence update"))
     }
 
     /// Marks every agent disconnected (sessions do not survive a controller restart); returns
@@ -502,7 +509,14 @@ mod tests {
         assert_eq!(a.hostname, "db-01");
         assert_eq!(a.inventory.as_ref(), Some(&inventory));
 
-        store.agent_seen("a1", NOW + 2).await.unwrap();
+        let seen = |at, gone| PresenceChange {
+            seen_at_ms: at,
+            gone,
+        };
+        store
+            .record_presence(&[("a1".into(), seen(NOW + 2, false))])
+            .await
+            .unwrap();
         let a = store.get_agent("a1").await.unwrap().unwrap();
         assert!(a.connected);
         assert_eq!(a.last_seen_at_ms, Some(NOW + 2));
@@ -515,7 +529,13 @@ mod tests {
             "db-01"
         );
 
-        store.agent_disconnected("a1", NOW + 4).await.unwrap();
+        store
+            .record_presence(&[
+                ("a1".into(), seen(NOW + 4, true)),
+                ("ghost".into(), seen(NOW + 4, true)),
+            ])
+            .await
+            .unwrap();
         let a = store.get_agent("a1").await.unwrap().unwrap();
         assert!(!a.connected);
         assert_eq!(a.last_seen_at_ms, Some(NOW + 4));
@@ -529,8 +549,6 @@ mod tests {
         assert_eq!(store.mark_all_disconnected().await.unwrap(), 0);
 
         assert!(store.get_agent("ghost").await.unwrap().is_none());
-        let err = store.agent_seen("ghost", NOW).await.unwrap_err();
-        assert!(matches!(err, StoreError::AgentNotFound { .. }), "{err}");
     }
 
     async fn agents_are_listed_by_hostname(store: &Store) {

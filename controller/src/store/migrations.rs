@@ -142,6 +142,95 @@ CREATE INDEX tasks_agent_state ON tasks (agent_id, state);
 CREATE INDEX tasks_state_expires ON tasks (state, expires_at);
 ";
 
+/// Version 3, identical on both backends: each agent's pinned signing key, and evidence records
+/// (the bytes live on disk, content-addressed; a record is one collection of them with the
+/// agent's signed manifest).
+const EVIDENCE_V3: &str = "
+ALTER TABLE agents ADD COLUMN signing_key TEXT NULL;
+CREATE TABLE evidence (
+    task_id TEXT PRIMARY KEY NOT NULL,
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    source_path TEXT NULL,
+    manifest TEXT NOT NULL,
+    agent_public_key TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX evidence_sha256 ON evidence (sha256);
+CREATE INDEX evidence_agent ON evidence (agent_id, received_at);
+";
+
+/// Version 4: file watches and the changes agents report for them. Separate per backend only
+/// for the event id: SQLite's `INTEGER PRIMARY KEY AUTOINCREMENT`, PostgreSQL's `BIGSERIAL`
+/// (both read as `i64`; ids only grow, so clients page with `after=`).
+const SQLITE_WATCHES_V4: &str = "
+CREATE TABLE watches (
+    id TEXT PRIMARY KEY NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    paths TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    task_id TEXT NULL,
+    stopped_at BIGINT NULL,
+    stopped_by TEXT NULL
+);
+CREATE INDEX watches_agent ON watches (agent_id, stopped_at);
+CREATE TABLE watch_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    watch_id TEXT NOT NULL REFERENCES watches(id),
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    changed_at BIGINT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX watch_events_watch ON watch_events (watch_id, id);
+";
+
+const POSTGRES_WATCHES_V4: &str = "
+CREATE TABLE watches (
+    id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    paths TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    task_id TEXT NULL,
+    stopped_at BIGINT NULL,
+    stopped_by TEXT NULL
+);
+CREATE INDEX watches_agent ON watches (agent_id, stopped_at);
+CREATE TABLE watch_events (
+    id BIGSERIAL PRIMARY KEY,
+    watch_id TEXT NOT NULL REFERENCES watches(id),
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    changed_at BIGINT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX watch_events_watch ON watch_events (watch_id, id);
+";
+
+/// Version 5, identical on both backends: hunts. A hunt's tasks are ordinary tasks carrying its
+/// id in `tasks.hunt_id` (a column since version 2), indexed here so a hunt's progress is one
+/// index range.
+const HUNTS_V5: &str = "
+CREATE TABLE hunts (
+    id TEXT PRIMARY KEY NOT NULL,
+    query TEXT NOT NULL,
+    label TEXT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    agent_count BIGINT NOT NULL
+);
+CREATE INDEX hunts_created ON hunts (created_at);
+CREATE INDEX tasks_hunt ON tasks (hunt_id, state);
+";
+
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
 pub const SQLITE: &[Migration] = &[
@@ -154,6 +243,21 @@ pub const SQLITE: &[Migration] = &[
         version: 2,
         description: "tasks",
         sql: TASKS_V2,
+    },
+    Migration {
+        version: 3,
+        description: "agent signing keys, evidence",
+        sql: EVIDENCE_V3,
+    },
+    Migration {
+        version: 4,
+        description: "file watches and their events",
+        sql: SQLITE_WATCHES_V4,
+    },
+    Migration {
+        version: 5,
+        description: "hunts",
+        sql: HUNTS_V5,
     },
 ];
 
@@ -168,6 +272,21 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         description: "tasks",
         sql: TASKS_V2,
+    },
+    Migration {
+        version: 3,
+        description: "agent signing keys, evidence",
+        sql: EVIDENCE_V3,
+    },
+    Migration {
+        version: 4,
+        description: "file watches and their events",
+        sql: POSTGRES_WATCHES_V4,
+    },
+    Migration {
+        version: 5,
+        description: "hunts",
+        sql: HUNTS_V5,
     },
 ];
 

@@ -12,10 +12,13 @@
 //! for each backend.
 
 pub mod agents;
+pub mod evidence;
+pub mod hunts;
 pub mod meta;
 pub mod migrations;
 pub mod tasks;
 pub mod tokens;
+pub mod watches;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,9 +30,14 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
-pub use agents::{AgentRecord, EnrollError, EnrollRefusal, NewAgent, NewCertificate};
+pub use agents::{
+    AgentRecord, EnrollError, EnrollRefusal, NewAgent, NewCertificate, PresenceChange,
+};
+pub use evidence::{EvidenceRecord, KeyPin};
+pub use hunts::{HuntRecord, HuntTarget, HuntTaskRow, NewHunt, TaskCounts};
 pub use tasks::{NewTask, TaskEnd, TaskRecord, TaskState};
 pub use tokens::{ApiTokenRecord, EnrollmentTokenRecord, NewEnrollmentToken, ParseRoleError, Role};
+pub use watches::{NewWatch, NewWatchEvent, WatchEventRecord, WatchRecord};
 
 /// Connections kept to a SQLite file. SQLite serialises writers anyway; a few connections let
 /// readers proceed alongside a writer (WAL).
@@ -403,6 +411,38 @@ pub(crate) mod test_support {
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
+    }
+
+    /// Enrols agent `id` (with a throwaway token and certificate) for tests that need one.
+    pub(crate) async fn enrolled_agent(store: &Store, id: &str, now_ms: i64) {
+        let hash = format!("hash-{id}");
+        store
+            .create_enrollment_token(&super::NewEnrollmentToken {
+                token_hash: hash.clone(),
+                created_at_ms: now_ms,
+                expires_at_ms: now_ms + 60_000,
+                created_by: "t".into(),
+                note: None,
+            })
+            .await
+            .expect("create token");
+        store
+            .enroll_agent(
+                &hash,
+                now_ms,
+                &super::NewAgent {
+                    id: id.into(),
+                    hostname: id.into(),
+                    enrolled_at_ms: now_ms,
+                },
+                &super::NewCertificate {
+                    serial: format!("serial-{id}"),
+                    issued_at_ms: now_ms,
+                    not_after_ms: now_ms + 1,
+                },
+            )
+            .await
+            .expect("enrol agent");
     }
 
     /// For each `async fn name(store: &Store)`, generates a module `name` with a `sqlite` and a

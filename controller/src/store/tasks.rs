@@ -330,39 +330,11 @@ fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
 mod tests {
     use super::*;
     use crate::store::test_support::backend_tests;
-    use crate::store::{NewAgent, NewCertificate, NewEnrollmentToken};
 
     const NOW: i64 = 1_700_000_000_000;
 
     async fn agent(store: &Store, id: &str) {
-        let hash = format!("hash-{id}");
-        store
-            .create_enrollment_token(&NewEnrollmentToken {
-                token_hash: hash.clone(),
-                created_at_ms: NOW,
-                expires_at_ms: NOW + 60_000,
-                created_by: "t".into(),
-                note: None,
-            })
-            .await
-            .unwrap();
-        store
-            .enroll_agent(
-                &hash,
-                NOW,
-                &NewAgent {
-                    id: id.into(),
-                    hostname: id.into(),
-                    enrolled_at_ms: NOW,
-                },
-                &NewCertificate {
-                    serial: format!("serial-{id}"),
-                    issued_at_ms: NOW,
-                    not_after_ms: NOW + 1,
-                },
-            )
-            .await
-            .unwrap();
+        crate::store::test_support::enrolled_agent(store, id, NOW).await;
     }
 
     fn task(id: &str, agent_id: &str, expires_at_ms: i64) -> NewTask {

@@ -7,6 +7,11 @@
 //! cordon-loadgen --agents 1000 --controller 127.0.0.1:7443 --responder-config .cordon/responder.toml \
 //!     --state-dir /tmp/fleet --hold 60 --controller-pid $(pgrep -f 'cordon-controller serve')
 //! ```
+//!
+//! With `--hunt N`, once the fleet is online it runs N hunts across all of it through the API
+//! (simulated hosts answer from a canned process list, [`cordon_tests::simhost`]; only agent 0
+//! runs the marker) and reports the time from creating each hunt until every agent's result is
+//! stored, checking that exactly agent 0 matched.
 
 use std::{
     path::{Path, PathBuf},
@@ -57,6 +62,9 @@ struct Args {
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Once online, run this many hunts across the fleet and time each until all results are in.
+    #[arg(long, default_value_t = 0)]
+    hunt: usize,
 }
 
 #[tokio::main]
@@ -85,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
             shutdown.clone(),
         );
         sessions.spawn(async move {
-            if let Err(e) = simulate(&dir, &controller, &online, &limit, &shutdown).await {
+            if let Err(e) = simulate(i, &dir, &controller, &online, &limit, &shutdown).await {
                 if failed.fetch_add(1, Ordering::Relaxed) < 5 {
                     eprintln!("agent {i}: {e:#}");
                 }
@@ -117,6 +125,10 @@ async fn main() -> anyhow::Result<()> {
         failed.load(Ordering::Relaxed)
     );
 
+    if args.hunt > 0 {
+        hunts(&args, online.load(Ordering::Relaxed)).await?;
+    }
+
     let before = args.controller_pid.and_then(procstat::sample);
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     let after = args.controller_pid.and_then(procstat::sample);
@@ -146,19 +158,111 @@ fn agent_dir(state: &Path, i: usize) -> PathBuf {
     state.join(format!("agent-{i:05}"))
 }
 
-/// Enrols the agents that have no identity yet.
-async fn enrol_missing(args: &Args) -> anyhow::Result<()> {
+/// The API settings from `--responder-config`.
+fn responder_settings(args: &Args) -> anyhow::Result<cordon_controller::cli::config::Resolved> {
     let text = std::fs::read_to_string(&args.responder_config)
         .with_context(|| format!("reading {}", args.responder_config.display()))?;
     let responder: cordon_controller::cli::config::ResponderConfig = toml::from_str(&text)
         .with_context(|| format!("parsing {}", args.responder_config.display()))?;
-    let settings = cordon_controller::cli::config::resolve(
-        responder.url,
-        responder.token,
-        responder.ca_cert,
-        None,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cordon_controller::cli::config::resolve(responder.url, responder.token, responder.ca_cert, None)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Runs `args.hunt` hunts for the marker process across the fleet, one after another, and
+/// prints how long each took to gather every agent's result.
+async fn hunts(args: &Args, online: usize) -> anyhow::Result<()> {
+    use cordon_controller::hunts::{CreateHunt, HuntQuerySpec, HuntView};
+
+    let client = cordon_controller::cli::client::Client::new(&responder_settings(args)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let marked = cordon_agent::identity::AgentDir::new(agent_dir(&args.state_dir, 0))
+        .load()?
+        .file
+        .agent_id;
+    let mut totals = Vec::new();
+    for round in 1..=args.hunt {
+        let started = Instant::now();
+        let created: HuntView = client
+            .post(
+                "/api/v1/hunts",
+                &CreateHunt {
+                    query: HuntQuerySpec {
+                        process_name: Some(cordon_tests::simhost::MARKER_PROCESS.into()),
+                        ..Default::default()
+                    },
+                    label: None,
+                    ttl_secs: Some(600),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the hunt: {e}"))?;
+        let create_time = started.elapsed();
+        let mut view = created.clone();
+        while !view.progress.complete {
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!(
+                    "hunt {} incomplete after 300 s: {:?}",
+                    created.id,
+                    view.progress
+                );
+            }
+            view = client
+                .get(&format!(
+                    "/api/v1/hunts/{}?results=none&wait=30",
+                    created.id
+                ))
+                .await
+                .map_err(|e| anyhow::anyhow!("following the hunt: {e}"))?;
+        }
+        let all_in = started.elapsed();
+        let matched: HuntView = client
+            .get(&format!("/api/v1/hunts/{}?results=matched", created.id))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the hunt: {e}"))?;
+        let hits: Vec<&str> = matched
+            .results
+            .iter()
+            .flatten()
+            .map(|r| r.agent_id.as_str())
+            .collect();
+        let p = &view.progress;
+        let server_ms = p
+            .last_result_at_ms
+            .map_or(0, |last| last - view.created_at_ms);
+        println!(
+            "hunt {round}: {} agents ({online} online): created in {} ms, all results in {:.3} s \
+             (controller: created → last result {:.3} s); done {}, failed {}, expired {}; \
+             matched {:?}{}",
+            p.targeted,
+            create_time.as_millis(),
+            all_in.as_secs_f64(),
+            server_ms as f64 / 1000.0,
+            p.tasks.done,
+            p.tasks.failed,
+            p.tasks.expired,
+            hits,
+            if hits == [marked.as_str()] {
+                " (agent 0, as expected)"
+            } else {
+                " (WRONG: expected only agent 0)"
+            }
+        );
+        totals.push(all_in.as_secs_f64());
+    }
+    totals.sort_by(f64::total_cmp);
+    if let (Some(best), Some(worst)) = (totals.first(), totals.last()) {
+        println!(
+            "hunts: {} rounds, time to all results best {best:.3} s, median {:.3} s, worst {worst:.3} s",
+            totals.len(),
+            totals[totals.len() / 2]
+        );
+    }
+    Ok(())
+}
+
+/// Enrols the agents that have no identity yet.
+async fn enrol_missing(args: &Args) -> anyhow::Result<()> {
+    let settings = responder_settings(args)?;
     let client = cordon_controller::cli::client::Client::new(&settings)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let missing: Vec<usize> = (0..args.agents)
@@ -209,8 +313,9 @@ async fn enrol_missing(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One simulated agent: connect (retrying), hello, then heartbeats and task answers.
+/// One simulated agent (host `index`): connect, hello, then heartbeats and task answers.
 async fn simulate(
+    index: usize,
     dir: &Path,
     controller: &str,
     online: &AtomicUsize,
@@ -256,6 +361,12 @@ async fn simulate(
                 Ok(Some(ControllerMessage::Task(task))) => {
                     let outcome = match task.kind {
                         TaskKind::Ping => Ok(TaskOutput::Pong),
+                        TaskKind::Hunt(query) => {
+                            // As a real agent does for a stored task: one more write per agent.
+                            let started = AgentMessage::TaskStarted { task_id: task.task_id.clone() };
+                            if let Err(e) = conn.send(&started).await { break Err(e.into()); }
+                            cordon_tests::simhost::answer_hunt(index, &query)
+                        }
                         _ => Err(TaskError { code: TaskErrorCode::Unsupported, message: "simulated agent".into() }),
                     };
                     let reply = AgentMessage::TaskResult(TaskResult { task_id: task.task_id, outcome });

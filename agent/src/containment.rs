@@ -1,0 +1,340 @@
+//! Runs a signed containment task end to end: verify the envelope against the policy and the
+//! replay cache ([`crate::policy::verify`]), journal it, run it ([`crate::act::run`]), journal the
+//! result, and sign the receipt with the agent's own key.
+//!
+//! The policy is read from `policy.toml` at start and again whenever the file changes, so
+//! `cordon-agent trust remove` revokes a key without a restart. A policy file that has become
+//! invalid refuses every action until it is fixed (fail closed).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
+};
+
+use cordon_protocol::{
+    action::SignedAction,
+    message::{Receipt, TaskError, TaskErrorCode, TaskOutput},
+};
+use ed25519_dalek::{Signer, SigningKey};
+
+use crate::{
+    act::{self, ActEnv, Outcome},
+    journal::Journal,
+    policy::{self, Policy, VerifiedAction},
+    replay::ReplayCache,
+    AgentError,
+};
+
+/// What identifies a version of the policy file: a change to any part means "read it again".
+type FileStamp = Option<(SystemTime, u64, u64)>;
+
+/// The agent's containment machinery, built once at start and shared by every task.
+pub struct Containment {
+    data_dir: PathBuf,
+    /// The environment actions run in; its policy is swapped when the file changes.
+    env: Mutex<(ActEnv, FileStamp)>,
+    replay: Mutex<ReplayCache>,
+    journal: Mutex<Journal>,
+}
+
+impl std::fmt::Debug for Containment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Containment")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Containment {
+    /// Loads the policy and the replay cache of `data_dir`. `controller` is the `HOST:PORT` the
+    /// agent dials (never blocked). An invalid policy file is an error: the agent does not start.
+    pub fn open(data_dir: &Path, agent_id: &str, controller: &str) -> Result<Self, AgentError> {
+        let stamp = stamp(data_dir);
+        let policy = Policy::load(data_dir)?;
+        let replay = ReplayCache::open(data_dir, crate::now_ms())?;
+        let env = ActEnv {
+            data_dir: data_dir.to_path_buf(),
+            agent_id: agent_id.to_string(),
+            controller: controller.to_string(),
+            agent_pid: std::process::id(),
+            policy: Arc::new(policy),
+        };
+        Ok(Containment {
+            data_dir: data_dir.to_path_buf(),
+            env: Mutex::new((env, stamp)),
+            replay: Mutex::new(replay),
+            journal: Mutex::new(Journal::new(data_dir)),
+        })
+    }
+
+    /// At agent start, before any action: re-applies an isolation a reboot wiped (until its
+    /// time limit) and settles a vault a crash left half done. Failures are logged, not fatal:
+    /// the agent must still connect so a responder can see and fix the host.
+    pub async fn recover(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        let done = tokio::task::spawn_blocking(move || {
+            let env = match this.env() {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::error!(error = %e, "containment recovery skipped: invalid policy");
+                    return;
+                }
+            };
+            if let Err(e) = act::firewall::reapply_on_start(&env) {
+                tracing::error!(code = ?e.code, error = %e.message, "cannot re-apply the recorded isolation");
+            }
+            if let Err(e) = act::quarantine::recover_vault(&env) {
+                tracing::error!(code = ?e.code, error = %e.message, "cannot settle the quarantine vault");
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "containment recovery failed");
+        }
+    }
+
+    /// The environment actions run in, with the policy as it is on disk now.
+    pub fn env(&self) -> Result<ActEnv, AgentError> {
+        let mut guard = lock(&self.env);
+        let now = stamp(&self.data_dir);
+        if now != guard.1 {
+            let policy = Policy::load(&self.data_dir)?;
+            tracing::info!(
+                signers = policy.signers.len(),
+                "containment policy reloaded"
+            );
+            guard.0.policy = Arc::new(policy);
+            guard.1 = now;
+        }
+        Ok(guard.0.clone())
+    }
+
+    /// The policy as last loaded (for the hello's summary).
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.env() {
+            Ok(env) => env.policy,
+            Err(_) => lock(&self.env).0.policy.clone(),
+        }
+    }
+
+    /// Runs the signed action of task `task_id` on a blocking thread and returns its receipt.
+    pub async fn execute(
+        self: &Arc<Self>,
+        task_id: &str,
+        signed: SignedAction,
+        signer: Arc<SigningKey>,
+    ) -> Result<TaskOutput, TaskError> {
+        let this = Arc::clone(self);
+        let task_id = task_id.to_string();
+        tokio::task::spawn_blocking(move || this.execute_blocking(&task_id, &signed, &signer))
+            .await
+            .map_err(|e| TaskError {
+                code: TaskErrorCode::Internal,
+                message: format!("containment action failed: {e}"),
+            })?
+    }
+
+    fn execute_blocking(
+        &self,
+        task_id: &str,
+        signed: &SignedAction,
+        signer: &SigningKey,
+    ) -> Result<TaskOutput, TaskError> {
+        let action_id = signed.request.action_id.to_string();
+        let env = self.env().map_err(|e| TaskError {
+            code: TaskErrorCode::Unauthorized,
+            message: format!("policy: {e}; no action runs until it is fixed"),
+        })?;
+        let verified = {
+            let mut replay = lock(&self.replay);
+            policy::verify(
+                signed,
+                &env.agent_id,
+                crate::now_ms(),
+                &env.policy,
+                &mut replay,
+            )
+        }
+        .map_err(|refusal| {
+            tracing::warn!(task_id, %action_id, check = refusal.check(), %refusal, "signed action refused");
+            refusal.to_task_error()
+        })?;
+        let kind = verified.request.action.kind();
+        tracing::info!(task_id, %action_id, %kind, signers = ?verified.signers, "signed action accepted");
+
+        lock(&self.journal)
+            .started(task_id, &verified, crate::now_ms())
+            .map_err(|e| TaskError {
+                code: TaskErrorCode::Internal,
+                message: format!("cannot journal the action, so it was not run: {e}"),
+            })?;
+        let result = act::run(&verified.request.action, &env);
+        if let Err(e) = lock(&self.journal).ended(task_id, &verified, &result, crate::now_ms()) {
+            // The action has happened; the receipt says so even if the journal could not.
+            tracing::error!(task_id, %action_id, error = %e, "cannot journal the action's end");
+        }
+        match &result {
+            Ok(outcome) => {
+                tracing::info!(task_id, %action_id, %kind, done = %outcome.done, "signed action done")
+            }
+            Err(e) => {
+                tracing::warn!(task_id, %action_id, %kind, code = ?e.code, error = %e.message, "signed action failed")
+            }
+        }
+        let outcome = result?;
+        sign_receipt(&verified, &outcome, signer, crate::now_ms()).map(TaskOutput::Receipt)
+    }
+}
+
+/// Builds the receipt for `outcome` and signs it over [`Receipt::signing_bytes`].
+pub fn sign_receipt(
+    verified: &VerifiedAction,
+    outcome: &Outcome,
+    signer: &SigningKey,
+    at_ms: i64,
+) -> Result<Receipt, TaskError> {
+    let internal = |what: &str, e: &dyn std::fmt::Display| TaskError {
+        code: TaskErrorCode::Internal,
+        message: format!("the action ran but its receipt could not be made ({what}: {e})"),
+    };
+    let mut receipt = Receipt {
+        action_id: verified.request.action_id.to_string(),
+        agent_id: verified.request.agent_id.clone(),
+        at_ms,
+        before: serde_json::to_string(&outcome.before).map_err(|e| internal("before", &e))?,
+        done: outcome.done.clone(),
+        after: serde_json::to_string(&outcome.after).map_err(|e| internal("after", &e))?,
+        agent_public_key: signer.verifying_key().to_bytes().to_vec(),
+        signature: Vec::new(),
+    };
+    let bytes = receipt
+        .signing_bytes()
+        .map_err(|e| internal("encoding", &e))?;
+    receipt.signature = signer.sign(&bytes).to_bytes().to_vec();
+    Ok(receipt)
+}
+
+fn stamp(data_dir: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(policy::path(data_dir)).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves nothing half-done that matters here: the replay
+    // cache and the journal are written line by line.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use cordon_protocol::action::{key_id, signing_bytes, Action, ActionRequest, ActionSignature};
+    use ed25519_dalek::Verifier;
+
+    use super::*;
+    use crate::{journal, policy::TrustedSigner};
+
+    fn signed(key: &SigningKey, agent_id: &str, action: Action) -> SignedAction {
+        let now = crate::now_ms();
+        let request = ActionRequest {
+            action_id: uuid::Uuid::from_bytes(rand::random()),
+            agent_id: agent_id.into(),
+            issued_at_ms: now,
+            expires_at_ms: now + 60_000,
+            nonce: rand::random(),
+            action,
+        };
+        let signature = key.sign(&signing_bytes(&request).unwrap());
+        SignedAction {
+            request,
+            signatures: vec![ActionSignature {
+                key_id: key_id(&key.verifying_key().to_bytes()),
+                signature: signature.to_bytes().to_vec(),
+            }],
+        }
+    }
+
+    #[test]
+    fn receipts_verify_under_the_agent_key_and_detect_edits() {
+        let agent_key = SigningKey::from_bytes(&[5; 32]);
+        let responder = SigningKey::from_bytes(&[6; 32]);
+        let verified = VerifiedAction {
+            request: signed(&responder, "agent-1", Action::Release).request,
+            signers: vec![],
+        };
+        let outcome = Outcome {
+            before: serde_json::json!({"isolated": true}),
+            done: "released".into(),
+            after: serde_json::json!({"isolated": false}),
+        };
+        let mut receipt = sign_receipt(&verified, &outcome, &agent_key, 42).unwrap();
+        let public = ed25519_dalek::VerifyingKey::try_from(&receipt.agent_public_key[..]).unwrap();
+        let signature = ed25519_dalek::Signature::from_slice(&receipt.signature).unwrap();
+        public
+            .verify(&receipt.signing_bytes().unwrap(), &signature)
+            .unwrap();
+        receipt.done = "nothing".into();
+        assert!(public
+            .verify(&receipt.signing_bytes().unwrap(), &signature)
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn policy_changes_on_disk_apply_to_the_next_action() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent_key = Arc::new(SigningKey::from_bytes(&[5; 32]));
+        let responder = SigningKey::from_bytes(&[6; 32]);
+        let containment =
+            Arc::new(Containment::open(tmp.path(), "agent-1", "127.0.0.1:1").unwrap());
+
+        // A restore of a quarantine id that does not exist: harmless whatever the build does.
+        let restore = || Action::Restore {
+            quarantine_id: "no-such-quarantine".into(),
+        };
+        // Nothing trusted yet.
+        let err = containment
+            .execute(
+                "t1",
+                signed(&responder, "agent-1", restore()),
+                agent_key.clone(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::Unauthorized);
+        assert!(err.message.starts_with("untrusted key"), "{}", err.message);
+
+        let mut policy = Policy::default();
+        policy.signers.push(TrustedSigner {
+            name: "resp".into(),
+            public_key: hex::encode(responder.verifying_key().to_bytes()),
+            actions: vec!["restore".into()],
+            max_ttl_secs: 600,
+        });
+        policy.save(tmp.path()).unwrap();
+        assert_eq!(containment.policy().signers.len(), 1);
+        // Verified now; what the action then says (not found, not built yet) is journaled.
+        let result = containment
+            .execute(
+                "t2",
+                signed(&responder, "agent-1", restore()),
+                agent_key.clone(),
+            )
+            .await;
+        if let Err(e) = &result {
+            assert_ne!(e.code, TaskErrorCode::Unauthorized, "{}", e.message);
+        }
+        let entries = journal::read(tmp.path()).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].phase, journal::Phase::Started);
+        assert_eq!(entries[0].task_id, "t2");
+
+        // Revoked on disk: refused again without a restart.
+        Policy::default().save(tmp.path()).unwrap();
+        let err = containment
+            .execute("t3", signed(&responder, "agent-1", restore()), agent_key)
+            .await
+            .unwrap_err();
+        assert!(err.message.starts_with("untrusted key"), "{}", err.message);
+    }
+}

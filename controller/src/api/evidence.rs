@@ -1,0 +1,142 @@
+//! `/api/v1/evidence`: stored evidence — list, the bytes by SHA-256, the signed manifests, and
+//! re-verification.
+
+use axum::{
+    body::Body,
+    extract::{rejection::QueryRejection, Path, Query, State},
+    http::{header, HeaderValue},
+    response::Response,
+    Json,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::{auth::Caller, error::ApiError, AppState},
+    evidence::{is_sha256, EvidenceView, Verification},
+    store::Role,
+};
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/evidence`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<EvidenceView>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let records = state
+        .store
+        .list_evidence(query.agent_id.as_deref(), limit)
+        .await?;
+    Ok(Json(records.iter().map(EvidenceView::from).collect()))
+}
+
+fn checked(sha256: &str) -> Result<(), ApiError> {
+    if is_sha256(sha256) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{:?} is not a SHA-256 (64 lowercase hex digits)",
+            sha256.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// `GET /api/v1/evidence/{sha256}`: the bytes, streamed from disk.
+pub async fn content(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sha256): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    checked(&sha256)?;
+    if state.store.evidence_by_sha256(&sha256).await?.is_empty() {
+        return Err(ApiError::not_found(format!("no evidence {sha256}")));
+    }
+    let path = state.evidence.object_path(&sha256);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::internal(&format!("evidence {sha256} is recorded but unreadable"), e)
+    })?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal("reading evidence metadata", e))?
+        .len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(value) = HeaderValue::from_str(&sha256) {
+        headers.insert("x-cordon-sha256", value);
+    }
+    Ok(response)
+}
+
+/// A collection with its manifest exactly as signed.
+#[derive(Debug, Serialize)]
+pub struct SignedRecord {
+    #[serde(flatten)]
+    pub view: EvidenceView,
+    /// The manifest's JSON text as signed (the signature covers these bytes).
+    pub manifest_text: String,
+    pub agent_public_key: String,
+    pub signature: String,
+}
+
+/// `GET /api/v1/evidence/{sha256}/manifest`: every collection of these bytes with its signed
+/// manifest.
+pub async fn manifests(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sha256): Path<String>,
+) -> Result<Json<Vec<SignedRecord>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    checked(&sha256)?;
+    let records = state.store.evidence_by_sha256(&sha256).await?;
+    if records.is_empty() {
+        return Err(ApiError::not_found(format!("no evidence {sha256}")));
+    }
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| SignedRecord {
+                view: EvidenceView::from(&r),
+                manifest_text: r.manifest,
+                agent_public_key: r.agent_public_key,
+                signature: r.signature,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/v1/evidence/{sha256}/verify`: re-hash the stored bytes and re-check every
+/// signature and manifest.
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(sha256): Path<String>,
+) -> Result<Json<Verification>, ApiError> {
+    caller.require(Role::Viewer)?;
+    checked(&sha256)?;
+    state
+        .verify_evidence(&sha256)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no evidence {sha256}")))
+}

@@ -1,0 +1,240 @@
+//! `/api/v1/watches`: start a file watch on an agent, list and show watches, stop one, and page
+//! through the changes it reported (`after=` the last event id seen, so a client can poll).
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    Json,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::{auth::Caller, error::ApiError, types::TaskErrorView, AppState},
+    store::{Role, TaskState, WatchEventRecord, WatchRecord},
+    watches::{WatchError, WatchStatus},
+};
+
+/// Default time the `Watch` task may wait for an offline agent.
+pub const DEFAULT_WATCH_TTL: Duration = Duration::from_secs(3600);
+/// Most events one page returns.
+pub const MAX_EVENTS_PAGE: i64 = 1000;
+
+/// `POST /api/v1/watches`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWatch {
+    pub agent_id: String,
+    /// Absolute paths; directories are watched recursively.
+    pub paths: Vec<String>,
+    /// How long the task that starts the watch may wait for an offline agent (default 1 hour).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A watch as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchView {
+    pub id: String,
+    pub agent_id: String,
+    pub paths: Vec<String>,
+    pub status: WatchStatus,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub stopped_at_ms: Option<i64>,
+    pub stopped_by: Option<String>,
+    /// The latest task that (re)started the watch on the agent, its state and error.
+    pub task_id: Option<String>,
+    pub task_state: Option<TaskState>,
+    pub error: Option<TaskErrorView>,
+}
+
+/// One change an agent reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchEventView {
+    pub id: i64,
+    pub watch_id: String,
+    pub path: String,
+    /// created, modified, removed or renamed.
+    pub kind: String,
+    /// When the agent saw it.
+    pub changed_at_ms: i64,
+    pub received_at_ms: i64,
+}
+
+/// `GET /api/v1/watches/{id}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchEventsPage {
+    pub watch_id: String,
+    pub events: Vec<WatchEventView>,
+    /// The id of the last event returned (or `after` when none): pass it as `after` next time.
+    pub last_id: i64,
+    /// Whether the watch is stopped. Changes it saw before the stop may still arrive later from
+    /// an agent that was away; none after it.
+    pub stopped: bool,
+}
+
+impl From<WatchEventRecord> for WatchEventView {
+    fn from(e: WatchEventRecord) -> Self {
+        Self {
+            id: e.id,
+            watch_id: e.watch_id,
+            path: e.path,
+            kind: e.kind,
+            changed_at_ms: e.changed_at_ms,
+            received_at_ms: e.received_at_ms,
+        }
+    }
+}
+
+impl From<WatchError> for ApiError {
+    fn from(e: WatchError) -> Self {
+        match e {
+            WatchError::UnknownWatch(_) => ApiError::not_found(e.to_string()),
+            WatchError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            WatchError::Task(e) => ApiError::from(e),
+            WatchError::Store(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// A watch with the state of its latest task.
+async fn view(state: &AppState, watch: WatchRecord) -> Result<WatchView, ApiError> {
+    let task = match &watch.task_id {
+        Some(id) => state.store.get_task(id).await?,
+        None => None,
+    };
+    let status = WatchStatus::of(&watch, task.as_ref());
+    let error = task.as_ref().and_then(|t| {
+        t.error_code.clone().map(|code| TaskErrorView {
+            code,
+            message: t.error_message.clone().unwrap_or_default(),
+        })
+    });
+    Ok(WatchView {
+        status,
+        task_state: task.map(|t| t.state),
+        error,
+        id: watch.id,
+        agent_id: watch.agent_id,
+        paths: watch.paths,
+        created_at_ms: watch.created_at_ms,
+        created_by: watch.created_by,
+        stopped_at_ms: watch.stopped_at_ms,
+        stopped_by: watch.stopped_by,
+        task_id: watch.task_id,
+    })
+}
+
+async fn find(state: &AppState, id: &str) -> Result<WatchRecord, ApiError> {
+    state
+        .store
+        .get_watch(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no watch {id}")))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateWatch>, JsonRejection>,
+) -> Result<(StatusCode, Json<WatchView>), ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    let ttl = body
+        .ttl_secs
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_WATCH_TTL);
+    let (watch, _task) = state
+        .create_watch(&body.agent_id, body.paths, ttl, &caller.name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&state, watch).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    agent_id: Option<String>,
+    /// Only watches that are not stopped.
+    #[serde(default)]
+    active: Option<bool>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<WatchView>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let watches = state
+        .store
+        .list_watches(
+            query.agent_id.as_deref(),
+            query.active.unwrap_or(false),
+            limit,
+        )
+        .await?;
+    let mut views = Vec::with_capacity(watches.len());
+    for watch in watches {
+        views.push(view(&state, watch).await?);
+    }
+    Ok(Json(views))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WatchView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let watch = find(&state, &id).await?;
+    Ok(Json(view(&state, watch).await?))
+}
+
+pub async fn stop(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WatchView>, ApiError> {
+    caller.require(Role::Responder)?;
+    let watch = state.stop_watch(&id, &caller.name).await?;
+    Ok(Json(view(&state, watch).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Only events with a larger id.
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Json<WatchEventsPage>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let after = query.after.unwrap_or(0).max(0);
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_EVENTS_PAGE);
+    let watch = find(&state, &id).await?;
+    let events = state.store.watch_events(&id, after, limit).await?;
+    let last_id = events.last().map_or(after, |e| e.id);
+    Ok(Json(WatchEventsPage {
+        watch_id: watch.id,
+        events: events.into_iter().map(WatchEventView::from).collect(),
+        last_id,
+        stopped: watch.stopped_at_ms.is_some(),
+    }))
+}

@@ -1,0 +1,491 @@
+//! File watch with a real agent: a file the test creates is reported through the API; the watch
+//! survives a controller restart (changes made while it was down still arrive) and an agent
+//! restart; bad paths get clear errors; stopping the watch stops the changes; the CLI starts,
+//! follows, lists and stops watches.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use cordon_controller::{
+    api::{
+        types::{AgentStatus, TaskView},
+        watches::{WatchEventView, WatchEventsPage, WatchView},
+    },
+    watches::WatchStatus,
+};
+use cordon_tests::{binary, Api, Deployment};
+use serde_json::json;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn s(path: &Path) -> String {
+    path.to_str().unwrap().to_string()
+}
+
+async fn watch_view(api: &Api, id: &str) -> WatchView {
+    api.get_json(&format!("/api/v1/watches/{id}"))
+        .await
+        .expect("watch readable")
+}
+
+/// Waits until the watch's latest task is not `previous_task` and the watch is `status`.
+async fn wait_for_watch(
+    api: &Api,
+    id: &str,
+    status: WatchStatus,
+    previous_task: Option<&str>,
+) -> WatchView {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let view = watch_view(api, id).await;
+        if view.status == status && view.task_id.as_deref() != previous_task {
+            return view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "watch never became {status:?}: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn all_events(api: &Api, id: &str) -> Vec<WatchEventView> {
+    let page: WatchEventsPage = api
+        .get_json(&format!("/api/v1/watches/{id}/events?after=0&limit=1000"))
+        .await
+        .expect("events readable");
+    page.events
+}
+
+/// Waits for a change of `kind` to `path` and returns it.
+async fn wait_for_change(api: &Api, id: &str, path: &Path, kind: &str) -> WatchEventView {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let events = all_events(api, id).await;
+        if let Some(found) = events.iter().find(|e| e.path == s(path) && e.kind == kind) {
+            return found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {kind} change for {} within {DEADLINE:?}; got {events:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_reports_changes_across_reconnects_until_it_is_stopped() {
+    let mut deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = deployment.api();
+
+    let created: WatchView = api
+        .post_json(
+            "/api/v1/watches",
+            json!({ "agent_id": agent.id, "paths": [s(dir.path())] }),
+        )
+        .await
+        .expect("watch created");
+    assert_eq!(created.agent_id, agent.id);
+    assert_eq!(created.paths, vec![s(dir.path())]);
+    assert!(created.task_id.is_some(), "the view names its task");
+    let id = created.id.clone();
+    let started = wait_for_watch(&api, &id, WatchStatus::Active, None).await;
+
+    let before = cordon_controller::now_ms();
+    let first = dir.path().join("first.txt");
+    std::fs::write(&first, b"hello").unwrap();
+    let event = wait_for_change(&api, &id, &first, "created").await;
+    assert!(event.changed_at_ms >= before - 1000, "{event:?}");
+    assert!(
+        event.received_at_ms >= event.changed_at_ms - 1000,
+        "{event:?}"
+    );
+
+    // Polling: `after` the last id returns only what is new.
+    let page: WatchEventsPage = api
+        .get_json(&format!("/api/v1/watches/{id}/events?after=0"))
+        .await
+        .unwrap();
+    assert!(!page.stopped);
+    let again: WatchEventsPage = api
+        .get_json(&format!(
+            "/api/v1/watches/{id}/events?after={}",
+            page.last_id
+        ))
+        .await
+        .unwrap();
+    assert!(again.events.is_empty(), "{again:?}");
+    assert_eq!(again.last_id, page.last_id);
+
+    // The controller goes away; a change made meanwhile waits on the agent and arrives later.
+    deployment.stop_controller().await;
+    let while_away = dir.path().join("while-away.txt");
+    std::fs::write(&while_away, b"x").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    deployment.start_controller().await;
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let api = deployment.api();
+    wait_for_change(&api, &id, &while_away, "created").await;
+    let after_reconnect = dir.path().join("after-reconnect.txt");
+    std::fs::write(&after_reconnect, b"x").unwrap();
+    wait_for_change(&api, &id, &after_reconnect, "created").await;
+
+    // The agent restarts and loses its watches; the controller sends the watch again.
+    let task_before = watch_view(&api, &id).await.task_id;
+    assert!(task_before.is_some());
+    agent.stop().await;
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Offline)
+        .await;
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let resent = wait_for_watch(&api, &id, WatchStatus::Active, task_before.as_deref()).await;
+    assert_ne!(
+        resent.task_id, started.task_id,
+        "a new task started it again"
+    );
+    let after_restart = dir.path().join("after-restart.txt");
+    std::fs::write(&after_restart, b"x").unwrap();
+    wait_for_change(&api, &id, &after_restart, "created").await;
+    std::fs::write(&after_restart, b"more").unwrap();
+    wait_for_change(&api, &id, &after_restart, "modified").await;
+    std::fs::remove_file(&after_restart).unwrap();
+    wait_for_change(&api, &id, &after_restart, "removed").await;
+
+    // Stopped: the agent is told, and nothing more is recorded.
+    let stopped: WatchView = api
+        .delete_json(&format!("/api/v1/watches/{id}"))
+        .await
+        .expect("stopped");
+    assert_eq!(stopped.status, WatchStatus::Stopped);
+    assert!(stopped.stopped_at_ms.is_some());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let tasks: Vec<TaskView> = api
+            .get_json(&format!("/api/v1/tasks?agent_id={}", agent.id))
+            .await
+            .unwrap();
+        let unwatch = tasks
+            .iter()
+            .find(|t| t.kind == "unwatch")
+            .expect("unwatch task");
+        if unwatch.state.as_str() == "done" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{unwatch:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let count = all_events(&api, &id).await.len();
+    std::fs::write(dir.path().join("after-stop.txt"), b"x").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = all_events(&api, &id).await;
+    assert_eq!(events.len(), count, "nothing after the stop: {events:?}");
+    let page: WatchEventsPage = api
+        .get_json(&format!("/api/v1/watches/{id}/events"))
+        .await
+        .unwrap();
+    assert!(page.stopped);
+    // Stopping twice changes nothing.
+    let twice: WatchView = api
+        .post_json(&format!("/api/v1/watches/{id}/stop"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(twice.stopped_at_ms, stopped.stopped_at_ms);
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_watch_requests_get_clear_errors() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let api = deployment.api();
+
+    for (path, why) in [
+        ("relative/dir", "absolute"),
+        ("/tmp/../etc", ".."),
+        ("/tmp/a\u{0}b", "NUL"),
+    ] {
+        let err = api
+            .post_json::<WatchView>(
+                "/api/v1/watches",
+                json!({ "agent_id": agent.id, "paths": [path] }),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, 400, "{path:?}: {err:?}");
+        let detail = err.body["detail"].as_str().unwrap();
+        assert!(detail.contains(why), "{path:?}: {detail}");
+    }
+    let err = api
+        .post_json::<WatchView>(
+            "/api/v1/watches",
+            json!({ "agent_id": agent.id, "paths": [] }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 400);
+    let err = api
+        .post_json::<WatchView>(
+            "/api/v1/watches",
+            json!({ "agent_id": "nobody", "paths": ["/tmp"] }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 404, "{err:?}");
+    let err = api
+        .get_json::<WatchView>("/api/v1/watches/no-such-watch")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 404);
+    let err = api
+        .get_json::<WatchEventsPage>("/api/v1/watches/no-such-watch/events")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 404);
+
+    // A path that does not exist on the host: the agent refuses it and the watch says why.
+    let created: WatchView = api
+        .post_json(
+            "/api/v1/watches",
+            json!({ "agent_id": agent.id, "paths": ["/definitely/not/here"] }),
+        )
+        .await
+        .unwrap();
+    let failed = wait_for_watch(&api, &created.id, WatchStatus::Failed, None).await;
+    let error = failed.error.expect("error shown");
+    assert_eq!(error.code, "not_found");
+    assert!(error.message.contains("/definitely/not/here"), "{error:?}");
+
+    // The CLI exits 4 for it, says why, and stops the watch it created.
+    let out = deployment.cli(&["watch", "--agent", &agent.id, "/definitely/not/here"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_found"));
+    let active: Vec<WatchView> = api
+        .get_json(&format!(
+            "/api/v1/watches?agent_id={}&active=true",
+            agent.id
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        active.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        vec![created.id.as_str()],
+        "the CLI stopped the watch it created; the API's stays, marked failed"
+    );
+    let out = deployment.cli(&["watch", "--agent", &agent.id, "not/absolute"]);
+    assert_eq!(out.status.code(), Some(2));
+    agent.stop().await;
+}
+
+/// Reads a child's stdout lines on a thread, so the test can wait for one with a timeout.
+fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn line_with(rx: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?}; saw {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_starts_follows_lists_and_stops_a_watch() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // `cordon watch` follows: one JSON line per change, until Ctrl-C.
+    let mut follower = Command::new(binary("e2e-cordon"))
+        .args([
+            "watch",
+            "--json",
+            "--agent",
+            &agent.id,
+            dir.path().to_str().unwrap(),
+        ])
+        .env("CORDON_URL", deployment.api_url())
+        .env("CORDON_TOKEN", &deployment.admin_token)
+        .env("CORDON_CA", deployment.ca_cert_path())
+        .env_remove("CORDON_CONFIG")
+        .env("HOME", deployment.tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(follower.stdout.take().unwrap());
+    let api = deployment.api();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let id = loop {
+        let watches: Vec<WatchView> = api.get_json("/api/v1/watches").await.unwrap();
+        if let Some(w) = watches.iter().find(|w| w.status == WatchStatus::Active) {
+            break w.id.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{watches:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let file = dir.path().join("followed.txt");
+    std::fs::write(&file, b"x").unwrap();
+    let line = line_with(&lines, "followed.txt");
+    let event: WatchEventView = serde_json::from_str(&line).expect("a JSON object per line");
+    assert_eq!(event.path, s(&file));
+    assert_eq!(event.kind, "created");
+    assert_eq!(event.watch_id, id);
+    let interrupted = Command::new("kill")
+        .args(["-INT", &follower.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = follower.wait_with_output().unwrap();
+    assert!(out.status.success(), "Ctrl-C is a normal end: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keeps recording"));
+
+    // It keeps recording: `watches events` shows the change, and later ones too.
+    let later = dir.path().join("later.txt");
+    std::fs::write(&later, b"x").unwrap();
+    wait_for_change(&api, &id, &later, "created").await;
+    let out = deployment.cli(&["watches", "events", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("created") && l.ends_with(&s(&later))),
+        "{table}"
+    );
+
+    // --no-follow prints the id and returns; list shows both watches.
+    let other = tempfile::tempdir().unwrap();
+    let out = deployment.cli(&[
+        "watch",
+        "--no-follow",
+        "--agent",
+        &agent.id,
+        other.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(printed.starts_with("watch "), "{printed}");
+    let second = printed.split_whitespace().nth(1).unwrap().to_string();
+    let out = deployment.cli(&["watches", "list", "--agent", &agent.id]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&id) && table.contains(&second), "{table}");
+
+    let out = deployment.cli(&["watches", "stop", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
+    let out = deployment.cli(&["watches", "list", "--active", "--json"]);
+    let active: Vec<WatchView> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        active.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(),
+        vec![second.as_str()]
+    );
+    let out = deployment.cli(&["watches", "show", "no-such-watch"]);
+    assert_eq!(out.status.code(), Some(4));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reporting_for_a_watch_the_controller_stopped_is_told_to_stop_it() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = deployment.api();
+    let created: WatchView = api
+        .post_json(
+            "/api/v1/watches",
+            json!({ "agent_id": agent.id, "paths": [s(dir.path())] }),
+        )
+        .await
+        .unwrap();
+    wait_for_watch(&api, &created.id, WatchStatus::Active, None).await;
+
+    // Stopped behind the agent's back (as when its `unwatch` expired while it was away).
+    let store = &deployment.controller().store;
+    assert!(store
+        .stop_watch(&created.id, "test", cordon_controller::now_ms())
+        .await
+        .unwrap());
+    std::fs::write(dir.path().join("stale.txt"), b"x").unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let tasks: Vec<TaskView> = api
+            .get_json(&format!("/api/v1/tasks?agent_id={}", agent.id))
+            .await
+            .unwrap();
+        let done = tasks.iter().any(|t| {
+            t.kind == "unwatch" && t.state.as_str() == "done" && t.created_by == "controller"
+        });
+        if done {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{tasks:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        all_events(&api, &created.id).await.is_empty(),
+        "the change after the stop was not stored"
+    );
+    agent.stop().await;
+}
