@@ -8,34 +8,25 @@ use axum::{
     response::Response,
     Json,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{
-    api::{auth::Caller, error::ApiError, AppState},
+    api::{auth::Caller, error::ApiError, types::AgentListQuery, AppState},
     evidence::{is_sha256, EvidenceView, Verification},
     store::Role,
 };
-
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    agent_id: Option<String>,
-    #[serde(default)]
-    limit: Option<i64>,
-}
 
 /// `GET /api/v1/evidence`: newest first.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<AgentListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<EvidenceView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let Query(query) = query?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let records = state
         .store
-        .list_evidence(query.agent_id.as_deref(), limit)
+        .list_evidence(query.agent_id.as_deref(), query.limit())
         .await?;
     Ok(Json(records.iter().map(EvidenceView::from).collect()))
 }

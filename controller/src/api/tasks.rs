@@ -17,7 +17,7 @@ use crate::{
     api::{
         auth::Caller,
         error::ApiError,
-        types::{CreateTask, TaskView},
+        types::{AgentListQuery, CreateTask, TaskView},
         AppState,
     },
     store::Role,
@@ -91,25 +91,16 @@ pub async fn show(
     Ok(Json(task.into()))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    agent_id: Option<String>,
-    #[serde(default)]
-    limit: Option<i64>,
-}
-
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<AgentListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<TaskView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let Query(query) = query?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let tasks = state
         .store
-        .list_tasks(query.agent_id.as_deref(), limit)
+        .list_tasks(query.agent_id.as_deref(), query.limit())
         .await?;
     Ok(Json(tasks.into_iter().map(TaskView::from).collect()))
 }

@@ -225,3 +225,19 @@ impl From<crate::store::TaskRecord> for TaskView {
         }
     }
 }
+
+/// `?agent_id=…&limit=…` on listings that can be narrowed to one agent.
+#[derive(Debug, Default, Deserialize)]
+pub struct AgentListQuery {
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+impl AgentListQuery {
+    /// The limit asked for, 100 by default, between 1 and 1,000.
+    pub fn limit(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
