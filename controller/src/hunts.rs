@@ -201,6 +201,7 @@ impl Controller {
                 MAX_TASK_TTL.as_secs() / 86_400
             )));
         }
+        let started = std::time::Instant::now();
         let agents: Vec<String> = self
             .store
             .hunt_candidates()
@@ -235,7 +236,9 @@ impl Controller {
                 agent_id,
             })
             .collect();
+        let chosen = started.elapsed();
         self.store.create_hunt(&hunt, &request, &targets).await?;
+        let stored = started.elapsed();
 
         let mut sent = 0usize;
         for target in targets.iter().filter(|t| t.sent) {
@@ -263,9 +266,28 @@ impl Controller {
             label = ?hunt.label,
             by = created_by,
             kind = kind_name(&kind),
+            select_ms = chosen.as_millis(),
+            store_ms = (stored - chosen).as_millis(),
+            dispatch_ms = (started.elapsed() - stored).as_millis(),
             "hunt started"
         );
-        self.hunt_view(&hunt.id, ResultsFilter::None).await
+        // From what was just written rather than read back: under a large fleet the answers
+        // are already streaming in, and the caller only needs the id and where it started.
+        let counts = TaskCounts {
+            sent: i64::try_from(sent).unwrap_or(i64::MAX),
+            queued: i64::try_from(targets.len() - sent).unwrap_or(i64::MAX),
+            ..TaskCounts::default()
+        };
+        let record = HuntRecord {
+            agent_count: i64::try_from(targets.len()).unwrap_or(i64::MAX),
+            id: hunt.id,
+            query: hunt.query,
+            label: hunt.label,
+            created_by: hunt.created_by,
+            created_at_ms: hunt.created_at_ms,
+            expires_at_ms: hunt.expires_at_ms,
+        };
+        view(record, counts)
     }
 
     /// A hunt's progress and, as `filter` asks, its per-agent results.

@@ -2,7 +2,9 @@
 //! CLI `cordon` that talks to it.
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod deployment;
 pub mod evidence;

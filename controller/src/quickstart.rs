@@ -35,6 +35,15 @@ pub fn responder_config_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("responder.toml")
 }
 
+/// The quickstart responder's signing key (PKCS#8 PEM, 0600); its public key is beside it.
+pub fn responder_key_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("responder.key")
+}
+
+/// How long an action signed by the quickstart responder key may live, and the longest block
+/// or isolation it may order on the local agent.
+const RESPONDER_MAX_TTL: &str = "1d";
+
 /// Runs until `shutdown`; `ready` is called with the API URL once the agent is enrolled.
 pub async fn run(
     options: QuickstartOptions,
@@ -59,11 +68,13 @@ pub async fn run(
         .context("starting the controller")?;
     let api_url = format!("https://{}", running.api_addr);
 
+    let (responder_key, key_is_new) = responder_key(&options.data_dir)?;
     let responder_path = responder_config_path(&options.data_dir);
-    write_responder_config(&running, &dir, &responder_path, &api_url).await?;
+    write_responder_config(&running, &dir, &responder_path, &api_url, &responder_key).await?;
 
     let agent_data = agent_dir(&options.data_dir);
-    if !AgentDir::new(&agent_data).is_enrolled() {
+    let agent_is_new = !AgentDir::new(&agent_data).is_enrolled();
+    if agent_is_new {
         let token = secret::new_token(secret::ENROLL_TOKEN_PREFIX);
         running
             .controller
@@ -87,6 +98,11 @@ pub async fn run(
         .context("enrolling the local agent")?;
         println!("enrolled the local agent as {}", file.agent_id);
     }
+    // Only when the key or the agent is new: later, the host's policy is its owner's to change.
+    // Before the agent starts, so its hello already reports the key as trusted.
+    if key_is_new || agent_is_new {
+        trust_responder_key(&agent_data, &responder_key)?;
+    }
     let mut agent_config = AgentConfig::new(&agent_data);
     // The listener may be on another port than at enrolment (e.g. --agent-listen changed).
     agent_config.controller_override = Some(running.agent_addr.to_string());
@@ -105,6 +121,10 @@ pub async fn run(
         "  responder config: {}  (holds the API token; mode 0600)",
         responder_path.display()
     );
+    println!(
+        "  signing key:      {}  (trusted by the local agent for every action)",
+        responder_key.display()
+    );
     println!();
     println!("Try, in another terminal:");
     println!(
@@ -113,6 +133,7 @@ pub async fn run(
     );
     println!("  cargo run -q -p cordon-controller --bin cordon -- agents list");
     println!("  cargo run -q -p cordon-controller --bin cordon -- tokens create --ttl 10m");
+    println!("  sleep 600 &  cargo run -q -p cordon-controller --bin cordon -- kill --agent AGENT_ID --pid $!");
     println!();
     println!("Press Ctrl-C to stop.");
 
@@ -135,6 +156,7 @@ async fn write_responder_config(
     dir: &DataDir,
     path: &std::path::Path,
     api_url: &str,
+    signing_key: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut responder = if path.exists() {
         crate::cli::config::load(path, true).map_err(|e| anyhow::anyhow!("{e}"))?
@@ -157,14 +179,74 @@ async fn write_responder_config(
             .await
             .context("creating the quickstart API token")?;
         responder.token = Some(token);
-    } else if responder.url.as_deref() == Some(api_url) {
+    } else if responder.url.as_deref() == Some(api_url) && responder.signing_key.is_some() {
         return Ok(());
     }
     responder.url = Some(api_url.to_string());
     responder.ca_cert = Some(absolute(&dir.ca_cert()));
+    if responder.signing_key.is_none() {
+        responder.signing_key = Some(absolute(signing_key));
+    }
     let text = toml::to_string(&responder).context("encoding the responder config")?;
     secret::write_private_file(path, text.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Makes the quickstart responder's signing key the first time; returns its path and whether
+/// it was made now.
+fn responder_key(data_dir: &std::path::Path) -> anyhow::Result<(PathBuf, bool)> {
+    let path = responder_key_path(data_dir);
+    let is_new = !path.exists();
+    if is_new {
+        let info =
+            crate::cli::keys::generate_key_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "made the responder signing key {} (key id {})",
+            path.display(),
+            info.key_id
+        );
+    }
+    Ok((path, is_new))
+}
+
+/// Trusts the responder key on the local agent for every action, unless it already is.
+fn trust_responder_key(
+    agent_data: &std::path::Path,
+    key_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let key = crate::cli::keys::load_signing_key(key_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = crate::cli::keys::id_of(&key);
+    let policy = cordon_agent::policy::Policy::load(agent_data).with_context(|| {
+        format!(
+            "reading the local agent's policy in {}",
+            agent_data.display()
+        )
+    })?;
+    if policy.signer(&id).is_some() {
+        return Ok(());
+    }
+    let public = crate::cli::keys::public_path(key_path);
+    if !public.exists() {
+        let pem = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_pem(
+            &key.verifying_key(),
+            ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF,
+        )
+        .map_err(|e| anyhow::anyhow!("encoding the responder public key: {e}"))?;
+        secret::write_file_mode(&public, pem.as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", public.display()))?;
+    }
+    let said = cordon_agent::trust::add(
+        agent_data,
+        &cordon_agent::trust::AddOptions {
+            public_key_file: &public,
+            actions: "all",
+            max_ttl: Some(RESPONDER_MAX_TTL),
+            name: Some("quickstart responder"),
+        },
+    )
+    .context("trusting the responder key on the local agent")?;
+    println!("local agent: {said}");
+    Ok(())
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {

@@ -140,6 +140,7 @@ pub async fn start(
         data_dir: dir,
         heartbeat_interval: config.heartbeat_interval,
         task_events: tokio::sync::broadcast::channel(1024).0,
+        audit_refusals: crate::audit::RefusalBudget::default(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(gateway::serve(

@@ -35,6 +35,8 @@ pub struct Controller {
     pub heartbeat_interval: Duration,
     /// Ids of tasks that just ended, for waiters (`GET /tasks/{id}?wait=…`).
     pub task_events: tokio::sync::broadcast::Sender<String>,
+    /// How many refusals (bad tokens, refused enrolments) the audit log still takes now.
+    pub audit_refusals: crate::audit::RefusalBudget,
 }
 
 pub type Shared = Arc<Controller>;

@@ -183,6 +183,12 @@ impl Controller {
                 self.accept_evidence(agent_id, &result.task_id, signed, staged)
                     .await
             }
+            Ok(TaskOutput::Receipt(receipt)) => {
+                // Recorded on its action and ending the task together.
+                return self
+                    .accept_receipt(agent_id, &result.task_id, &receipt)
+                    .await;
+            }
             Ok(output) => TaskEnd::Done {
                 result: output_json(output),
             },
@@ -205,6 +211,8 @@ impl Controller {
             .await
         {
             Ok(true) => {
+                // A refused or failed action records why before its waiters wake.
+                self.action_task_ended(task_id, &end).await;
                 let _ = self.task_events.send(task_id.to_string());
             }
             Ok(false) => tracing::debug!(task_id, ?agent_id, "result for an unknown or ended task"),
@@ -317,6 +325,7 @@ pub async fn run_sweeper(controller: crate::state::Shared, shutdown: Cancellatio
             }
             Err(e) => tracing::warn!(error = %e, "cannot expire tasks"),
         }
+        controller.expire_actions().await;
         match controller.store.agents_with_queued_tasks(now_ms()).await {
             Ok(agents) => {
                 for agent in agents {

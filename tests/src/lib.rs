@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod bench;
 pub mod procstat;
+pub mod simaction;
 pub mod simhost;
 
 /// Heartbeat used by test controllers: short, so liveness changes show quickly.
@@ -411,6 +412,15 @@ impl Api {
         body: serde_json::Value,
     ) -> Result<T, ApiFailure> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    pub async fn put_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, ApiFailure> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body))
             .await
     }
 

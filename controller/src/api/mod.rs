@@ -1,12 +1,16 @@
 //! The HTTPS API under `/api/v1`: JSON, bearer tokens with roles, errors as
 //! `{ "error": …, "detail": … }`. One file per resource.
 
+pub mod actions;
 pub mod agents;
+pub mod api_tokens;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod evidence;
 pub mod health;
 pub mod hunts;
+pub mod recorder;
 pub mod tasks;
 pub mod tokens;
 pub mod types;
@@ -53,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks", post(tasks::create).get(tasks::list))
         .route("/api/v1/tasks/{id}", get(tasks::show))
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/api/v1/actions", post(actions::submit).get(actions::list))
+        .route("/api/v1/actions/automation", post(actions::automation))
+        .route("/api/v1/actions/{id}", get(actions::show))
+        .route("/api/v1/actions/{id}/signatures", post(actions::approve))
         .route("/api/v1/hunts", post(hunts::create).get(hunts::list))
         .route("/api/v1/hunts/{id}", get(hunts::show))
         .route("/api/v1/evidence", get(evidence::list))
@@ -69,7 +77,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/watches/{id}/stop", post(watches::stop))
         .route("/api/v1/watches/{id}/events", get(watches::events))
+        .route("/api/v1/api-tokens", post(api_tokens::create))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/audit/verify", get(audit::verify))
         .fallback(error::no_route)
+        // Runs after routing (so it sees the matched route) and before every handler.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            recorder::record,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -9,7 +9,7 @@ use axum::{
         Path, Query, State,
     },
     http::StatusCode,
-    Json,
+    Extension, Json,
 };
 use serde::Deserialize;
 
@@ -17,6 +17,7 @@ use crate::{
     api::{
         auth::Caller,
         error::ApiError,
+        recorder::AuditNote,
         types::{AgentListQuery, CreateTask, TaskView},
         AppState,
     },
@@ -48,7 +49,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     body: Result<Json<CreateTask>, JsonRejection>,
-) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+) -> Result<(StatusCode, Extension<AuditNote>, Json<TaskView>), ApiError> {
     caller.require(Role::Responder)?;
     let Json(body) = body?;
     let ttl = body
@@ -58,7 +59,16 @@ pub async fn create(
     let task = state
         .create_task(&body.agent_id, body.task.into(), ttl, &caller.name)
         .await?;
-    Ok((StatusCode::CREATED, Json(task.into())))
+    let view = TaskView::from(task);
+    let note = AuditNote {
+        target: Some(view.id.clone()),
+        detail: serde_json::json!({
+            "agent_id": view.agent_id,
+            "kind": view.kind,
+            "request": view.request,
+        }),
+    };
+    Ok((StatusCode::CREATED, Extension(note), Json(view)))
 }
 
 #[derive(Debug, Deserialize)]

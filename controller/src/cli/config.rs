@@ -20,6 +20,10 @@ pub struct ResponderConfig {
     pub token: Option<String>,
     /// The deployment CA certificate (PEM) that the API's certificate must chain to.
     pub ca_cert: Option<PathBuf>,
+    /// The responder's own signing key (PKCS#8 PEM from `cordon keys generate`), for
+    /// containment actions; relative to this file. It never leaves this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for ResponderConfig {
@@ -28,6 +32,7 @@ impl fmt::Debug for ResponderConfig {
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_cert", &self.ca_cert)
+            .field("signing_key", &self.signing_key)
             .finish()
     }
 }
@@ -95,4 +100,41 @@ pub fn resolve(
             .or(file.ca_cert)
             .ok_or_else(|| missing("CA certificate", "--ca", "CORDON_CA"))?,
     })
+}
+
+/// Default signing key path: next to the default config file, `signing.key`.
+pub fn default_signing_key_path() -> Option<PathBuf> {
+    default_path().map(|config| config.with_file_name("signing.key"))
+}
+
+/// Where the responder's signing key is: `--key` / `CORDON_SIGNING_KEY` (already merged by
+/// clap), then `signing_key` in the config file (relative to the file), then the default path.
+pub fn signing_key_path(
+    flag: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+) -> Result<PathBuf, CliError> {
+    if let Some(path) = flag {
+        return Ok(path);
+    }
+    let (path, explicit) = match config_path {
+        Some(p) => (Some(p), true),
+        None => (default_path(), false),
+    };
+    if let Some(config) = &path {
+        if let Some(key) = load(config, explicit)?.signing_key {
+            return Ok(match config.parent() {
+                Some(dir) if key.is_relative() => dir.join(key),
+                _ => key,
+            });
+        }
+    }
+    default_signing_key_path()
+        .filter(|p| p.exists())
+        .ok_or_else(|| {
+            CliError::Usage(
+                "no signing key: pass --key FILE, set CORDON_SIGNING_KEY, or put signing_key = \"FILE\" \
+                 in the config file (make one with `cordon keys generate`)"
+                    .into(),
+            )
+        })
 }

@@ -10,11 +10,14 @@
 //! | 4 | the thing asked about does not exist |
 //! | 5 | the controller could not be reached |
 
+pub mod actions;
 pub mod agents;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod evidence;
 pub mod hunt;
+pub mod keys;
 pub mod output;
 pub mod progress;
 pub mod tasks;
@@ -144,15 +147,58 @@ pub enum Command {
     /// Hunts: show (with --wait), list.
     #[command(subcommand)]
     Hunts(hunt::HuntsCommand),
+    /// The audit log: list entries, verify the hash chain (admin).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Kill a process (bound to its start time, looked up first), signed with your key.
+    Kill(actions::KillArgs),
+    /// Move a file into the agent's vault (defanged), signed with your key.
+    Quarantine(actions::PathArgs),
+    /// Put a quarantined file back (by quarantine id), signed with your key.
+    Restore(actions::PathArgs),
+    /// Block addresses or CIDRs for --ttl (the kernel lifts the block), signed with your key.
+    Block(actions::BlockArgs),
+    /// Remove blocks, signed with your key.
+    Unblock(actions::UnblockArgs),
+    /// Cut the host off (loopback, the controller and the policy allowlist stay) for --ttl,
+    /// signed with your key.
+    Isolate(actions::IsolateArgs),
+    /// End an isolation early, signed with your key.
+    Release(actions::ReleaseArgs),
+    /// Add your signature to a pending action that needs more distinct signers.
+    Approve(actions::ApproveArgs),
+    /// Containment actions: list, show (with --wait).
+    #[command(subcommand)]
+    Actions(actions::ActionsCommand),
+    /// Your signing key: generate, show. Needs no controller.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Check that the controller answers.
     Health,
 }
 
 /// Runs a parsed command and returns what to print.
 pub async fn run(cli: Cli) -> Result<String, CliError> {
+    // Keys live on this machine only: no controller needed.
+    if let Command::Keys(command) = cli.command {
+        return keys::run(command, cli.config, cli.json);
+    }
+    let config_path = cli.config.clone();
     let settings = config::resolve(cli.url, cli.token, cli.ca_cert, cli.config)?;
     let client = client::Client::new(&settings)?;
     match cli.command {
+        Command::Keys(_) => Err(CliError::Other("unreachable: keys handled above".into())),
+        Command::Kill(args) => actions::kill(&client, args, config_path, cli.json).await,
+        Command::Quarantine(args) => {
+            actions::quarantine(&client, args, config_path, cli.json).await
+        }
+        Command::Restore(args) => actions::restore(&client, args, config_path, cli.json).await,
+        Command::Block(args) => actions::block(&client, args, config_path, cli.json).await,
+        Command::Unblock(args) => actions::unblock(&client, args, config_path, cli.json).await,
+        Command::Isolate(args) => actions::isolate(&client, args, config_path, cli.json).await,
+        Command::Release(args) => actions::release(&client, args, config_path, cli.json).await,
+        Command::Approve(args) => actions::approve(&client, args, config_path, cli.json).await,
+        Command::Actions(command) => actions::run(&client, command, cli.json).await,
         Command::Agents(command) => agents::run(&client, command, cli.json).await,
         Command::Tokens(command) => tokens::run(&client, command, cli.json).await,
         Command::Ps {
@@ -217,6 +263,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Evidence(command) => evidence::run(&client, command, cli.json).await,
         Command::Hunt(args) => hunt::run_hunt(&client, args, cli.json).await,
         Command::Hunts(command) => hunt::run_hunts(&client, command, cli.json).await,
+        Command::Audit(command) => audit::run(&client, command, cli.json).await,
         Command::Health => {
             let health: crate::api::types::Health = client.get("/api/v1/health").await?;
             Ok(if cli.json {

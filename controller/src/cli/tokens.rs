@@ -1,11 +1,13 @@
-//! `cordon tokens create|list`: one-time enrolment tokens.
+//! `cordon tokens create|list`: one-time enrolment tokens; `cordon tokens api-create`: API
+//! tokens with a role.
 
 use clap::Subcommand;
 
 use crate::{
+    api::api_tokens::{ApiTokenCreated, CreateApiToken},
     api::types::{CreateEnrollmentToken, EnrollmentTokenCreated},
     cli::{client::Client, output, CliError},
-    store::EnrollmentTokenRecord,
+    store::{EnrollmentTokenRecord, Role},
 };
 
 #[derive(Debug, Subcommand)]
@@ -21,6 +23,18 @@ pub enum TokensCommand {
     },
     /// List enrolment tokens (hash prefixes only; tokens are never stored).
     List,
+    /// Create an API token with a role and print it (shown this once; only its hash is kept).
+    ApiCreate {
+        /// viewer, responder, admin or automation.
+        #[arg(long)]
+        role: Role,
+        /// Who or what will hold it; the audit log names it as the actor.
+        #[arg(long)]
+        name: String,
+        /// Lifetime, e.g. 12h, 90d (at most 365d); without it the token lasts until revoked.
+        #[arg(long, value_parser = parse_duration_secs)]
+        ttl: Option<u64>,
+    },
 }
 
 pub async fn run(client: &Client, command: TokensCommand, json: bool) -> Result<String, CliError> {
@@ -45,6 +59,31 @@ pub async fn run(client: &Client, command: TokensCommand, json: bool) -> Result<
                 created.ca_fingerprint,
                 created.ca_fingerprint,
                 created.token
+            ))
+        }
+        TokensCommand::ApiCreate { role, name, ttl } => {
+            let created: ApiTokenCreated = client
+                .post(
+                    "/api/v1/api-tokens",
+                    &CreateApiToken {
+                        name,
+                        role,
+                        ttl_secs: ttl,
+                    },
+                )
+                .await?;
+            if json {
+                return Ok(output::json(&created));
+            }
+            Ok(format!(
+                "token:   {}\nid:      {}\nname:    {}\nrole:    {}\nexpires: {}\n\nThe token is shown only now; the controller keeps its hash.\n",
+                created.token,
+                created.id,
+                created.name,
+                created.role,
+                created
+                    .expires_at_ms
+                    .map_or_else(|| "never (until revoked)".to_owned(), |ms| output::time(Some(ms))),
             ))
         }
         TokensCommand::List => {

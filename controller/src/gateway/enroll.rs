@@ -1,6 +1,7 @@
 //! Enrolment: one request, one answer, then the connection closes. The token is checked and
 //! consumed in the same transaction that records the agent and its certificate, so a token can
-//! never enrol two agents, and a refused request writes nothing.
+//! never enrol two agents, and a refused request writes nothing (but the audit log's
+//! refusal entry, rate-limited like every refusal; see [`crate::audit`]).
 
 use std::net::SocketAddr;
 
@@ -24,14 +25,36 @@ use crate::{
 /// Enrolment requests are small (a token and a CSR).
 const MAX_ENROLL_FRAME: usize = 64 * 1024;
 
+/// The audit log's name for an enrolment.
+const ENROL_ACTION: &str = "enrol";
+
+/// The part of an enrolment token's hash the audit log may show.
+fn token_hash_prefix(token: &str) -> String {
+    secret::hash_token(token)
+        .chars()
+        .take(crate::api::auth::TOKEN_HASH_PREFIX_LEN)
+        .collect()
+}
+
 pub async fn run(controller: Shared, tls: TlsStream<TcpStream>, peer: SocketAddr) {
     let mut conn = Connection::with_codec(tls, FrameCodec::with_max_len(MAX_ENROLL_FRAME));
+    // What the refusal entry may say about the request: never the token, only its hash prefix.
+    let mut presented = serde_json::json!({ "peer": peer.to_string() });
     let outcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.recv_frame()).await {
         Err(_) => Err("no enrolment request within the handshake timeout".to_string()),
         Ok(Ok(None)) => return,
         Ok(Err(e)) => Err(format!("reading enrolment request: {e}")),
         Ok(Ok(Some(frame))) => match decode(&frame) {
-            Ok(request) => enroll(&controller, request, peer).await,
+            Ok(request) => {
+                presented["hostname"] = request
+                    .hostname
+                    .chars()
+                    .take(255)
+                    .collect::<String>()
+                    .into();
+                presented["token_hash_prefix"] = token_hash_prefix(&request.token).into();
+                enroll(&controller, request, peer).await
+            }
             Err(reason) => Err(reason),
         },
     };
@@ -39,6 +62,10 @@ pub async fn run(controller: Shared, tls: TlsStream<TcpStream>, peer: SocketAddr
         Ok(issued) => issued,
         Err(reason) => {
             tracing::warn!(%peer, %reason, "refused enrolment");
+            presented["reason"] = reason.clone().into();
+            controller
+                .audit_refusal(crate::audit::UNAUTHENTICATED, ENROL_ACTION, "", presented)
+                .await;
             EnrollOutcome::Refused { reason }
         }
     };
@@ -98,6 +125,25 @@ async fn enroll(
         }
     }
     tracing::info!(%agent_id, %peer, %hostname, serial = %issued.serial, "agent enrolled");
+    // After the fact: the enrolment committed in a transaction this entry cannot join, and it
+    // stays visible in the store (the token's `used_by_agent`) should this append fail, which
+    // `audit` logs at error level.
+    let prefix = token_hash_prefix(&request.token);
+    let detail = serde_json::json!({
+        "hostname": hostname,
+        "peer": peer.to_string(),
+        "serial": issued.serial,
+        "token_hash_prefix": prefix,
+    });
+    let _ = controller
+        .audit(
+            &format!("enrolment token {prefix}"),
+            ENROL_ACTION,
+            &agent_id,
+            "ok",
+            detail,
+        )
+        .await;
     Ok(EnrollOutcome::Issued {
         agent_id,
         certificate_pem: issued.cert_pem,

@@ -231,6 +231,52 @@ CREATE INDEX hunts_created ON hunts (created_at);
 CREATE INDEX tasks_hunt ON tasks (hunt_id, state);
 ";
 
+/// Version 6, identical on both backends: signed containment actions. `request` is the
+/// `ActionRequest` as JSON and `signing_bytes` the hex of exactly what every signer signed;
+/// `signatures` is a JSON list (key id, public key, signature, who added it). An action is
+/// delivered as an ordinary task (`task_id`) once enough distinct keys signed it.
+const ACTIONS_V6: &str = "
+CREATE TABLE actions (
+    id TEXT PRIMARY KEY NOT NULL,
+    agent_id TEXT NOT NULL REFERENCES agents(id),
+    kind TEXT NOT NULL,
+    request TEXT NOT NULL,
+    signing_bytes TEXT NOT NULL,
+    signatures TEXT NOT NULL,
+    required_signers BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    task_id TEXT NULL,
+    receipt TEXT NULL,
+    error_code TEXT NULL,
+    error_message TEXT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    submitted_at BIGINT NULL,
+    finished_at BIGINT NULL
+);
+CREATE INDEX actions_agent ON actions (agent_id, created_at);
+CREATE INDEX actions_task ON actions (task_id);
+CREATE INDEX actions_state_expires ON actions (state, expires_at);
+";
+
+/// Version 7, identical on both backends: the hash-chained audit log. `seq` is assigned by the
+/// appender (last + 1, under a write lock), not by the database, so a missing number is a
+/// deleted entry; `hash` = SHA-256 over `prev_hash` and the entry's fields (see `store::audit`).
+const AUDIT_V7: &str = "
+CREATE TABLE audit_log (
+    seq BIGINT PRIMARY KEY NOT NULL,
+    at_ms BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+";
+
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
 pub const SQLITE: &[Migration] = &[
@@ -258,6 +304,16 @@ pub const SQLITE: &[Migration] = &[
         version: 5,
         description: "hunts",
         sql: HUNTS_V5,
+    },
+    Migration {
+        version: 6,
+        description: "signed containment actions",
+        sql: ACTIONS_V6,
+    },
+    Migration {
+        version: 7,
+        description: "audit log",
+        sql: AUDIT_V7,
     },
 ];
 
@@ -287,6 +343,16 @@ pub const POSTGRES: &[Migration] = &[
         version: 5,
         description: "hunts",
         sql: HUNTS_V5,
+    },
+    Migration {
+        version: 6,
+        description: "signed containment actions",
+        sql: ACTIONS_V6,
+    },
+    Migration {
+        version: 7,
+        description: "audit log",
+        sql: AUDIT_V7,
     },
 ];
 

@@ -11,11 +11,14 @@
 //! (enrolment and API tokens), [`meta`] (key/value and counters); [`migrations`] holds the schema
 //! for each backend.
 
+pub mod actions;
 pub mod agents;
+pub mod audit;
 pub mod evidence;
 pub mod hunts;
 pub mod meta;
 pub mod migrations;
+pub mod task_writes;
 pub mod tasks;
 pub mod tokens;
 pub mod watches;
@@ -30,9 +33,11 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
+pub use actions::{ActionEnd, ActionRecord, ActionState, NewAction};
 pub use agents::{
     AgentRecord, EnrollError, EnrollRefusal, NewAgent, NewCertificate, PresenceChange,
 };
+pub use audit::{AuditEntry, AuditVerification, BreakReason, BrokenLink, NewAuditEntry};
 pub use evidence::{EvidenceRecord, KeyPin};
 pub use hunts::{HuntRecord, HuntTarget, HuntTaskRow, NewHunt, TaskCounts};
 pub use tasks::{NewTask, TaskEnd, TaskRecord, TaskState};
@@ -151,6 +156,8 @@ pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Task state changes waiting to be committed together (see [`task_writes`]).
+    task_writes: std::sync::Arc<task_writes::TaskWrites>,
 }
 
 impl Store {
@@ -188,7 +195,11 @@ impl Store {
             .connect(url)
             .await
             .map_err(db_err("connect to database"))?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            task_writes: task_writes::TaskWrites::new(),
+        };
         if let Err(e) = store.migrate().await {
             store.close().await;
             return Err(e);

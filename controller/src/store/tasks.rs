@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
-use super::{db_err, touched, Store, StoreError};
+use super::{db_err, task_writes::TaskWrite, touched, Store, StoreError};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,29 +205,26 @@ impl Store {
         Ok(touched(&result))
     }
 
-    /// `sent → running`, only for the agent the task belongs to.
+    /// `sent → running`, only for the agent the task belongs to. Committed together with other
+    /// task writes arriving at the same time ([`super::task_writes`]).
     pub async fn mark_task_running(
         &self,
         id: &str,
         agent_id: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE tasks SET state = 'running', started_at = $3 \
-             WHERE id = $1 AND agent_id = $2 AND state IN ('queued', 'sent')",
-        )
-        .bind(id)
-        .bind(agent_id)
-        .bind(now_ms)
-        .execute(self.pool())
+        self.write_task_state(TaskWrite::Running {
+            id: id.to_string(),
+            agent_id: agent_id.to_string(),
+            at_ms: now_ms,
+        })
         .await
-        .map_err(db_err("mark task running"))?;
-        Ok(touched(&result))
     }
 
     /// Ends an unfinished task. `agent_id` guards against an agent answering for another's
     /// task; `None` (the controller itself, e.g. cancelling a queued task) skips that check.
-    /// False if the task is unknown, someone else's, or already ended.
+    /// False if the task is unknown, someone else's, or already ended. Committed together with
+    /// other task writes arriving at the same time ([`super::task_writes`]).
     pub async fn finish_task(
         &self,
         id: &str,
@@ -235,31 +232,13 @@ impl Store {
         end: &TaskEnd,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let (state, result, code, message) = match end {
-            TaskEnd::Done { result } => ("done", Some(result.as_str()), None, None),
-            TaskEnd::Failed { code, message } => {
-                ("failed", None, Some(code.as_str()), Some(message.as_str()))
-            }
-            TaskEnd::Cancelled { message } => {
-                ("cancelled", None, Some("cancelled"), Some(message.as_str()))
-            }
-        };
-        let result = sqlx::query(
-            "UPDATE tasks SET state = $2, finished_at = $3, result = $4, error_code = $5, \
-             error_message = $6 WHERE id = $1 AND ($7 = '' OR agent_id = $7) \
-             AND state IN ('queued', 'sent', 'running')",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(now_ms)
-        .bind(result)
-        .bind(code)
-        .bind(message)
-        .bind(agent_id.unwrap_or(""))
-        .execute(self.pool())
+        self.write_task_state(TaskWrite::Finish {
+            id: id.to_string(),
+            agent_id: agent_id.map(str::to_string),
+            end: end.clone(),
+            at_ms: now_ms,
+        })
         .await
-        .map_err(db_err("finish task"))?;
-        Ok(touched(&result))
     }
 
     /// `sent → queued` for one task that could not be handed to its session after all.

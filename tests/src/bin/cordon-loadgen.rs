@@ -12,6 +12,12 @@
 //! (simulated hosts answer from a canned process list, [`cordon_tests::simhost`]; only agent 0
 //! runs the marker) and reports the time from creating each hunt until every agent's result is
 //! stored, checking that exactly agent 0 matched.
+//!
+//! With `--actions N`, the simulated agents trust a signing key the load generator makes for
+//! the run (they report it in their hello's policy, as real agents report theirs), verify the
+//! envelopes they are sent and answer each with a receipt signed by their own key. The load
+//! generator then signs N kills, one at a time, each for the next agent in turn, and reports
+//! the time from `POST /api/v1/actions` until the verified receipt is stored (p50, p99).
 
 use std::{
     path::{Path, PathBuf},
@@ -25,13 +31,14 @@ use std::{
 use anyhow::{bail, Context};
 use clap::Parser;
 use cordon_protocol::{
+    action::PolicySummary,
     connection::Connection,
     hello::{decode_hello, ControllerHello, HelloOutcome},
     message::{
         AgentMessage, ControllerMessage, TaskError, TaskErrorCode, TaskKind, TaskOutput, TaskResult,
     },
 };
-use cordon_tests::procstat;
+use cordon_tests::{procstat, simaction};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +72,10 @@ struct Args {
     /// Once online, run this many hunts across the fleet and time each until all results are in.
     #[arg(long, default_value_t = 0)]
     hunt: usize,
+    /// Once online, sign and submit this many kills (round-robin over the fleet), one at a
+    /// time, and time each from the API request until its receipt is stored.
+    #[arg(long, default_value_t = 0)]
+    actions: usize,
 }
 
 #[tokio::main]
@@ -81,19 +92,35 @@ async fn main() -> anyhow::Result<()> {
     let online = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let limit = Arc::new(Semaphore::new(args.concurrency));
+    // The key the fleet trusts for kills in this run (made fresh; it signs only here).
+    let signer = Arc::new(simaction::random_key());
+    let policy = Arc::new(if args.actions > 0 {
+        simaction::fleet_policy(&signer)
+    } else {
+        Default::default()
+    });
     let started = Instant::now();
     let mut sessions = tokio::task::JoinSet::new();
     for i in 0..args.agents {
         let dir = agent_dir(&args.state_dir, i);
         let controller = args.controller.clone();
-        let (online, failed, limit, shutdown) = (
+        let (online, failed, limit, shutdown, policy, trusted) = (
             online.clone(),
             failed.clone(),
             limit.clone(),
             shutdown.clone(),
+            policy.clone(),
+            signer.verifying_key(),
         );
         sessions.spawn(async move {
-            if let Err(e) = simulate(i, &dir, &controller, &online, &limit, &shutdown).await {
+            let sim = Sim {
+                online: &online,
+                limit: &limit,
+                shutdown: &shutdown,
+                policy: &policy,
+                trusted,
+            };
+            if let Err(e) = simulate(i, &dir, &controller, &sim).await {
                 if failed.fetch_add(1, Ordering::Relaxed) < 5 {
                     eprintln!("agent {i}: {e:#}");
                 }
@@ -127,6 +154,9 @@ async fn main() -> anyhow::Result<()> {
 
     if args.hunt > 0 {
         hunts(&args, online.load(Ordering::Relaxed)).await?;
+    }
+    if args.actions > 0 {
+        actions(&args, &signer, online.load(Ordering::Relaxed)).await?;
     }
 
     let before = args.controller_pid.and_then(procstat::sample);
@@ -313,15 +343,65 @@ async fn enrol_missing(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One simulated agent (host `index`): connect, hello, then heartbeats and task answers.
-async fn simulate(
-    index: usize,
-    dir: &Path,
-    controller: &str,
-    online: &AtomicUsize,
-    limit: &Semaphore,
-    shutdown: &CancellationToken,
+/// Signs `args.actions` kills one after another, round-robin over the fleet, and prints the
+/// distribution of the time from the API request until each action's receipt is stored.
+async fn actions(
+    args: &Args,
+    signer: &ed25519_dalek::SigningKey,
+    online: usize,
 ) -> anyhow::Result<()> {
+    let client = cordon_controller::cli::client::Client::new(&responder_settings(args)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let agents: Vec<String> = (0..args.agents)
+        .map(|i| {
+            cordon_agent::identity::AgentDir::new(agent_dir(&args.state_dir, i))
+                .load()
+                .map(|identity| identity.file.agent_id)
+        })
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let mut times = simaction::measure(&client, &agents, signer, args.actions).await?;
+    println!(
+        "actions: {} signed kills over {} agents ({online} online) in {:.2} s, each done with a verified receipt",
+        args.actions,
+        agents.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  POST /api/v1/actions → receipt stored (client clock): {}",
+        simaction::summary(&mut times.round_trip)
+    );
+    println!(
+        "  POST /api/v1/actions answered: {}",
+        simaction::summary(&mut times.submit)
+    );
+    println!(
+        "  created → receipt stored (controller clock, ms resolution): {}",
+        simaction::summary(&mut times.server)
+    );
+    Ok(())
+}
+
+/// What every simulated agent shares.
+struct Sim<'a> {
+    online: &'a AtomicUsize,
+    limit: &'a Semaphore,
+    shutdown: &'a CancellationToken,
+    /// The containment policy reported in the hello.
+    policy: &'a PolicySummary,
+    /// The public key of the policy's one signer.
+    trusted: ed25519_dalek::VerifyingKey,
+}
+
+/// One simulated agent (host `index`): connect, hello, then heartbeats and task answers.
+async fn simulate(index: usize, dir: &Path, controller: &str, sim: &Sim<'_>) -> anyhow::Result<()> {
+    let Sim {
+        online,
+        limit,
+        shutdown,
+        policy,
+        trusted,
+    } = *sim;
     let identity = cordon_agent::identity::AgentDir::new(dir).load()?;
     let agent_id = identity.file.agent_id.clone();
     let tls = cordon_agent::tls::session_config(identity.ca, identity.cert, identity.key)?;
@@ -330,6 +410,9 @@ async fn simulate(
     let tcp = tokio::net::TcpStream::connect(controller)
         .await
         .context("connect")?;
+    // As the real agent does: a task's `TaskStarted` and its result are two small frames, and
+    // Nagle would hold the second until the first is acknowledged (a delayed ACK, ~40 ms).
+    let _ = tcp.set_nodelay(true);
     let stream = connector
         .connect(cordon_agent::tls::controller_name()?, tcp)
         .await
@@ -337,6 +420,8 @@ async fn simulate(
     let mut conn = Connection::new(stream);
     let mut hello = cordon_tests::hello_for(&agent_id);
     hello.inventory.agent_version = "loadgen".into();
+    hello.inventory.action_policy = policy.clone();
+    let key = cordon_tests::simulated_signing_key(&agent_id);
     conn.send(&hello).await?;
     let frame = conn.recv_frame().await?.context("closed before hello")?;
     let answer: ControllerHello = decode_hello(&frame)?;
@@ -366,6 +451,11 @@ async fn simulate(
                             let started = AgentMessage::TaskStarted { task_id: task.task_id.clone() };
                             if let Err(e) = conn.send(&started).await { break Err(e.into()); }
                             cordon_tests::simhost::answer_hunt(index, &query)
+                        }
+                        TaskKind::Action(signed) => {
+                            let started = AgentMessage::TaskStarted { task_id: task.task_id.clone() };
+                            if let Err(e) = conn.send(&started).await { break Err(e.into()); }
+                            simaction::answer_action(&agent_id, &key, &trusted, &signed)
                         }
                         _ => Err(TaskError { code: TaskErrorCode::Unsupported, message: "simulated agent".into() }),
                     };

@@ -1,0 +1,497 @@
+//! Signed containment on the controller: accepts actions already signed by responders' own keys
+//! (the controller never holds those keys), collects signatures until the target agent's policy
+//! has enough distinct signers, delivers the envelope as a task, and keeps the agent's signed
+//! receipt. The controller's automation key is one more signer, used only when automation asks
+//! for it and only as far as the agent's policy trusts it.
+//!
+//! Everything checked here ([`check`]) is checked again by the agent against its own policy;
+//! the controller checks early so a refusal is immediate and clear, not for security.
+
+pub mod check;
+pub mod receipt;
+
+use std::time::Duration;
+
+use cordon_protocol::{
+    action::{signing_bytes, Action, ActionRequest, ActionSignature, PolicySummary, SignedAction},
+    message::{ControllerMessage, Task, TaskKind},
+};
+use ed25519_dalek::{pkcs8::DecodePrivateKey, Signer, SigningKey};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use check::{CheckError, SignatureSpec, StoredSignature};
+pub use receipt::StoredReceipt;
+
+use crate::{
+    api::types::TaskErrorView,
+    gateway::registry::DispatchError,
+    now_ms,
+    state::Controller,
+    store::{actions::Delivery, ActionRecord, ActionState, NewAction, NewTask, StoreError},
+    tasks::kind_name,
+};
+
+/// Lifetime of an automation-signed action when the caller gives none.
+pub const DEFAULT_AUTOMATION_TTL_SECS: u64 = 300;
+
+/// Why an action could not be submitted, approved or read.
+#[derive(Debug, Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error("no agent {0}")]
+    UnknownAgent(String),
+    #[error("agent {0} is revoked")]
+    RevokedAgent(String),
+    #[error("agent {0} has not reported its containment policy yet (it has never connected); try again once it is online")]
+    NoPolicy(String),
+    #[error("action {0} already exists")]
+    Exists(String),
+    #[error("no action {0}")]
+    UnknownAction(String),
+    #[error("action {id} is {state}, not pending: it takes no more signatures")]
+    NotPending { id: String, state: &'static str },
+    #[error("key {key_id} already signed action {id}; it counts once: another trusted key must approve it")]
+    AlreadySigned { id: String, key_id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the controller's automation key: {0}")]
+    AutomationKey(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `POST /api/v1/actions`: a request and its signatures, made by the signers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitAction {
+    pub request: ActionRequest,
+    pub signatures: Vec<SignatureSpec>,
+}
+
+/// `POST /api/v1/actions/automation`: an action for the controller to sign with its
+/// automation key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutomationAction {
+    pub agent_id: String,
+    pub action: Action,
+    /// How long the action stays valid (default 300 s).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// An action as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionView {
+    pub id: String,
+    pub agent_id: String,
+    pub kind: String,
+    pub state: ActionState,
+    /// What was signed.
+    pub request: ActionRequest,
+    /// Hex of `signing_bytes(request)`; an approver recomputes it rather than trusting this.
+    pub signing_bytes: String,
+    /// Distinct signers so far.
+    pub signatures: Vec<StoredSignature>,
+    /// Distinct signers the agent's policy asks for.
+    pub required_signers: u32,
+    /// The task that delivers it, once submitted.
+    pub task_id: Option<String>,
+    /// The agent's receipt, verified under its pinned key, when done.
+    pub receipt: Option<StoredReceipt>,
+    /// Why it failed or expired (`unauthorized` and `policy_denied` are the agent's refusals).
+    pub error: Option<TaskErrorView>,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub submitted_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+impl TryFrom<ActionRecord> for ActionView {
+    type Error = StoreError;
+
+    fn try_from(a: ActionRecord) -> Result<Self, StoreError> {
+        let json = |what: &'static str| move |source| StoreError::Json { what, source };
+        Ok(ActionView {
+            request: serde_json::from_str(&a.request).map_err(json("action request"))?,
+            signatures: serde_json::from_str(&a.signatures).map_err(json("action signatures"))?,
+            receipt: a
+                .receipt
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(json("action receipt"))?,
+            error: a.error_code.map(|code| TaskErrorView {
+                code,
+                message: a.error_message.unwrap_or_default(),
+            }),
+            required_signers: u32::try_from(a.required_signers).unwrap_or(u32::MAX),
+            id: a.id,
+            agent_id: a.agent_id,
+            kind: a.kind,
+            state: a.state,
+            signing_bytes: a.signing_bytes,
+            task_id: a.task_id,
+            created_by: a.created_by,
+            created_at_ms: a.created_at_ms,
+            expires_at_ms: a.expires_at_ms,
+            submitted_at_ms: a.submitted_at_ms,
+            finished_at_ms: a.finished_at_ms,
+        })
+    }
+}
+
+impl Controller {
+    /// Accepts a signed action: checks it early against the target agent's reported policy,
+    /// records it, and delivers it at once when enough distinct keys signed (otherwise it waits,
+    /// `pending`, for approvals).
+    pub async fn submit_action(
+        &self,
+        submit: SubmitAction,
+        by: &str,
+    ) -> Result<ActionView, ActionError> {
+        let SubmitAction {
+            request,
+            signatures,
+        } = submit;
+        let now = now_ms();
+        check::check_window(&request, now)?;
+        let policy = self.action_policy(&request.agent_id).await?;
+        let id = request.action_id.to_string();
+        if self.store.get_action(&id).await?.is_some() {
+            return Err(ActionError::Exists(id));
+        }
+        let bytes = signing_bytes(&request)
+            .map_err(|e| ActionError::Invalid(format!("cannot encode the request: {e}")))?;
+        let signatures = check::check_all(&bytes, &request, &signatures, &policy, by, now)?;
+        let required = policy.required(request.action.kind());
+        let task = enough(&signatures, required)
+            .then(|| delivery(&request, &signatures, by, now))
+            .transpose()?;
+        let send_now = self.registry.is_online(&request.agent_id);
+        let new = NewAction {
+            id: id.clone(),
+            agent_id: request.agent_id.clone(),
+            kind: request.action.kind().to_string(),
+            request: to_json(&request)?,
+            signing_bytes: hex::encode(&bytes),
+            signatures: to_json(&signatures)?,
+            required_signers: i64::from(required),
+            created_by: by.to_string(),
+            created_at_ms: now,
+            expires_at_ms: request.expires_at_ms,
+        };
+        let first = task.as_ref().map(|(task, _)| Delivery { task, send_now });
+        self.store.insert_action(&new, first).await?;
+        let kind = request.action.kind();
+        match task {
+            Some((task, message)) => {
+                tracing::info!(action_id = %id, agent_id = %request.agent_id, %kind, by, task_id = %task.id, "action submitted");
+                self.deliver(&task, message, send_now).await;
+            }
+            None => {
+                tracing::info!(action_id = %id, agent_id = %request.agent_id, %kind, by, signed = signatures.len(), required, "action pending approval");
+            }
+        }
+        // As recorded: nothing to settle yet.
+        Ok(ActionView::try_from(self.action_record(&id).await?)?)
+    }
+
+    /// Adds one signature to a pending action; delivers it once enough distinct keys signed.
+    /// A key that already signed is refused: it would count once anyway.
+    pub async fn add_action_signature(
+        &self,
+        id: &str,
+        spec: SignatureSpec,
+        by: &str,
+    ) -> Result<ActionView, ActionError> {
+        // Approvals racing each other: the loser re-reads and tries again.
+        for _ in 0..5 {
+            let record = self.action_record(id).await?;
+            if record.state != ActionState::Pending {
+                return Err(ActionError::NotPending {
+                    id: id.to_string(),
+                    state: record.state.as_str(),
+                });
+            }
+            let request: ActionRequest =
+                serde_json::from_str(&record.request).map_err(|source| StoreError::Json {
+                    what: "action request",
+                    source,
+                })?;
+            let bytes =
+                hex::decode(&record.signing_bytes).map_err(|e| StoreError::InvalidData {
+                    what: "action signing bytes",
+                    detail: e.to_string(),
+                })?;
+            let mut signatures: Vec<StoredSignature> = serde_json::from_str(&record.signatures)
+                .map_err(|source| StoreError::Json {
+                    what: "action signatures",
+                    source,
+                })?;
+            let now = now_ms();
+            check::check_window(&request, now)?;
+            let policy = self.action_policy(&record.agent_id).await?;
+            let index = signatures.len() + 1;
+            let signed = check::check_signature(&bytes, &request, &spec, index, &policy, by, now)?;
+            if signatures.iter().any(|s| s.key_id == signed.key_id) {
+                return Err(ActionError::AlreadySigned {
+                    id: id.to_string(),
+                    key_id: signed.key_id,
+                });
+            }
+            if signatures.len() >= check::MAX_SIGNATURES {
+                return Err(CheckError::Malformed(format!(
+                    "action {id} already carries {} signatures",
+                    check::MAX_SIGNATURES
+                ))
+                .into());
+            }
+            let key_id = signed.key_id.clone();
+            signatures.push(signed);
+            let required = policy.required(request.action.kind());
+            let task = enough(&signatures, required)
+                .then(|| delivery(&request, &signatures, by, now))
+                .transpose()?;
+            let send_now = self.registry.is_online(&record.agent_id);
+            let updated = self
+                .store
+                .update_action_signatures(
+                    id,
+                    &record.signatures,
+                    &to_json(&signatures)?,
+                    i64::from(required),
+                    task.as_ref().map(|(task, _)| Delivery { task, send_now }),
+                )
+                .await?;
+            if !updated {
+                continue;
+            }
+            tracing::info!(action_id = id, agent_id = %record.agent_id, key_id, by, signed = signatures.len(), required, submitted = task.is_some(), "action approved");
+            if let Some((task, message)) = task {
+                self.deliver(&task, message, send_now).await;
+            }
+            return self.action_view(id).await;
+        }
+        Err(ActionError::Invalid(format!(
+            "action {id} kept changing while this signature was added; try again"
+        )))
+    }
+
+    /// Builds, signs with the controller's automation key, and submits an action. The key is
+    /// just another signer: an agent whose policy does not trust it for this action refuses.
+    pub async fn submit_automation_action(
+        &self,
+        body: AutomationAction,
+        by: &str,
+    ) -> Result<ActionView, ActionError> {
+        let ttl_secs = body.ttl_secs.unwrap_or(DEFAULT_AUTOMATION_TTL_SECS);
+        let lifetime_ms = i64::try_from(ttl_secs)
+            .ok()
+            .and_then(|s| s.checked_mul(1000))
+            .filter(|ms| (1..=check::MAX_LIFETIME_MS).contains(ms))
+            .ok_or_else(|| {
+                ActionError::Invalid(format!(
+                    "ttl_secs must be between 1 and {}",
+                    check::MAX_LIFETIME_MS / 1000
+                ))
+            })?;
+        let key = self.automation_key()?;
+        let now = now_ms();
+        let request = ActionRequest {
+            action_id: uuid::Uuid::new_v4(),
+            agent_id: body.agent_id,
+            issued_at_ms: now,
+            expires_at_ms: now.saturating_add(lifetime_ms),
+            nonce: rand::random(),
+            action: body.action,
+        };
+        let bytes = signing_bytes(&request)
+            .map_err(|e| ActionError::Invalid(format!("cannot encode the request: {e}")))?;
+        let signature = SignatureSpec {
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+            signature: hex::encode(key.sign(&bytes).to_bytes()),
+        };
+        let submit = SubmitAction {
+            request,
+            signatures: vec![signature],
+        };
+        self.submit_action(submit, &format!("{by} (automation key)"))
+            .await
+    }
+
+    /// One action, settled with its task.
+    pub async fn action_view(&self, id: &str) -> Result<ActionView, ActionError> {
+        let record = self.action_record(id).await?;
+        let record = self.settle_action(record).await?;
+        Ok(ActionView::try_from(record)?)
+    }
+
+    /// Recent actions, newest first, optionally for one agent.
+    pub async fn list_action_views(
+        &self,
+        agent_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ActionView>, ActionError> {
+        let mut views = Vec::new();
+        for record in self.store.list_actions(agent_id, limit).await? {
+            let record = match record.state.is_final() {
+                true => record,
+                false => self.settle_action(record).await?,
+            };
+            views.push(ActionView::try_from(record)?);
+        }
+        Ok(views)
+    }
+
+    /// Waits until the action has ended or `timeout` passes; returns its latest view.
+    pub async fn wait_for_action(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<ActionView, ActionError> {
+        let mut events = self.task_events.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = self.settle_action(self.action_record(id).await?).await?;
+            if record.state.is_final() || tokio::time::Instant::now() >= deadline {
+                return Ok(ActionView::try_from(record)?);
+            }
+            // Wake when its task ends, or re-check every second regardless: approvals, expiry
+            // and missed (lagged) events need no task event to be seen.
+            let recheck = tokio::time::sleep_until(
+                deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)),
+            );
+            tokio::pin!(recheck);
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(task_id) if record.task_id.as_deref() == Some(task_id.as_str()) => break,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            (&mut recheck).await;
+                            break;
+                        }
+                    },
+                    _ = &mut recheck => break,
+                }
+            }
+        }
+    }
+
+    /// Hands a just-recorded delivery task to its agent. `sent` (recorded as already sent, the
+    /// agent being online): straight to the live session, back to the queue if that fails.
+    /// Otherwise (or then) the dispatcher sends whatever is queued once the agent is there.
+    async fn deliver(&self, task: &NewTask, message: ControllerMessage, sent: bool) {
+        if sent {
+            match self.registry.send(&task.agent_id, message) {
+                Ok(()) => {
+                    tracing::debug!(task_id = %task.id, agent_id = %task.agent_id, "action task sent");
+                    return;
+                }
+                Err(e @ (DispatchError::Busy(_) | DispatchError::Offline(_))) => {
+                    tracing::debug!(task_id = %task.id, agent_id = %task.agent_id, error = %e, "action task queued instead");
+                    if let Err(e) = self.store.requeue_task(&task.id).await {
+                        tracing::warn!(task_id = %task.id, error = %e, "cannot requeue task");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = %task.id, error = %e, "action task not sent");
+                    return;
+                }
+            }
+        }
+        self.dispatch_queued(&task.agent_id).await;
+    }
+
+    async fn action_record(&self, id: &str) -> Result<ActionRecord, ActionError> {
+        self.store
+            .get_action(id)
+            .await?
+            .ok_or_else(|| ActionError::UnknownAction(id.to_string()))
+    }
+
+    /// The containment policy `agent_id` reported, if it may be sent actions at all.
+    async fn action_policy(&self, agent_id: &str) -> Result<PolicySummary, ActionError> {
+        let agent = self
+            .store
+            .get_agent(agent_id)
+            .await?
+            .ok_or_else(|| ActionError::UnknownAgent(agent_id.to_string()))?;
+        if agent.revoked_at_ms.is_some() {
+            return Err(ActionError::RevokedAgent(agent_id.to_string()));
+        }
+        agent
+            .inventory
+            .map(|inventory| inventory.action_policy)
+            .ok_or_else(|| ActionError::NoPolicy(agent_id.to_string()))
+    }
+
+    /// The automation signing key from the data directory.
+    fn automation_key(&self) -> Result<SigningKey, ActionError> {
+        let path = self.data_dir.automation_key();
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| ActionError::AutomationKey(format!("{}: {e}", path.display())))?;
+        SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|e| ActionError::AutomationKey(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Whether `signatures` (distinct keys) satisfy a policy asking for `required`.
+fn enough(signatures: &[StoredSignature], required: u32) -> bool {
+    signatures.len() >= usize::try_from(required).unwrap_or(usize::MAX)
+}
+
+/// The task that carries the signed envelope to its agent, living as long as the action, and
+/// the message that hands it over.
+fn delivery(
+    request: &ActionRequest,
+    signatures: &[StoredSignature],
+    by: &str,
+    now: i64,
+) -> Result<(NewTask, ControllerMessage), ActionError> {
+    let signatures = signatures
+        .iter()
+        .map(|s| {
+            Ok(ActionSignature {
+                key_id: s.key_id.clone(),
+                signature: hex::decode(&s.signature).map_err(|e| {
+                    ActionError::Invalid(format!("signature of key {}: {e}", s.key_id))
+                })?,
+            })
+        })
+        .collect::<Result<Vec<_>, ActionError>>()?;
+    let kind = TaskKind::Action(SignedAction {
+        request: request.clone(),
+        signatures,
+    });
+    let task = NewTask {
+        id: uuid::Uuid::new_v4().to_string(),
+        agent_id: request.agent_id.clone(),
+        hunt_id: None,
+        kind: kind_name(&kind).to_string(),
+        request: to_json(&kind)?,
+        created_by: by.to_string(),
+        created_at_ms: now,
+        expires_at_ms: request.expires_at_ms,
+    };
+    let message = ControllerMessage::Task(Task {
+        task_id: task.id.clone(),
+        deadline_ms: task.expires_at_ms,
+        kind,
+    });
+    Ok((task, message))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, ActionError> {
+    serde_json::to_string(value).map_err(|source| {
+        ActionError::Store(StoreError::Json {
+            what: "action",
+            source,
+        })
+    })
+}

@@ -1,0 +1,286 @@
+//! How an action's end is recorded: the agent's receipt, checked against the agent's pinned
+//! signing key before it is kept, or the agent's refusal, or expiry. [`Controller::settle_action`]
+//! derives the same end from the delivering task when the direct path was missed (a controller
+//! restart, another replica's session), so the action and its task always agree in the end.
+
+use cordon_protocol::message::Receipt;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    now_ms,
+    state::Controller,
+    store::{ActionEnd, ActionRecord, ActionState, StoreError, TaskEnd, TaskState},
+};
+
+/// A receipt as stored and shown: every signed field as the agent sent it, keys and signature
+/// in hex, so anyone can verify it again with [`StoredReceipt::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredReceipt {
+    pub action_id: String,
+    pub agent_id: String,
+    pub at_ms: i64,
+    /// JSON text: what the agent found before acting.
+    pub before: String,
+    /// What it did.
+    pub done: String,
+    /// JSON text: what it saw after.
+    pub after: String,
+    /// Hex of the agent's Ed25519 public key and of its signature.
+    pub agent_public_key: String,
+    pub signature: String,
+}
+
+impl From<&Receipt> for StoredReceipt {
+    fn from(r: &Receipt) -> Self {
+        StoredReceipt {
+            action_id: r.action_id.clone(),
+            agent_id: r.agent_id.clone(),
+            at_ms: r.at_ms,
+            before: r.before.clone(),
+            done: r.done.clone(),
+            after: r.after.clone(),
+            agent_public_key: hex::encode(&r.agent_public_key),
+            signature: hex::encode(&r.signature),
+        }
+    }
+}
+
+impl StoredReceipt {
+    /// Checks that this is a receipt for `action_id` from `agent_id`, signed (`verify_strict`)
+    /// by `pinned_key_hex`, the key the controller pinned for that agent.
+    pub fn verify(
+        &self,
+        action_id: &str,
+        agent_id: &str,
+        pinned_key_hex: &str,
+    ) -> Result<(), String> {
+        if self.action_id != action_id {
+            return Err(format!(
+                "the receipt is for action {}, not {action_id}",
+                self.action_id
+            ));
+        }
+        if self.agent_id != agent_id {
+            return Err(format!(
+                "the receipt names agent {}, not {agent_id}",
+                self.agent_id
+            ));
+        }
+        if !self.agent_public_key.eq_ignore_ascii_case(pinned_key_hex) {
+            return Err(format!(
+                "the receipt is signed by key {}, not agent {agent_id}'s pinned key {pinned_key_hex}",
+                self.agent_public_key
+            ));
+        }
+        let public: [u8; 32] = hex::decode(&self.agent_public_key)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the receipt's public key is not 32 bytes")?;
+        let key = VerifyingKey::from_bytes(&public)
+            .map_err(|_| "the receipt's public key is not an Ed25519 key".to_string())?;
+        let signature: [u8; 64] = hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the receipt's signature is not 64 bytes")?;
+        let receipt = Receipt {
+            action_id: self.action_id.clone(),
+            agent_id: self.agent_id.clone(),
+            at_ms: self.at_ms,
+            before: self.before.clone(),
+            done: self.done.clone(),
+            after: self.after.clone(),
+            agent_public_key: public.to_vec(),
+            signature: signature.to_vec(),
+        };
+        let bytes = receipt
+            .signing_bytes()
+            .map_err(|e| format!("cannot encode the receipt: {e}"))?;
+        key.verify_strict(&bytes, &Signature::from_bytes(&signature))
+            .map_err(|_| "the receipt's signature does not verify".to_string())
+    }
+}
+
+impl Controller {
+    /// The agent answered an action's task with a receipt: keep it on the action if it checks
+    /// out under the agent's pinned key, otherwise fail the action (`integrity`), and end the
+    /// task the same way — both in one transaction, then wake the task's waiters.
+    pub async fn accept_receipt(&self, agent_id: &str, task_id: &str, receipt: &Receipt) {
+        let stored = StoredReceipt::from(receipt);
+        let json = match serde_json::to_string(&stored) {
+            Ok(json) => json,
+            Err(e) => {
+                let end = failed("internal", format!("cannot encode the receipt: {e}"));
+                return self.end_task(task_id, Some(agent_id), end).await;
+            }
+        };
+        let action = match self.store.action_for_task(task_id).await {
+            Ok(Some(action)) if action.agent_id == agent_id => action,
+            Ok(_) => {
+                let end = failed(
+                    "integrity",
+                    format!("agent {agent_id} sent a receipt for task {task_id}, which delivers none of its actions"),
+                );
+                return self.end_task(task_id, Some(agent_id), end).await;
+            }
+            Err(e) => {
+                let end = failed("internal", format!("cannot read the action: {e}"));
+                return self.end_task(task_id, Some(agent_id), end).await;
+            }
+        };
+        let (end, task_end) = match self.check_receipt(&action, &stored).await {
+            Ok(()) => {
+                tracing::info!(action_id = %action.id, agent_id, task_id, kind = %action.kind, "action done; receipt verified");
+                let end = ActionEnd::Done {
+                    receipt: json.clone(),
+                };
+                (end, TaskEnd::Done { result: json })
+            }
+            Err(message) => {
+                tracing::warn!(action_id = %action.id, agent_id, task_id, %message, "receipt refused");
+                let message = format!("receipt refused: {message}");
+                let end = ActionEnd::Failed {
+                    code: "integrity".into(),
+                    message: message.clone(),
+                };
+                (end, failed("integrity", message))
+            }
+        };
+        let now = now_ms();
+        match self
+            .store
+            .finish_action_and_task(&action.id, &end, task_id, agent_id, &task_end, now)
+            .await
+        {
+            Ok(true) => {
+                let _ = self.task_events.send(task_id.to_string());
+            }
+            Ok(false) => tracing::debug!(task_id, agent_id, "receipt for an ended task"),
+            Err(e) => {
+                tracing::error!(action_id = %action.id, error = %e, "cannot record the receipt; ending the task alone");
+                self.end_task(task_id, Some(agent_id), task_end).await;
+            }
+        }
+    }
+
+    /// Checks a receipt against the action it answers and the agent's pinned key.
+    async fn check_receipt(
+        &self,
+        action: &ActionRecord,
+        receipt: &StoredReceipt,
+    ) -> Result<(), String> {
+        let pinned = self
+            .store
+            .agent_signing_key(&action.agent_id)
+            .await
+            .map_err(|e| format!("reading the agent's signing key: {e}"))?
+            .ok_or_else(|| format!("agent {} has no pinned signing key", action.agent_id))?;
+        receipt.verify(&action.id, &action.agent_id, &pinned)
+    }
+
+    /// A task ended otherwise than with a receipt (refused, failed, cancelled): if it delivers
+    /// an action, the action fails with the same reason. Called for every task that ends
+    /// that way, so it costs one indexed read when the task is not an action's.
+    pub(crate) async fn action_task_ended(&self, task_id: &str, end: &TaskEnd) {
+        let (code, message) = match end {
+            // Receipts are recorded by `accept_receipt`; any other success is settled on read.
+            TaskEnd::Done { .. } => return,
+            TaskEnd::Failed { code, message } => (code.clone(), message.clone()),
+            TaskEnd::Cancelled { message } => ("cancelled".to_string(), message.clone()),
+        };
+        let action = match self.store.action_for_task(task_id).await {
+            Ok(Some(action)) => action,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "cannot look up the task's action");
+                return;
+            }
+        };
+        tracing::info!(action_id = %action.id, agent_id = %action.agent_id, task_id, %code, %message, "action failed");
+        let end = ActionEnd::Failed { code, message };
+        if let Err(e) = self.store.finish_action(&action.id, &end, now_ms()).await {
+            tracing::error!(action_id = %action.id, error = %e, "cannot record the action's failure");
+        }
+    }
+
+    /// Expires actions past their expiry (the sweeper calls this with the tasks' expiry).
+    pub async fn expire_actions(&self) {
+        match self.store.expire_actions(now_ms()).await {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::info!(action_id = %id, "action expired");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot expire actions"),
+        }
+    }
+
+    /// The action, brought up to date with its task if the direct path missed the end (the
+    /// controller restarted, or another replica held the session), and expired if it is past
+    /// its time.
+    pub async fn settle_action(&self, action: ActionRecord) -> Result<ActionRecord, StoreError> {
+        let now = now_ms();
+        let end = match action.state {
+            ActionState::Pending if action.expires_at_ms <= now => ActionEnd::Expired {
+                message: "expired before enough distinct keys signed it".into(),
+            },
+            ActionState::Submitted => match self.task_end_of(&action).await? {
+                Some(end) => end,
+                None => return Ok(action),
+            },
+            _ => return Ok(action),
+        };
+        self.store.finish_action(&action.id, &end, now).await?;
+        Ok(self.store.get_action(&action.id).await?.unwrap_or(action))
+    }
+
+    /// How a submitted action ended, judged from its task; `None` while the task runs.
+    async fn task_end_of(&self, action: &ActionRecord) -> Result<Option<ActionEnd>, StoreError> {
+        let Some(task_id) = &action.task_id else {
+            return Ok(None);
+        };
+        let Some(task) = self.store.get_task(task_id).await? else {
+            return Ok(Some(ActionEnd::Failed {
+                code: "internal".into(),
+                message: format!("the action's task {task_id} is missing"),
+            }));
+        };
+        let message = || task.error_message.clone().unwrap_or_default();
+        Ok(match task.state {
+            TaskState::Done => {
+                let receipt = task.result.as_deref().and_then(|text| {
+                    let parsed = serde_json::from_str::<StoredReceipt>(text).ok()?;
+                    Some((text.to_string(), parsed))
+                });
+                Some(match receipt {
+                    Some((text, receipt)) => match self.check_receipt(action, &receipt).await {
+                        Ok(()) => ActionEnd::Done { receipt: text },
+                        Err(message) => ActionEnd::Failed {
+                            code: "integrity".into(),
+                            message: format!("receipt refused: {message}"),
+                        },
+                    },
+                    None => ActionEnd::Failed {
+                        code: "integrity".into(),
+                        message: "the agent answered without a receipt".into(),
+                    },
+                })
+            }
+            TaskState::Failed | TaskState::Cancelled => Some(ActionEnd::Failed {
+                code: task.error_code.clone().unwrap_or_else(|| "failed".into()),
+                message: message(),
+            }),
+            TaskState::Expired => Some(ActionEnd::Expired {
+                message: "expired before the agent answered".into(),
+            }),
+            TaskState::Queued | TaskState::Sent | TaskState::Running => None,
+        })
+    }
+}
+
+fn failed(code: &str, message: String) -> TaskEnd {
+    TaskEnd::Failed {
+        code: code.to_string(),
+        message,
+    }
+}

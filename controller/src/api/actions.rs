@@ -1,0 +1,144 @@
+//! `/api/v1/actions`: submit containment actions signed by responders' own keys (or by the
+//! controller's automation key on request), add approvals, follow them to the agent's receipt.
+//!
+//! Responders and automation submit and approve (what counts is who *signed*, not the token);
+//! viewers read.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    Json,
+};
+
+use serde::Deserialize;
+
+use crate::{
+    actions::{ActionError, ActionView, AutomationAction, SignatureSpec, SubmitAction},
+    api::{auth::Caller, error::ApiError, tasks::MAX_WAIT, types::AgentListQuery, AppState},
+    store::Role,
+};
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::Check(check) => {
+                let status = if check.is_trust() {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                ApiError::new(status, check.code(), check.to_string())
+            }
+            ActionError::UnknownAgent(_) | ActionError::UnknownAction(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            ActionError::RevokedAgent(_)
+            | ActionError::NoPolicy(_)
+            | ActionError::Exists(_)
+            | ActionError::NotPending { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            ActionError::AlreadySigned { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "already_signed", e.to_string())
+            }
+            ActionError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            ActionError::AutomationKey(_) => ApiError::internal("automation key unavailable", e),
+            ActionError::Store(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// Submitting and approving need a role that may order containment: responder or automation
+/// (admin covers both). The signatures decide what runs.
+fn require_signer_role(caller: &Caller) -> Result<(), ApiError> {
+    if caller.role.allows(Role::Responder) || caller.role.allows(Role::Automation) {
+        Ok(())
+    } else {
+        caller.require(Role::Responder)
+    }
+}
+
+/// `POST /api/v1/actions` `{"request": {…}, "signatures": [{"public_key", "signature"}]}`.
+pub async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<SubmitAction>, JsonRejection>,
+) -> Result<(StatusCode, Json<ActionView>), ApiError> {
+    require_signer_role(&caller)?;
+    let Json(body) = body?;
+    let view = state.submit_action(body, &caller.name).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// `POST /api/v1/actions/{id}/signatures` `{"public_key", "signature"}`.
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<SignatureSpec>, JsonRejection>,
+) -> Result<Json<ActionView>, ApiError> {
+    require_signer_role(&caller)?;
+    let Json(body) = body?;
+    Ok(Json(
+        state.add_action_signature(&id, body, &caller.name).await?,
+    ))
+}
+
+/// `POST /api/v1/actions/automation` `{"agent_id", "action", "ttl_secs"}`: signed by the
+/// controller's automation key (automation or admin).
+pub async fn automation(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<AutomationAction>, JsonRejection>,
+) -> Result<(StatusCode, Json<ActionView>), ApiError> {
+    caller.require(Role::Automation)?;
+    let Json(body) = body?;
+    let view = state.submit_automation_action(body, &caller.name).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ShowQuery {
+    /// Seconds to wait for the action to end before answering.
+    #[serde(default)]
+    wait: Option<u64>,
+}
+
+/// `GET /api/v1/actions/{id}?wait=SECS`.
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
+) -> Result<Json<ActionView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let view = match query.wait {
+        Some(secs) if secs > 0 => {
+            state
+                .wait_for_action(&id, Duration::from_secs(secs).min(MAX_WAIT))
+                .await?
+        }
+        _ => state.action_view(&id).await?,
+    };
+    Ok(Json(view))
+}
+
+/// `GET /api/v1/actions?agent_id=…&limit=…`, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<AgentListQuery>, QueryRejection>,
+) -> Result<Json<Vec<ActionView>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let views = state
+        .list_action_views(query.agent_id.as_deref(), query.limit())
+        .await?;
+    Ok(Json(views))
+}

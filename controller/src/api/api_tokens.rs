@@ -1,0 +1,95 @@
+//! `/api/v1/api-tokens`: bearer tokens for people and machines, each with a role (admin).
+
+use axum::{extract::State, http::StatusCode, Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::{auth::Caller, error::ApiError, recorder::AuditNote, AppState},
+    now_ms, secret,
+    store::Role,
+};
+
+/// Longest token name.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest lifetime an API token may be given (it may also have none).
+pub const MAX_API_TTL_SECS: u64 = 365 * 24 * 3600;
+
+/// `POST /api/v1/api-tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiToken {
+    /// Who or what holds it; shown as the actor in the audit log.
+    pub name: String,
+    pub role: Role,
+    /// Lifetime; without it the token lasts until revoked.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// The answer: the only time the token itself is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiTokenCreated {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+    pub expires_at_ms: Option<i64>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateApiToken>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Extension<AuditNote>, Json<ApiTokenCreated>), ApiError> {
+    caller.require(Role::Admin)?;
+    let Json(body) = body?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(format!(
+            "name must be 1-{MAX_NAME_CHARS} characters without control characters"
+        )));
+    }
+    let now = now_ms();
+    let expires_at_ms = match body.ttl_secs {
+        None => None,
+        Some(ttl) if ttl == 0 || ttl > MAX_API_TTL_SECS => {
+            return Err(ApiError::bad_request(format!(
+                "ttl_secs must be between 1 and {MAX_API_TTL_SECS} (365 days), got {ttl}"
+            )))
+        }
+        // ttl <= 365 days, so the product fits.
+        Some(ttl) => Some(now + i64::try_from(ttl).unwrap_or(0) * 1000),
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let token = secret::new_token(secret::API_TOKEN_PREFIX);
+    state
+        .store
+        .create_api_token(
+            &id,
+            &secret::hash_token(&token),
+            &name,
+            body.role,
+            now,
+            expires_at_ms,
+        )
+        .await?;
+    tracing::info!(token_id = %id, %name, role = %body.role, by = %caller.name, "API token created");
+    let note = AuditNote {
+        target: Some(id.clone()),
+        detail: serde_json::json!({ "name": name, "role": body.role, "expires_at_ms": expires_at_ms }),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Extension(note),
+        Json(ApiTokenCreated {
+            id,
+            name,
+            role: body.role,
+            token,
+            expires_at_ms,
+        }),
+    ))
+}

@@ -1,0 +1,648 @@
+//! Signed containment as responders and automation use it: keys made with `cordon keys
+//! generate`, actions signed by the real CLI (or by hand) and submitted through the API, held
+//! as pending until enough distinct keys signed, refused early when the agent's reported policy
+//! does not trust the key, and run by a real agent that answers with a receipt the controller
+//! verifies and keeps. The agent stays the security boundary: what the controller lets through
+//! on a stale view of the policy, the agent still refuses.
+
+use std::{
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use cordon_controller::{
+    actions::{ActionView, SignatureSpec, StoredReceipt},
+    api::types::AgentStatus,
+    store::ActionState,
+};
+use cordon_protocol::action::{signing_bytes, Action, ActionRequest};
+use cordon_tests::{binary, Deployment, TestAgent};
+use ed25519_dalek::{pkcs8::DecodePrivateKey, Signer, SigningKey};
+
+/// `sleep 300`, killed and reaped when the test ends whatever happened.
+struct Victim(Child);
+
+impl Victim {
+    fn spawn() -> Self {
+        Victim(
+            Command::new("sleep")
+                .arg("300")
+                .spawn()
+                .expect("spawn sleep"),
+        )
+    }
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    fn pid_arg(&self) -> String {
+        self.pid().to_string()
+    }
+    /// How it ended, if it ends within `timeout`.
+    fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    fn running(&mut self) -> bool {
+        self.0.try_wait().expect("try_wait").is_none()
+    }
+    fn kill_action(&self) -> Action {
+        Action::Kill {
+            pid: self.pid(),
+            start_time_ms: cordon_agent::collect::process::process_start_time_ms(self.pid())
+                .expect("start time of the spawned process"),
+            tree: false,
+        }
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A responder's key, made by the real `cordon keys generate`.
+struct Key {
+    file: PathBuf,
+    public_file: PathBuf,
+    id: String,
+    signing: SigningKey,
+}
+
+fn generate_key(dir: &Path, name: &str) -> Key {
+    let file = dir.join(format!("{name}.key"));
+    let out = Command::new(binary("e2e-cordon"))
+        .args(["--json", "keys", "generate", "--out"])
+        .arg(&file)
+        .env_remove("CORDON_CONFIG")
+        .env("HOME", dir)
+        .output()
+        .expect("run cordon keys generate");
+    assert!(out.status.success(), "{out:?}");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pem = std::fs::read_to_string(&file).expect("private key");
+    let signing = SigningKey::from_pkcs8_pem(&pem).expect("PKCS#8 PEM");
+    Key {
+        public_file: PathBuf::from(info["public_key_file"].as_str().expect("public file")),
+        id: info["key_id"].as_str().expect("key id").to_string(),
+        file,
+        signing,
+    }
+}
+
+/// Trusts `key` on `agent` the way a host owner does (`cordon-agent trust add`).
+fn trust(agent: &TestAgent, name: &str, key: &Path, actions: &str) {
+    cordon_agent::trust::add(
+        agent.data_dir(),
+        &cordon_agent::trust::AddOptions {
+            public_key_file: key,
+            actions,
+            max_ttl: Some("10m"),
+            name: Some(name),
+        },
+    )
+    .expect("trust add");
+}
+
+/// Runs the real CLI off the async workers (it waits on the agent, which runs in this process).
+async fn cli(deployment: &Deployment, args: &[&str]) -> Output {
+    let mut command = Command::new(binary("e2e-cordon"));
+    command
+        .args(args)
+        .env("CORDON_URL", deployment.api_url())
+        .env("CORDON_TOKEN", &deployment.admin_token)
+        .env("CORDON_CA", deployment.ca_cert_path())
+        .env_remove("CORDON_CONFIG")
+        .env_remove("CORDON_SIGNING_KEY")
+        .env("HOME", deployment.tmp.path())
+        .stdin(Stdio::null());
+    tokio::task::spawn_blocking(move || command.output().expect("run cordon"))
+        .await
+        .expect("CLI thread")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn request(agent_id: &str, action: Action) -> ActionRequest {
+    let now = cordon_agent::now_ms();
+    ActionRequest {
+        action_id: uuid::Uuid::new_v4(),
+        agent_id: agent_id.to_string(),
+        issued_at_ms: now,
+        expires_at_ms: now + 120_000,
+        nonce: *uuid::Uuid::new_v4().as_bytes(),
+        action,
+    }
+}
+
+fn signature(key: &SigningKey, request: &ActionRequest) -> serde_json::Value {
+    let sig = key.sign(&signing_bytes(request).expect("signing bytes"));
+    serde_json::json!({
+        "public_key": hex::encode(key.verifying_key().to_bytes()),
+        "signature": hex::encode(sig.to_bytes()),
+    })
+}
+
+/// The agent's own signing key as the controller pinned it.
+fn agent_key_hex(agent: &TestAgent) -> String {
+    let dir = cordon_agent::identity::AgentDir::new(agent.data_dir());
+    hex::encode(
+        cordon_agent::signing::load_or_create(&dir)
+            .expect("agent signing key")
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+async fn started(deployment: &Deployment, agent: &mut TestAgent) {
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+}
+
+async fn wait_done(deployment: &Deployment, id: &str) -> ActionView {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view: ActionView = deployment
+            .api()
+            .get_json(&format!("/api/v1/actions/{id}?wait=10"))
+            .await
+            .expect("action readable");
+        if view.state.is_final() {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "action never ended: {view:?}");
+    }
+}
+
+#[test]
+fn keys_are_generated_private_and_never_overwritten() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let key = generate_key(tmp.path(), "alice");
+    let mode = std::fs::metadata(&key.file)
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        key.id,
+        cordon_protocol::action::key_id(&key.signing.verifying_key().to_bytes())
+    );
+    let public = std::fs::read_to_string(&key.public_file).expect("public key");
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+
+    // Again into the same file: refused, the key untouched.
+    let before = std::fs::read(&key.file).expect("key");
+    let again = Command::new(binary("e2e-cordon"))
+        .args(["keys", "generate", "--out"])
+        .arg(&key.file)
+        .env_remove("CORDON_CONFIG")
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(text(&again.stderr).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read(&key.file).expect("key"), before);
+
+    // `keys show` prints the same id, with no controller configured at all.
+    let shown = Command::new(binary("e2e-cordon"))
+        .args(["keys", "show", "--key"])
+        .arg(&key.file)
+        .env_remove("CORDON_CONFIG")
+        .env_remove("CORDON_URL")
+        .output()
+        .expect("run");
+    assert!(shown.status.success(), "{shown:?}");
+    assert!(text(&shown.stdout).contains(&key.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_kill_runs_and_its_verified_receipt_is_kept() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = generate_key(deployment.tmp.path(), "alice");
+    trust(&agent, "alice", &alice.public_file, "kill");
+    started(&deployment, &mut agent).await;
+
+    // Through the API, signed by hand: created and delivered at once (one signer needed).
+    let mut victim = Victim::spawn();
+    let req = request(&agent.id, victim.kill_action());
+    let body =
+        serde_json::json!({ "request": req, "signatures": [signature(&alice.signing, &req)] });
+    let created: ActionView = deployment
+        .api()
+        .post_json("/api/v1/actions", body.clone())
+        .await
+        .expect("action accepted");
+    assert_eq!(created.id, req.action_id.to_string());
+    assert!(matches!(
+        created.state,
+        ActionState::Submitted | ActionState::Done
+    ));
+    assert_eq!(created.signatures[0].signer, "alice");
+    let done = wait_done(&deployment, &created.id).await;
+    assert_eq!(done.state, ActionState::Done, "{done:?}");
+    let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+
+    // The receipt is stored, and verifies under the agent's own key.
+    let receipt: StoredReceipt = done.receipt.clone().expect("receipt");
+    let agent_key = agent_key_hex(&agent);
+    receipt
+        .verify(&done.id, &agent.id, &agent_key)
+        .expect("the stored receipt verifies under the agent's key");
+    let before: serde_json::Value = serde_json::from_str(&receipt.before).expect("before");
+    assert_eq!(before["pid"], victim.pid());
+    let mut forged = receipt.clone();
+    forged.done = "nothing happened".into();
+    assert!(forged.verify(&done.id, &agent.id, &agent_key).is_err());
+    // Delivered as an ordinary task, which ended with the same receipt.
+    let task = deployment
+        .wait_for_task(done.task_id.as_deref().expect("task id"))
+        .await;
+    assert_eq!(task.kind, "action");
+    assert_eq!(task.result.expect("result")["done"], receipt.done.as_str());
+
+    // The same envelope again: the controller already has it.
+    let again = deployment
+        .api()
+        .post_json::<ActionView>("/api/v1/actions", body)
+        .await
+        .expect_err("duplicate");
+    assert_eq!(again.status, 409, "{again:?}");
+
+    // Through the CLI: it looks up the start time itself, signs, waits, prints the receipt.
+    let mut victim = Victim::spawn();
+    let key = alice.file.to_str().expect("utf-8");
+    let pid = victim.pid_arg();
+    let out = cli(
+        &deployment,
+        &["kill", "--agent", &agent.id, "--pid", &pid, "--key", key],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let printed = text(&out.stdout);
+    assert!(printed.contains(": done"), "{printed}");
+    assert!(
+        printed.contains("receipt, signed by the agent"),
+        "{printed}"
+    );
+    assert!(printed.contains("alice"), "{printed}");
+    let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
+    assert_eq!(status.signal(), Some(9));
+
+    let listed = cli(
+        &deployment,
+        &["--json", "actions", "list", "--agent", &agent.id],
+    )
+    .await;
+    let listed: Vec<ActionView> = serde_json::from_slice(&listed.stdout).expect("JSON list");
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|a| a.state == ActionState::Done));
+
+    // A pid that is not running: the start-time lookup says so (not found), nothing is signed.
+    let out = cli(
+        &deployment,
+        &[
+            "kill", "--agent", &agent.id, "--pid", "4000000", "--key", key,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_n_waits_for_a_second_distinct_key() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = generate_key(deployment.tmp.path(), "alice");
+    let bob = generate_key(deployment.tmp.path(), "bob");
+    trust(&agent, "alice", &alice.public_file, "kill");
+    trust(&agent, "bob", &bob.public_file, "kill");
+    cordon_agent::trust::require(agent.data_dir(), "kill", 2).expect("require 2");
+    started(&deployment, &mut agent).await;
+
+    let mut victim = Victim::spawn();
+    let (alice_key, bob_key) = (
+        alice.file.to_str().expect("utf-8"),
+        bob.file.to_str().expect("utf-8"),
+    );
+    let pid = victim.pid_arg();
+    let out = cli(
+        &deployment,
+        &[
+            "kill", "--agent", &agent.id, "--pid", &pid, "--key", alice_key,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let printed = text(&out.stdout);
+    assert!(printed.contains("pending: 1 of 2"), "{printed}");
+    let id = printed
+        .split_whitespace()
+        .skip_while(|w| *w != "approve")
+        .nth(1)
+        .expect("the approve hint names the action")
+        .to_string();
+    let pending: ActionView = deployment
+        .api()
+        .get_json(&format!("/api/v1/actions/{id}"))
+        .await
+        .expect("pending action");
+    assert_eq!(pending.state, ActionState::Pending);
+    assert_eq!(pending.task_id, None, "nothing is sent to the agent yet");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(victim.running());
+
+    // Alice approving her own action: refused by the CLI, and by the API when asked directly.
+    let out = cli(&deployment, &["approve", &id, "--key", alice_key]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("already signed"), "{out:?}");
+    let again = deployment
+        .api()
+        .post_json::<ActionView>(
+            &format!("/api/v1/actions/{id}/signatures"),
+            signature(&alice.signing, &pending.request),
+        )
+        .await
+        .expect_err("same key twice");
+    assert_eq!(again.status, 409);
+    assert_eq!(again.body["error"], "already_signed");
+    let still: ActionView = deployment
+        .api()
+        .get_json(&format!("/api/v1/actions/{id}"))
+        .await
+        .expect("action");
+    assert_eq!(still.state, ActionState::Pending);
+    assert_eq!(still.signatures.len(), 1);
+    assert!(victim.running());
+
+    // Bob approves: now two distinct keys, so it runs.
+    let out = cli(&deployment, &["approve", &id, "--key", bob_key]).await;
+    assert!(out.status.success(), "{out:?}");
+    let printed = text(&out.stdout);
+    assert!(printed.contains("approved with key"), "{printed}");
+    assert!(printed.contains(": done"), "{printed}");
+    let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
+    assert_eq!(status.signal(), Some(9));
+    let done = wait_done(&deployment, &id).await;
+    let signers: Vec<&str> = done.signatures.iter().map(|s| s.signer.as_str()).collect();
+    assert_eq!(signers, ["alice", "bob"]);
+    assert!(done.receipt.is_some());
+
+    // Done: no more approvals.
+    let out = cli(&deployment, &["approve", &id, "--key", bob_key]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_keys_and_bad_signatures_are_refused_early() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = generate_key(deployment.tmp.path(), "alice");
+    let carol = generate_key(deployment.tmp.path(), "carol");
+    let mallory = generate_key(deployment.tmp.path(), "mallory");
+    trust(&agent, "alice", &alice.public_file, "kill");
+    trust(&agent, "carol", &carol.public_file, "block");
+    started(&deployment, &mut agent).await;
+    let mut victim = Victim::spawn();
+    let pid = victim.pid_arg();
+
+    // A key the agent does not trust: exit 3, with the reason, and nothing recorded.
+    let out = cli(
+        &deployment,
+        &[
+            "kill",
+            "--agent",
+            &agent.id,
+            "--pid",
+            &pid,
+            "--key",
+            mallory.file.to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "key {} is not trusted by agent {} for kill",
+            mallory.id, agent.id
+        )),
+        "{err}"
+    );
+    // A trusted key, but not for this action.
+    let out = cli(
+        &deployment,
+        &[
+            "kill",
+            "--agent",
+            &agent.id,
+            "--pid",
+            &pid,
+            "--key",
+            carol.file.to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(text(&out.stderr).contains("it may sign: block"), "{out:?}");
+
+    // Over the API: a forged signature (mallory's, under alice's public key) and a request
+    // changed after it was signed are bad signatures, 400.
+    let req = request(&agent.id, victim.kill_action());
+    let mut forged = signature(&mallory.signing, &req);
+    forged["public_key"] = hex::encode(alice.signing.verifying_key().to_bytes()).into();
+    let refused = deployment
+        .api()
+        .post_json::<ActionView>(
+            "/api/v1/actions",
+            serde_json::json!({ "request": req, "signatures": [forged] }),
+        )
+        .await
+        .expect_err("forged");
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert_eq!(refused.body["error"], "bad_signature");
+    let mut tampered = request(&agent.id, Action::Release);
+    let spec = signature(&alice.signing, &tampered);
+    tampered.action = victim.kill_action();
+    let refused = deployment
+        .api()
+        .post_json::<ActionView>(
+            "/api/v1/actions",
+            serde_json::json!({ "request": tampered, "signatures": [spec] }),
+        )
+        .await
+        .expect_err("tampered");
+    assert_eq!(refused.body["error"], "bad_signature", "{refused:?}");
+    // Expired before it was submitted.
+    let mut stale = request(&agent.id, victim.kill_action());
+    stale.issued_at_ms -= 600_000;
+    stale.expires_at_ms = stale.issued_at_ms + 60_000;
+    let spec = signature(&alice.signing, &stale);
+    let refused = deployment
+        .api()
+        .post_json::<ActionView>(
+            "/api/v1/actions",
+            serde_json::json!({ "request": stale, "signatures": [spec] }),
+        )
+        .await
+        .expect_err("expired");
+    assert_eq!(refused.body["error"], "expired", "{refused:?}");
+    // An agent that does not exist.
+    let elsewhere = request("no-such-agent", victim.kill_action());
+    let spec = signature(&alice.signing, &elsewhere);
+    let refused = deployment
+        .api()
+        .post_json::<ActionView>(
+            "/api/v1/actions",
+            serde_json::json!({ "request": elsewhere, "signatures": [spec] }),
+        )
+        .await
+        .expect_err("unknown agent");
+    assert_eq!(refused.status, 404, "{refused:?}");
+
+    let listed: Vec<ActionView> = deployment
+        .api()
+        .get_json("/api/v1/actions")
+        .await
+        .expect("list");
+    assert!(
+        listed.is_empty(),
+        "refused actions are not kept: {listed:?}"
+    );
+    assert!(victim.running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automation_key_runs_only_what_agent_policy_trusts_it_for() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let data = cordon_controller::deployment::DataDir::new(&deployment.data_dir);
+    let automation_pub = data.automation_pub();
+    let automation_id = {
+        let pem = std::fs::read_to_string(data.automation_key()).expect("automation key");
+        let key = SigningKey::from_pkcs8_pem(&pem).expect("PEM");
+        cordon_protocol::action::key_id(&key.verifying_key().to_bytes())
+    };
+    trust(&agent, "automation", &automation_pub, "kill");
+    started(&deployment, &mut agent).await;
+
+    // Not trusted for quarantine: refused by the controller before anything is sent.
+    let refused = deployment
+        .api()
+        .post_json::<ActionView>(
+            "/api/v1/actions/automation",
+            serde_json::json!({
+                "agent_id": agent.id,
+                "action": { "Quarantine": { "path": "/etc/hostname" } },
+            }),
+        )
+        .await
+        .expect_err("not trusted for quarantine");
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(refused.body["error"], "untrusted_signer");
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("it may sign: kill"),
+        "{refused:?}"
+    );
+
+    // The host owner withdraws the trust while the agent runs. The controller still has the
+    // policy from the agent's hello and lets the kill through; the agent refuses it.
+    cordon_agent::trust::remove(agent.data_dir(), &automation_id).expect("trust remove");
+    let mut victim = Victim::spawn();
+    let submitted: ActionView = deployment
+        .api()
+        .post_json(
+            "/api/v1/actions/automation",
+            serde_json::json!({
+                "agent_id": agent.id,
+                "action": victim.kill_action(),
+                "ttl_secs": 60,
+            }),
+        )
+        .await
+        .expect("the controller's stale view lets it through");
+    assert!(submitted.created_by.contains("automation key"));
+    let ended = wait_done(&deployment, &submitted.id).await;
+    assert_eq!(ended.state, ActionState::Failed, "{ended:?}");
+    let error = ended.error.expect("error");
+    assert_eq!(error.code, "unauthorized");
+    assert!(error.message.starts_with("untrusted key:"), "{error:?}");
+    assert!(ended.receipt.is_none());
+    assert!(victim.running(), "an action the agent refused must not run");
+    // A refused action is exit code 3 for scripts.
+    let out = cli(&deployment, &["actions", "show", &submitted.id]).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
+
+/// The approval path keeps a signature from an approver who signed something else out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_must_sign_the_pending_request_itself() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = generate_key(deployment.tmp.path(), "alice");
+    let bob = generate_key(deployment.tmp.path(), "bob");
+    trust(&agent, "alice", &alice.public_file, "block");
+    trust(&agent, "bob", &bob.public_file, "block");
+    cordon_agent::trust::require(agent.data_dir(), "block", 2).expect("require");
+    started(&deployment, &mut agent).await;
+
+    let req = request(
+        &agent.id,
+        Action::Block {
+            targets: vec!["203.0.113.9".into()],
+            ttl_secs: 60,
+        },
+    );
+    let created: ActionView = deployment
+        .api()
+        .post_json(
+            "/api/v1/actions",
+            serde_json::json!({ "request": req, "signatures": [signature(&alice.signing, &req)] }),
+        )
+        .await
+        .expect("pending");
+    assert_eq!(created.state, ActionState::Pending);
+    assert_eq!(created.required_signers, 2);
+    // Bob signs a different block (longer ttl) and offers it as an approval: refused.
+    let mut other = req.clone();
+    other.action = Action::Block {
+        targets: vec!["203.0.113.9".into()],
+        ttl_secs: 600,
+    };
+    let spec: SignatureSpec =
+        serde_json::from_value(signature(&bob.signing, &other)).expect("spec");
+    let refused = deployment
+        .api()
+        .post_json::<ActionView>(
+            &format!("/api/v1/actions/{}/signatures", created.id),
+            serde_json::to_value(spec).expect("JSON"),
+        )
+        .await
+        .expect_err("signature over another request");
+    assert_eq!(refused.body["error"], "bad_signature", "{refused:?}");
+    let view: ActionView = deployment
+        .api()
+        .get_json(&format!("/api/v1/actions/{}", created.id))
+        .await
+        .expect("view");
+    assert_eq!(view.state, ActionState::Pending);
+    assert_eq!(view.signatures.len(), 1);
+}
