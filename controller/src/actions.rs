@@ -9,22 +9,23 @@
 
 pub mod check;
 pub mod receipt;
+pub mod view;
 
 use std::time::Duration;
 
 use cordon_protocol::{
-    action::{signing_bytes, Action, ActionRequest, ActionSignature, PolicySummary, SignedAction},
+    action::{signing_bytes, ActionRequest, ActionSignature, PolicySummary, SignedAction},
     message::{ControllerMessage, Task, TaskKind},
 };
 use ed25519_dalek::{pkcs8::DecodePrivateKey, Signer, SigningKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
 
 pub use check::{CheckError, SignatureSpec, StoredSignature};
 pub use receipt::StoredReceipt;
+pub use view::{ActionView, AutomationAction, SubmitAction};
 
 use crate::{
-    api::types::TaskErrorView,
     gateway::registry::DispatchError,
     now_ms,
     state::Controller,
@@ -62,88 +63,6 @@ pub enum ActionError {
     Store(#[from] StoreError),
 }
 
-/// `POST /api/v1/actions`: a request and its signatures, made by the signers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubmitAction {
-    pub request: ActionRequest,
-    pub signatures: Vec<SignatureSpec>,
-}
-
-/// `POST /api/v1/actions/automation`: an action for the controller to sign with its
-/// automation key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AutomationAction {
-    pub agent_id: String,
-    pub action: Action,
-    /// How long the action stays valid (default 300 s).
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-}
-
-/// An action as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActionView {
-    pub id: String,
-    pub agent_id: String,
-    pub kind: String,
-    pub state: ActionState,
-    /// What was signed.
-    pub request: ActionRequest,
-    /// Hex of `signing_bytes(request)`; an approver recomputes it rather than trusting this.
-    pub signing_bytes: String,
-    /// Distinct signers so far.
-    pub signatures: Vec<StoredSignature>,
-    /// Distinct signers the agent's policy asks for.
-    pub required_signers: u32,
-    /// The task that delivers it, once submitted.
-    pub task_id: Option<String>,
-    /// The agent's receipt, verified under its pinned key, when done.
-    pub receipt: Option<StoredReceipt>,
-    /// Why it failed or expired (`unauthorized` and `policy_denied` are the agent's refusals).
-    pub error: Option<TaskErrorView>,
-    pub created_by: String,
-    pub created_at_ms: i64,
-    pub expires_at_ms: i64,
-    pub submitted_at_ms: Option<i64>,
-    pub finished_at_ms: Option<i64>,
-}
-
-impl TryFrom<ActionRecord> for ActionView {
-    type Error = StoreError;
-
-    fn try_from(a: ActionRecord) -> Result<Self, StoreError> {
-        let json = |what: &'static str| move |source| StoreError::Json { what, source };
-        Ok(ActionView {
-            request: serde_json::from_str(&a.request).map_err(json("action request"))?,
-            signatures: serde_json::from_str(&a.signatures).map_err(json("action signatures"))?,
-            receipt: a
-                .receipt
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(json("action receipt"))?,
-            error: a.error_code.map(|code| TaskErrorView {
-                code,
-                message: a.error_message.unwrap_or_default(),
-            }),
-            required_signers: u32::try_from(a.required_signers).unwrap_or(u32::MAX),
-            id: a.id,
-            agent_id: a.agent_id,
-            kind: a.kind,
-            state: a.state,
-            signing_bytes: a.signing_bytes,
-            task_id: a.task_id,
-            created_by: a.created_by,
-            created_at_ms: a.created_at_ms,
-            expires_at_ms: a.expires_at_ms,
-            submitted_at_ms: a.submitted_at_ms,
-            finished_at_ms: a.finished_at_ms,
-        })
-    }
-}
-
 impl Controller {
     /// Accepts a signed action: checks it early against the target agent's reported policy,
     /// records it, and delivers it at once when enough distinct keys signed (otherwise it waits,
@@ -161,9 +80,6 @@ impl Controller {
         check::check_window(&request, now)?;
         let policy = self.action_policy(&request.agent_id).await?;
         let id = request.action_id.to_string();
-        if self.store.get_action(&id).await?.is_some() {
-            return Err(ActionError::Exists(id));
-        }
         let bytes = signing_bytes(&request)
             .map_err(|e| ActionError::Invalid(format!("cannot encode the request: {e}")))?;
         let signatures = check::check_all(&bytes, &request, &signatures, &policy, by, now)?;
@@ -185,7 +101,15 @@ impl Controller {
             expires_at_ms: request.expires_at_ms,
         };
         let first = task.as_ref().map(|(task, _)| Delivery { task, send_now });
-        self.store.insert_action(&new, first).await?;
+        match self.store.insert_action(&new, first).await {
+            Ok(()) => {}
+            // The same envelope again (its id is the primary key).
+            Err(StoreError::Database {
+                source: sqlx::Error::Database(e),
+                ..
+            }) if e.is_unique_violation() => return Err(ActionError::Exists(id)),
+            Err(e) => return Err(e.into()),
+        }
         let kind = request.action.kind();
         match task {
             Some((task, message)) => {

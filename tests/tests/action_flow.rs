@@ -646,3 +646,153 @@ async fn an_approval_must_sign_the_pending_request_itself() {
     assert_eq!(view.state, ActionState::Pending);
     assert_eq!(view.signatures.len(), 1);
 }
+
+/// The quickstart makes a responder key, points its responder config at it, and has its local
+/// agent trust it: `cordon kill` works right away with the config it wrote.
+#[test]
+fn the_quickstart_responder_can_kill_on_the_local_agent() {
+    use std::io::{BufRead, BufReader};
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data_dir = tmp.path().join("cordon");
+    let mut quickstart = Command::new(binary("e2e-cordon-controller"))
+        .args(["quickstart", "--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn quickstart");
+    let stdout = quickstart.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut printed = Vec::new();
+    while !printed.iter().any(|l: &String| l.contains("Press Ctrl-C")) {
+        assert!(Instant::now() < deadline, "quickstart: {printed:?}");
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            printed.push(line);
+        }
+    }
+    let printed = printed.join("\n");
+    assert!(printed.contains("signing key:"), "{printed}");
+
+    let config = data_dir.join("responder.toml");
+    let text = std::fs::read_to_string(&config).expect("responder config");
+    assert!(text.contains("signing_key"), "{text}");
+    let cordon = |args: &[&str]| {
+        Command::new(binary("e2e-cordon"))
+            .args(args)
+            .env("CORDON_CONFIG", &config)
+            .env_remove("CORDON_URL")
+            .env_remove("CORDON_TOKEN")
+            .env_remove("CORDON_CA")
+            .env_remove("CORDON_SIGNING_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cordon")
+    };
+    let agent_id = loop {
+        let out = cordon(&["--json", "agents", "list"]);
+        let list: Vec<cordon_controller::api::types::AgentView> =
+            serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(agent) = list.iter().find(|a| a.status == AgentStatus::Online) {
+            let shown = cordon(&["--json", "agents", "show", &agent.id]);
+            let agent: cordon_controller::api::types::AgentView =
+                serde_json::from_slice(&shown.stdout).expect("agent JSON");
+            let policy = &agent.inventory.as_ref().expect("inventory").action_policy;
+            assert_eq!(policy.signers.len(), 1, "{policy:?}");
+            assert_eq!(policy.signers[0].actions.len(), 7, "every action");
+            break agent.id.clone();
+        }
+        assert!(Instant::now() < deadline, "local agent never online");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut victim = Victim::spawn();
+    let out = cordon(&["kill", "--agent", &agent_id, "--pid", &victim.pid_arg()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text_of(&out).contains(": done"), "{out:?}");
+    let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
+    assert_eq!(status.signal(), Some(9));
+
+    let _ = Command::new("kill")
+        .args(["-INT", &quickstart.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while quickstart.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "quickstart did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text_of(out: &Output) -> String {
+    text(&out.stdout)
+}
+
+/// The same path on the PostgreSQL store (skipped loudly without `CORDON_TEST_DATABASE_URL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_kill_on_postgres() {
+    let Some(base) = cordon_tests::postgres_url("a_signed_kill_on_postgres") else {
+        return;
+    };
+    // A schema of its own, dropped at the end, so runs never see each other's rows.
+    let schema = format!("cordon_actions_{}", uuid::Uuid::new_v4().simple());
+    postgres_exec(&base, &format!("CREATE SCHEMA {schema}")).await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let mut deployment = Deployment::start_with_database(Some(url)).await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = generate_key(deployment.tmp.path(), "alice");
+    trust(&agent, "alice", &alice.public_file, "kill");
+    started(&deployment, &mut agent).await;
+    let mut victim = Victim::spawn();
+    let req = request(&agent.id, victim.kill_action());
+    let body =
+        serde_json::json!({ "request": req, "signatures": [signature(&alice.signing, &req)] });
+    let created: ActionView = deployment
+        .api()
+        .post_json("/api/v1/actions", body.clone())
+        .await
+        .expect("accepted");
+    let done = wait_done(&deployment, &created.id).await;
+    assert_eq!(done.state, ActionState::Done, "{done:?}");
+    done.receipt
+        .expect("receipt")
+        .verify(&done.id, &agent.id, &agent_key_hex(&agent))
+        .expect("verified receipt");
+    assert_eq!(
+        victim
+            .exit_within(Duration::from_secs(10))
+            .expect("killed")
+            .signal(),
+        Some(9)
+    );
+    let again = deployment
+        .api()
+        .post_json::<ActionView>("/api/v1/actions", body)
+        .await
+        .expect_err("duplicate");
+    assert_eq!(again.status, 409, "{again:?}");
+    agent.stop().await;
+    deployment.stop_controller().await;
+    postgres_exec(&base, &format!("DROP SCHEMA {schema} CASCADE")).await;
+}
+
+async fn postgres_exec(url: &str, sql: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(sql).execute(&pool).await.expect(sql);
+    pool.close().await;
+}

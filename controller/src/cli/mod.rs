@@ -6,7 +6,7 @@
 //! | 0 | success |
 //! | 1 | any other failure |
 //! | 2 | usage or bad input (also clap's own errors) |
-//! | 3 | the token was refused (missing, unknown, or lacking the role) |
+//! | 3 | the token was refused (missing, unknown, or lacking the role), or a containment action was (untrusted key, or the agent's refusal) |
 //! | 4 | the thing asked about does not exist |
 //! | 5 | the controller could not be reached |
 
@@ -15,6 +15,7 @@ pub mod agents;
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod contain;
 pub mod evidence;
 pub mod hunt;
 pub mod keys;
@@ -151,20 +152,20 @@ pub enum Command {
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Kill a process (bound to its start time, looked up first), signed with your key.
-    Kill(actions::KillArgs),
+    Kill(contain::KillArgs),
     /// Move a file into the agent's vault (defanged), signed with your key.
-    Quarantine(actions::PathArgs),
+    Quarantine(contain::PathArgs),
     /// Put a quarantined file back (by quarantine id), signed with your key.
-    Restore(actions::PathArgs),
+    Restore(contain::PathArgs),
     /// Block addresses or CIDRs for --ttl (the kernel lifts the block), signed with your key.
-    Block(actions::BlockArgs),
+    Block(contain::BlockArgs),
     /// Remove blocks, signed with your key.
-    Unblock(actions::UnblockArgs),
+    Unblock(contain::UnblockArgs),
     /// Cut the host off (loopback, the controller and the policy allowlist stay) for --ttl,
     /// signed with your key.
-    Isolate(actions::IsolateArgs),
+    Isolate(contain::IsolateArgs),
     /// End an isolation early, signed with your key.
-    Release(actions::ReleaseArgs),
+    Release(contain::ReleaseArgs),
     /// Add your signature to a pending action that needs more distinct signers.
     Approve(actions::ApproveArgs),
     /// Containment actions: list, show (with --wait).
@@ -188,15 +189,15 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     let client = client::Client::new(&settings)?;
     match cli.command {
         Command::Keys(_) => Err(CliError::Other("unreachable: keys handled above".into())),
-        Command::Kill(args) => actions::kill(&client, args, config_path, cli.json).await,
+        Command::Kill(args) => contain::kill(&client, args, config_path, cli.json).await,
         Command::Quarantine(args) => {
-            actions::quarantine(&client, args, config_path, cli.json).await
+            contain::quarantine(&client, args, config_path, cli.json).await
         }
-        Command::Restore(args) => actions::restore(&client, args, config_path, cli.json).await,
-        Command::Block(args) => actions::block(&client, args, config_path, cli.json).await,
-        Command::Unblock(args) => actions::unblock(&client, args, config_path, cli.json).await,
-        Command::Isolate(args) => actions::isolate(&client, args, config_path, cli.json).await,
-        Command::Release(args) => actions::release(&client, args, config_path, cli.json).await,
+        Command::Restore(args) => contain::restore(&client, args, config_path, cli.json).await,
+        Command::Block(args) => contain::block(&client, args, config_path, cli.json).await,
+        Command::Unblock(args) => contain::unblock(&client, args, config_path, cli.json).await,
+        Command::Isolate(args) => contain::isolate(&client, args, config_path, cli.json).await,
+        Command::Release(args) => contain::release(&client, args, config_path, cli.json).await,
         Command::Approve(args) => actions::approve(&client, args, config_path, cli.json).await,
         Command::Actions(command) => actions::run(&client, command, cli.json).await,
         Command::Agents(command) => agents::run(&client, command, cli.json).await,

@@ -540,6 +540,17 @@ mod tests {
             .insert_action(&action("act2", "a2", NOW + 60_000), None)
             .await
             .unwrap();
+        // The same id again is a unique violation, which the service reports as "exists".
+        match store
+            .insert_action(&action("act2", "a2", NOW + 60_000), None)
+            .await
+        {
+            Err(StoreError::Database {
+                source: sqlx::Error::Database(e),
+                ..
+            }) => assert!(e.is_unique_violation(), "{e}"),
+            other => panic!("expected a unique violation, got {other:?}"),
+        }
         let a = store.get_action("act1").await.unwrap().unwrap();
         assert_eq!(a.state, ActionState::Submitted);
         // Handed to a live session at once: the task starts out sent.
