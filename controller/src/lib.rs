@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod evidence;
 pub mod gateway;
 pub mod hunts;
+pub mod incidents;
 pub mod pki;
 #[cfg(feature = "quickstart")]
 pub mod quickstart;

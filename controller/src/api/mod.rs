@@ -10,6 +10,7 @@ pub mod error;
 pub mod evidence;
 pub mod health;
 pub mod hunts;
+pub mod incidents;
 pub mod recorder;
 pub mod tasks;
 pub mod tokens;
@@ -63,6 +64,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/actions/{id}/signatures", post(actions::approve))
         .route("/api/v1/hunts", post(hunts::create).get(hunts::list))
         .route("/api/v1/hunts/{id}", get(hunts::show))
+        .route(
+            "/api/v1/incidents",
+            post(incidents::create).get(incidents::list),
+        )
+        .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/incidents/{id}/stage", post(incidents::stage))
+        .route("/api/v1/incidents/{id}/close", post(incidents::close))
+        .route("/api/v1/incidents/{id}/assign", post(incidents::assign))
+        .route("/api/v1/incidents/{id}/escalate", post(incidents::escalate))
+        .route("/api/v1/incidents/{id}/severity", post(incidents::severity))
+        .route("/api/v1/incidents/{id}/comments", post(incidents::comment))
+        .route("/api/v1/incidents/{id}/hosts", post(incidents::add_hosts))
+        .route("/api/v1/incidents/{id}/links", post(incidents::link))
         .route("/api/v1/evidence", get(evidence::list))
         .route("/api/v1/evidence/{sha256}", get(evidence::content))
         .route(

@@ -16,6 +16,7 @@ pub mod agents;
 pub mod audit;
 pub mod evidence;
 pub mod hunts;
+pub mod incidents;
 pub mod meta;
 pub mod migrations;
 pub mod task_writes;
@@ -40,6 +41,10 @@ pub use agents::{
 pub use audit::{AuditEntry, AuditVerification, BreakReason, BrokenLink, NewAuditEntry};
 pub use evidence::{EvidenceRecord, KeyPin};
 pub use hunts::{HuntRecord, HuntTarget, HuntTaskRow, NewHunt, TaskCounts};
+pub use incidents::{
+    CreateOutcome, IncidentChange, IncidentFilter, IncidentHost, IncidentLink, IncidentRecord,
+    NewIncident, NewTimelineEntry, StageEntry, TimelineEntry,
+};
 pub use tasks::{NewTask, TaskEnd, TaskRecord, TaskState};
 pub use tokens::{ApiTokenRecord, EnrollmentTokenRecord, NewEnrollmentToken, ParseRoleError, Role};
 pub use watches::{NewWatch, NewWatchEvent, WatchEventRecord, WatchRecord};

@@ -1,0 +1,375 @@
+//! `/api/v1/incidents`: open incidents by hand, list and show them with their timeline, move
+//! them through the stages, assign, escalate, comment, add hosts, attach tasks, hunts, actions
+//! and evidence, and close them. Alerts open incidents through `/api/v1/alerts`.
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    Json,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::{auth::Caller, error::ApiError, AppState},
+    incidents::{
+        containment::ActiveContainment, timeline::TimelineItem, CreateIncident, Created,
+        IncidentError, LinkKind, Severity, Stage,
+    },
+    store::{IncidentFilter, IncidentHost, IncidentLink, IncidentRecord, Role, StageEntry},
+};
+
+/// Most incidents one list returns.
+pub const MAX_LIST: i64 = 1000;
+
+impl From<IncidentError> for ApiError {
+    fn from(e: IncidentError) -> Self {
+        match e {
+            IncidentError::UnknownIncident(_) | IncidentError::UnknownLinked(..) => {
+                ApiError::not_found(e.to_string())
+            }
+            IncidentError::UnknownAgent(_)
+            | IncidentError::AmbiguousHost(..)
+            | IncidentError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            IncidentError::Refused(_) => {
+                ApiError::new(StatusCode::CONFLICT, "refused", e.to_string())
+            }
+            IncidentError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            IncidentError::Store(e) => ApiError::from(e),
+        }
+    }
+}
+
+/// An incident in a list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncidentSummary {
+    #[serde(flatten)]
+    pub incident: IncidentRecord,
+    /// Agent ids.
+    pub hosts: Vec<String>,
+}
+
+/// An incident with everything about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IncidentView {
+    #[serde(flatten)]
+    pub incident: IncidentRecord,
+    pub hosts: Vec<IncidentHost>,
+    /// Tasks, hunts, actions and evidence attached.
+    pub links: Vec<IncidentLink>,
+    /// Isolations and blocks in force on its hosts now.
+    pub active_containment: Vec<ActiveContainment>,
+    /// The stages entered and whether their playbooks ran.
+    pub stages: Vec<StageEntry>,
+    pub timeline: Vec<TimelineItem>,
+}
+
+/// Everything about an incident, for `show` and reports.
+pub async fn incident_view(state: &AppState, id: &str) -> Result<IncidentView, ApiError> {
+    let incident = state.incident(id).await?;
+    Ok(IncidentView {
+        hosts: state.store.incident_hosts(id).await?,
+        links: state.store.incident_links(id).await?,
+        active_containment: state.active_containment(id).await?,
+        stages: state.store.stage_entries(id).await?,
+        timeline: state.incident_timeline(id).await?,
+        incident,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateIncident>, JsonRejection>,
+) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    let (status, incident) = match state.create_incident(body, &caller.name).await? {
+        Created::New(incident) => (StatusCode::CREATED, incident),
+        // The fingerprint belongs to an open incident: that one is the answer.
+        Created::Existing(incident) => (StatusCode::OK, incident),
+    };
+    Ok((status, Json(incident_view(&state, &incident.id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    stage: Option<String>,
+    /// Only incidents not closed or false positive.
+    #[serde(default)]
+    open: Option<bool>,
+    /// Only those involving this agent (id).
+    #[serde(default)]
+    agent_id: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<IncidentSummary>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let stage = match &query.stage {
+        Some(s) => Some(
+            s.parse::<Stage>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let filter = IncidentFilter {
+        stage,
+        open_only: query.open.unwrap_or(false),
+        agent_id: query.agent_id,
+        limit: query.limit.unwrap_or(100).clamp(1, MAX_LIST),
+    };
+    let mut out = Vec::new();
+    for incident in state.list_incidents(&filter).await? {
+        let hosts = state
+            .store
+            .incident_hosts(&incident.id)
+            .await?
+            .into_iter()
+            .map(|h| h.agent_id)
+            .collect();
+        out.push(IncidentSummary { incident, hosts });
+    }
+    Ok(Json(out))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<IncidentView>, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(incident_view(&state, &id).await?))
+}
+
+/// `POST /api/v1/incidents/{id}/stage`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveStage {
+    pub stage: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Past the rules that can be overridden (closing early or with containment active); needs
+    /// a reason.
+    #[serde(default)]
+    pub force: bool,
+}
+
+pub async fn stage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<MoveStage>, JsonRejection>,
+) -> Result<Json<IncidentView>, ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    let to: Stage = body
+        .stage
+        .parse()
+        .map_err(|e: crate::incidents::stage::UnknownStage| ApiError::bad_request(e.to_string()))?;
+    state
+        .move_incident(&id, to, body.force, body.reason.as_deref(), &caller.name)
+        .await?;
+    Ok(Json(incident_view(&state, &id).await?))
+}
+
+/// `POST /api/v1/incidents/{id}/close`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Close {
+    /// `closed` (default) or `false_positive`.
+    #[serde(default)]
+    pub resolution: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+pub async fn close(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Close>, JsonRejection>,
+) -> Result<Json<IncidentView>, ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    let to = match body.resolution.as_deref().unwrap_or("closed") {
+        "closed" => Stage::Closed,
+        "false_positive" | "false-positive" => Stage::FalsePositive,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "resolution {other:?}: expected closed or false_positive"
+            )))
+        }
+    };
+    state
+        .move_incident(&id, to, body.force, body.reason.as_deref(), &caller.name)
+        .await?;
+    Ok(Json(incident_view(&state, &id).await?))
+}
+
+/// `POST /api/v1/incidents/{id}/assign`: `{"assignee": null}` unassigns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    pub assignee: Option<String>,
+}
+
+pub async fn assign(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Assign>, JsonRejection>,
+) -> Result<Json<IncidentView>, ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    state
+        .assign_incident(&id, body.assignee.as_deref(), &caller.name)
+        .await?;
+    Ok(Json(incident_view(&state, &id).await?))
+}
+
+/// `POST /api/v1/incidents/{id}/escalate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalate {
+    /// The tier it goes to (1 upwards); default: one above the current.
+    #[serde(default)]
+    pub tier: Option<i64>,
+    /// The team or role taking it, e.g. "ir-team" or "forensics".
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+pub async fn escalate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Escalate>, JsonRejection>,
+) -> Result<Json<IncidentView>, ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    let tier = match body.tier {
+        Some(tier) => tier,
+        None => state.incident(&id).await?.tier.saturating_add(1),
+    };
+    state
+        .escalate_incident(
+            &id,
+            tier,
+            body.to.as_deref(),
+            body.reason.as_deref(),
+            &caller.name,
+        )
+        .await?;
+    Ok(Json(incident_view(&state, &id).await?))
+}
+
+/// `POST /api/v1/incidents/{id}/severity`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSeverity {
+    pub severity: String,
+}
+
+pub async fn severity(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<SetSeverity>, JsonRejection>,
+) -> Result<Json<IncidentView>, ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    let severity = Severity::parse(&body.severity)?;
+    state
+        .set_incident_severity(&id, severity, &caller.name)
+        .await?;
+    Ok(Json(incident_view(&state, &id).await?))
+}
+
+/// `POST /api/v1/incidents/{id}/comments`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Comment {
+    pub text: String,
+}
+
+pub async fn comment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Comment>, JsonRejection>,
+) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    state
+        .comment_incident(&id, &body.text, &caller.name)
+        .await?;
+    Ok((StatusCode::CREATED, Json(incident_view(&state, &id).await?)))
+}
+
+/// `POST /api/v1/incidents/{id}/hosts`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddHosts {
+    /// Agent ids or hostnames.
+    pub agents: Vec<String>,
+}
+
+pub async fn add_hosts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<AddHosts>, JsonRejection>,
+) -> Result<Json<IncidentView>, ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    state
+        .add_incident_hosts(&id, &body.agents, &caller.name)
+        .await?;
+    Ok(Json(incident_view(&state, &id).await?))
+}
+
+/// `POST /api/v1/incidents/{id}/links`: attach a task, hunt, action or evidence (SHA-256).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub kind: LinkKind,
+    pub id: String,
+}
+
+pub async fn link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<Link>, JsonRejection>,
+) -> Result<(StatusCode, Json<IncidentView>), ApiError> {
+    caller.require(Role::Responder)?;
+    let Json(body) = body?;
+    let linked = state
+        .link_incident(&id, body.kind, &body.id, &caller.name)
+        .await?;
+    let status = if linked {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(incident_view(&state, &id).await?)))
+}

@@ -1,0 +1,654 @@
+//! Incidents: created by a responder or from an alert, moved through the stages of
+//! [`stage`], with the hosts involved, an assignee and escalation tier, and a timeline of
+//! everything that happened to them.
+//!
+//! The timeline has two sources. Changes made to the incident itself (created, stage moves,
+//! assignment, escalation, comments, hosts added, alerts joined, things attached) are stored as
+//! entries, each in the same transaction as its change. What happened to the things attached —
+//! a task's result, the evidence it stored, an action's receipt — is read from those things
+//! when the timeline is shown ([`timeline`]), so it can never disagree with them or miss an
+//! outcome that arrived while the controller was down.
+
+pub mod containment;
+pub mod stage;
+pub mod timeline;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    now_ms,
+    state::Controller,
+    store::{
+        incidents::CLOSED_STAGES, CreateOutcome, IncidentChange, IncidentFilter, IncidentLink,
+        IncidentRecord, NewIncident, NewTimelineEntry, StoreError,
+    },
+};
+pub use stage::{MoveOptions, MoveRefused, Stage};
+
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest description or comment, in characters.
+pub const MAX_TEXT_CHARS: usize = 16 * 1024;
+/// Most hosts named in one request.
+pub const MAX_HOSTS: usize = 1000;
+/// Most labels on an incident.
+pub const MAX_LABELS: usize = 32;
+/// Highest escalation tier.
+pub const MAX_TIER: i64 = 5;
+
+/// How bad an incident is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IncidentError> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Severity::ALL
+            .into_iter()
+            .find(|severity| severity.as_str() == wanted)
+            .ok_or_else(|| {
+                IncidentError::Invalid(format!(
+                    "unknown severity {s:?}: expected low, medium, high or critical"
+                ))
+            })
+    }
+}
+
+/// What can be attached to an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    Task,
+    Hunt,
+    Action,
+    Evidence,
+}
+
+impl LinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Task => "task",
+            LinkKind::Hunt => "hunt",
+            LinkKind::Action => "action",
+            LinkKind::Evidence => "evidence",
+        }
+    }
+}
+
+/// Why an incident operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentError {
+    #[error("no incident {0}")]
+    UnknownIncident(String),
+    #[error("no agent with id or hostname {0:?}")]
+    UnknownAgent(String),
+    #[error("hostname {0:?} names several agents ({1}); use an agent id")]
+    AmbiguousHost(String, String),
+    #[error("no {0} {1}")]
+    UnknownLinked(&'static str, String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Refused(#[from] MoveRefused),
+    #[error("incident {0} changed while this request was checked; look again and retry")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A new incident, as a responder or an alert describes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIncident {
+    pub title: String,
+    /// What kind of incident: `malware`, `c2`, `brute_force`, `ransomware`, or any other word
+    /// playbooks are written for.
+    pub kind: String,
+    /// low, medium (default), high or critical.
+    #[serde(default)]
+    pub severity: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Agent ids or hostnames.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub assignee: Option<String>,
+    /// Alerts with the same fingerprint join the open incident that has it.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+/// How a create request went.
+#[derive(Debug, Clone)]
+pub enum Created {
+    New(IncidentRecord),
+    /// An open incident already had the fingerprint; nothing was created.
+    Existing(IncidentRecord),
+}
+
+fn check_text(what: &str, text: &str, max: usize) -> Result<(), IncidentError> {
+    if text.chars().count() > max {
+        return Err(IncidentError::Invalid(format!(
+            "{what} is longer than {max} characters"
+        )));
+    }
+    if text.chars().any(|c| c == '\0') {
+        return Err(IncidentError::Invalid(format!("{what} contains a NUL")));
+    }
+    Ok(())
+}
+
+/// Checks an incident kind: a short word that playbooks can name.
+pub fn check_kind(kind: &str) -> Result<(), IncidentError> {
+    let ok = !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(IncidentError::Invalid(format!(
+            "kind {kind:?} must be 1-64 of a-z, 0-9, '_', '-', '.' (e.g. malware, c2, brute_force, ransomware)"
+        )))
+    }
+}
+
+fn entry(actor: &str, kind: &str, summary: String, detail: serde_json::Value) -> NewTimelineEntry {
+    NewTimelineEntry {
+        at_ms: now_ms(),
+        actor: actor.to_owned(),
+        kind: kind.to_owned(),
+        summary,
+        detail,
+    }
+}
+
+impl Controller {
+    /// Finds agents by id or hostname; every name must match exactly one agent.
+    pub async fn resolve_agents(&self, names: &[String]) -> Result<Vec<String>, IncidentError> {
+        if names.len() > MAX_HOSTS {
+            return Err(IncidentError::Invalid(format!(
+                "at most {MAX_HOSTS} hosts per request"
+            )));
+        }
+        let mut ids: Vec<String> = Vec::new();
+        let mut all = None;
+        for name in names {
+            let name = name.trim();
+            let id = match self.store.get_agent(name).await? {
+                Some(agent) => agent.id,
+                None => {
+                    if all.is_none() {
+                        all = Some(self.store.list_agents().await?);
+                    }
+                    let matching: Vec<&str> = all
+                        .iter()
+                        .flatten()
+                        .filter(|a| a.hostname.eq_ignore_ascii_case(name))
+                        .map(|a| a.id.as_str())
+                        .collect();
+                    match matching.as_slice() {
+                        [] => return Err(IncidentError::UnknownAgent(name.to_owned())),
+                        [one] => (*one).to_owned(),
+                        many => {
+                            return Err(IncidentError::AmbiguousHost(
+                                name.to_owned(),
+                                many.join(", "),
+                            ))
+                        }
+                    }
+                }
+            };
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Opens an incident in `alert`. With a fingerprint an open incident already holds,
+    /// nothing is created and that incident is returned.
+    pub async fn create_incident(
+        &self,
+        request: CreateIncident,
+        actor: &str,
+    ) -> Result<Created, IncidentError> {
+        let title = request.title.trim().to_owned();
+        if title.is_empty() {
+            return Err(IncidentError::Invalid("title must not be empty".into()));
+        }
+        check_text("title", &title, MAX_TITLE_CHARS)?;
+        let description = request.description.unwrap_or_default();
+        check_text("description", &description, MAX_TEXT_CHARS)?;
+        check_kind(&request.kind)?;
+        let severity = match &request.severity {
+            Some(s) => Severity::parse(s)?,
+            None => Severity::Medium,
+        };
+        if request.labels.len() > MAX_LABELS {
+            return Err(IncidentError::Invalid(format!(
+                "at most {MAX_LABELS} labels"
+            )));
+        }
+        for label in &request.labels {
+            check_text("label", label, 128)?;
+        }
+        if let Some(assignee) = &request.assignee {
+            check_text("assignee", assignee, 128)?;
+        }
+        if let Some(fingerprint) = &request.fingerprint {
+            if fingerprint.is_empty() {
+                return Err(IncidentError::Invalid(
+                    "fingerprint must not be empty".into(),
+                ));
+            }
+            check_text("fingerprint", fingerprint, 256)?;
+        }
+        let hosts = self.resolve_agents(&request.agents).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let new = NewIncident {
+            id: id.clone(),
+            title: title.clone(),
+            kind: request.kind.clone(),
+            severity: severity.as_str().to_owned(),
+            stage: Stage::Alert.as_str().to_owned(),
+            description,
+            assignee: request.assignee.clone(),
+            labels: request.labels.clone(),
+            fingerprint: request.fingerprint.clone(),
+            alert_count: 0,
+            created_at_ms: now_ms(),
+            created_by: actor.to_owned(),
+        };
+        let created = entry(
+            actor,
+            "created",
+            format!("incident opened: {title}"),
+            serde_json::json!({
+                "kind": request.kind,
+                "severity": severity.as_str(),
+                "agents": hosts,
+                "fingerprint": request.fingerprint,
+            }),
+        );
+        let stage_entry = uuid::Uuid::new_v4().to_string();
+        match self
+            .store
+            .create_incident(&new, &hosts, &created, &stage_entry)
+            .await?
+        {
+            CreateOutcome::Created => {
+                tracing::info!(incident_id = %id, kind = %new.kind, by = actor, "incident opened");
+                Ok(Created::New(self.incident(&id).await?))
+            }
+            CreateOutcome::FingerprintTaken(existing) => {
+                Ok(Created::Existing(self.incident(&existing).await?))
+            }
+        }
+    }
+
+    /// The incident, or `UnknownIncident`.
+    pub async fn incident(&self, id: &str) -> Result<IncidentRecord, IncidentError> {
+        self.store
+            .get_incident(id)
+            .await?
+            .ok_or_else(|| IncidentError::UnknownIncident(id.to_owned()))
+    }
+
+    pub async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+    ) -> Result<Vec<IncidentRecord>, IncidentError> {
+        Ok(self.store.list_incidents(filter).await?)
+    }
+
+    /// Moves an incident to another stage if the rules of [`stage`] allow it.
+    pub async fn move_incident(
+        &self,
+        id: &str,
+        to: Stage,
+        force: bool,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<IncidentRecord, IncidentError> {
+        if let Some(reason) = reason {
+            check_text("reason", reason, MAX_TEXT_CHARS)?;
+        }
+        let incident = self.incident(id).await?;
+        let from: Stage =
+            incident
+                .stage
+                .parse()
+                .map_err(|e: stage::UnknownStage| StoreError::InvalidData {
+                    what: "incident stage",
+                    detail: e.0,
+                })?;
+        let active = if to.is_closed() {
+            let active = self.active_containment(id).await?;
+            (!active.is_empty()).then(|| containment::describe(&active))
+        } else {
+            None
+        };
+        stage::check_move(
+            from,
+            to,
+            MoveOptions {
+                force,
+                reason,
+                active_containment: active.as_deref(),
+            },
+        )?;
+        let change = IncidentChange::Stage {
+            from: from.as_str().to_owned(),
+            to: to.as_str().to_owned(),
+            closes: to.is_closed(),
+            entry_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut summary = format!("stage {from} → {to}");
+        if let Some(reason) = reason {
+            summary.push_str(&format!(": {reason}"));
+        }
+        let detail = serde_json::json!({
+            "from": from.as_str(),
+            "to": to.as_str(),
+            "reason": reason,
+            "forced": force,
+            "active_containment": active,
+        });
+        if !self
+            .store
+            .change_incident(id, &change, &entry(actor, "stage", summary, detail))
+            .await?
+        {
+            return Err(IncidentError::Conflict(id.to_owned()));
+        }
+        tracing::info!(incident_id = id, %from, %to, by = actor, "incident stage changed");
+        self.incident(id).await
+    }
+
+    /// Sets (or clears, with None) who works on the incident.
+    pub async fn assign_incident(
+        &self,
+        id: &str,
+        assignee: Option<&str>,
+        actor: &str,
+    ) -> Result<IncidentRecord, IncidentError> {
+        let assignee = assignee.map(str::trim).filter(|a| !a.is_empty());
+        if let Some(assignee) = assignee {
+            check_text("assignee", assignee, 128)?;
+        }
+        let summary = match assignee {
+            Some(a) => format!("assigned to {a}"),
+            None => "unassigned".to_owned(),
+        };
+        self.change(
+            id,
+            IncidentChange::Assignee(assignee.map(str::to_owned)),
+            entry(
+                actor,
+                "assigned",
+                summary,
+                serde_json::json!({ "assignee": assignee }),
+            ),
+        )
+        .await
+    }
+
+    /// Escalates to a tier (1 upwards) and optionally a team or role, with a reason.
+    pub async fn escalate_incident(
+        &self,
+        id: &str,
+        tier: i64,
+        to: Option<&str>,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<IncidentRecord, IncidentError> {
+        if !(1..=MAX_TIER).contains(&tier) {
+            return Err(IncidentError::Invalid(format!(
+                "tier must be between 1 and {MAX_TIER}, not {tier}"
+            )));
+        }
+        let to = to.map(str::trim).filter(|t| !t.is_empty());
+        if let Some(to) = to {
+            check_text("escalation target", to, 128)?;
+        }
+        if let Some(reason) = reason {
+            check_text("reason", reason, MAX_TEXT_CHARS)?;
+        }
+        let current = self.incident(id).await?;
+        let mut summary = format!("escalated from tier {} to tier {tier}", current.tier);
+        if let Some(to) = to {
+            summary.push_str(&format!(" ({to})"));
+        }
+        if let Some(reason) = reason {
+            summary.push_str(&format!(": {reason}"));
+        }
+        self.change(
+            id,
+            IncidentChange::Escalation {
+                tier,
+                to: to.map(str::to_owned),
+            },
+            entry(
+                actor,
+                "escalated",
+                summary,
+                serde_json::json!({ "from_tier": current.tier, "tier": tier, "to": to, "reason": reason }),
+            ),
+        )
+        .await
+    }
+
+    /// Changes the severity.
+    pub async fn set_incident_severity(
+        &self,
+        id: &str,
+        severity: Severity,
+        actor: &str,
+    ) -> Result<IncidentRecord, IncidentError> {
+        self.change(
+            id,
+            IncidentChange::Severity(severity.as_str().to_owned()),
+            entry(
+                actor,
+                "severity",
+                format!("severity set to {}", severity.as_str()),
+                serde_json::json!({ "severity": severity.as_str() }),
+            ),
+        )
+        .await
+    }
+
+    /// Adds a comment to the timeline.
+    pub async fn comment_incident(
+        &self,
+        id: &str,
+        text: &str,
+        actor: &str,
+    ) -> Result<IncidentRecord, IncidentError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(IncidentError::Invalid("comment must not be empty".into()));
+        }
+        check_text("comment", text, MAX_TEXT_CHARS)?;
+        self.change(
+            id,
+            IncidentChange::Nothing,
+            entry(
+                actor,
+                "comment",
+                text.to_owned(),
+                serde_json::json!({ "text": text }),
+            ),
+        )
+        .await
+    }
+
+    /// Adds hosts (agent ids or hostnames). Returns the ids newly added.
+    pub async fn add_incident_hosts(
+        &self,
+        id: &str,
+        names: &[String],
+        actor: &str,
+    ) -> Result<Vec<String>, IncidentError> {
+        self.incident(id).await?;
+        let ids = self.resolve_agents(names).await?;
+        let added = self
+            .store
+            .add_incident_hosts(
+                id,
+                &ids,
+                &entry(
+                    actor,
+                    "hosts",
+                    format!("hosts added: {}", ids.join(", ")),
+                    serde_json::Value::Null,
+                ),
+            )
+            .await?;
+        Ok(added)
+    }
+
+    /// Attaches an existing task, hunt, action or evidence (by SHA-256) to an incident, once.
+    /// The agent it concerns becomes one of the incident's hosts. Returns false if it was
+    /// attached already.
+    pub async fn link_incident(
+        &self,
+        id: &str,
+        kind: LinkKind,
+        ref_id: &str,
+        actor: &str,
+    ) -> Result<bool, IncidentError> {
+        self.incident(id).await?;
+        let (summary, agent) =
+            match kind {
+                LinkKind::Task => {
+                    let task =
+                        self.store.get_task(ref_id).await?.ok_or_else(|| {
+                            IncidentError::UnknownLinked("task", ref_id.to_owned())
+                        })?;
+                    (
+                        format!("task {} on {}: {}", task.kind, task.agent_id, task.id),
+                        Some(task.agent_id),
+                    )
+                }
+                LinkKind::Hunt => {
+                    let hunt =
+                        self.store.get_hunt(ref_id).await?.ok_or_else(|| {
+                            IncidentError::UnknownLinked("hunt", ref_id.to_owned())
+                        })?;
+                    (
+                        format!("hunt {} across {} agents", hunt.id, hunt.agent_count),
+                        None,
+                    )
+                }
+                LinkKind::Action => {
+                    let action =
+                        self.store.get_action(ref_id).await?.ok_or_else(|| {
+                            IncidentError::UnknownLinked("action", ref_id.to_owned())
+                        })?;
+                    (
+                        format!(
+                            "action {} on {} ({}): {}",
+                            action.kind,
+                            action.agent_id,
+                            action.state.as_str(),
+                            action.id
+                        ),
+                        Some(action.agent_id),
+                    )
+                }
+                LinkKind::Evidence => {
+                    let records = self.store.evidence_by_sha256(ref_id).await?;
+                    let first = records.first().ok_or_else(|| {
+                        IncidentError::UnknownLinked("evidence", ref_id.to_owned())
+                    })?;
+                    (
+                        format!(
+                            "evidence {} ({} bytes) from {}",
+                            first.sha256, first.size, first.agent_id
+                        ),
+                        Some(first.agent_id.clone()),
+                    )
+                }
+            };
+        let now = now_ms();
+        let link = IncidentLink {
+            incident_id: id.to_owned(),
+            kind: kind.as_str().to_owned(),
+            ref_id: ref_id.to_owned(),
+            linked_at_ms: now,
+            linked_by: actor.to_owned(),
+        };
+        let linked = self
+            .store
+            .link_to_incident(
+                &link,
+                &entry(
+                    actor,
+                    kind.as_str(),
+                    summary,
+                    serde_json::json!({ "kind": kind.as_str(), "id": ref_id }),
+                ),
+            )
+            .await?;
+        if let Some(agent) = agent {
+            self.store
+                .add_incident_hosts(
+                    id,
+                    std::slice::from_ref(&agent),
+                    &entry(
+                        actor,
+                        "hosts",
+                        format!("hosts added: {agent}"),
+                        serde_json::Value::Null,
+                    ),
+                )
+                .await?;
+        }
+        Ok(linked)
+    }
+
+    async fn change(
+        &self,
+        id: &str,
+        change: IncidentChange,
+        entry: NewTimelineEntry,
+    ) -> Result<IncidentRecord, IncidentError> {
+        if !self.store.change_incident(id, &change, &entry).await? {
+            return Err(IncidentError::UnknownIncident(id.to_owned()));
+        }
+        self.incident(id).await
+    }
+}
+
+/// Whether a stored stage name means the incident is over.
+pub fn is_closed_stage(stage: &str) -> bool {
+    CLOSED_STAGES.contains(&stage)
+}
