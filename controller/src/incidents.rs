@@ -239,6 +239,18 @@ impl Controller {
         request: CreateIncident,
         actor: &str,
     ) -> Result<Created, IncidentError> {
+        self.create_incident_with(request, actor, None).await
+    }
+
+    /// [`Controller::create_incident`], storing `opened_by` (e.g. the alert that opened it) on
+    /// the timeline in the same transaction, and counting it as the first alert when its kind
+    /// is `alert`.
+    pub async fn create_incident_with(
+        &self,
+        request: CreateIncident,
+        actor: &str,
+        opened_by: Option<NewTimelineEntry>,
+    ) -> Result<Created, IncidentError> {
         let title = request.title.trim().to_owned();
         if title.is_empty() {
             return Err(IncidentError::Invalid("title must not be empty".into()));
@@ -282,7 +294,7 @@ impl Controller {
             assignee: request.assignee.clone(),
             labels: request.labels.clone(),
             fingerprint: request.fingerprint.clone(),
-            alert_count: 0,
+            alert_count: i64::from(opened_by.as_ref().is_some_and(|e| e.kind == "alert")),
             created_at_ms: now_ms(),
             created_by: actor.to_owned(),
         };
@@ -300,7 +312,15 @@ impl Controller {
         let stage_entry = uuid::Uuid::new_v4().to_string();
         match self
             .store
-            .create_incident(&new, &hosts, &created, &stage_entry)
+            .create_incident(
+                &new,
+                &hosts,
+                &[Some(created), opened_by]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
+                &stage_entry,
+            )
             .await?
         {
             CreateOutcome::Created => {

@@ -175,14 +175,14 @@ fn json_text(what: &'static str, value: &impl Serialize) -> Result<String, Store
 }
 
 impl Store {
-    /// Creates an incident with its hosts, its `created` timeline entry and its first stage
-    /// entry, all or nothing. An open incident holding the same fingerprint wins: nothing is
+    /// Creates an incident with its hosts, its timeline entries (`created`, and for example the
+    /// alert that opened it) and its first stage entry, all or nothing. An open incident holding the same fingerprint wins: nothing is
     /// written and its id is returned, for the caller to join instead.
     pub async fn create_incident(
         &self,
         incident: &NewIncident,
         hosts: &[String],
-        entry: &NewTimelineEntry,
+        entries: &[NewTimelineEntry],
         stage_entry_id: &str,
     ) -> Result<CreateOutcome, StoreError> {
         let mut tx = self.begin_write("begin incident creation").await?;
@@ -239,7 +239,9 @@ impl Store {
             )
             .await?;
         }
-        insert_entry(&mut tx, &incident.id, entry).await?;
+        for entry in entries {
+            insert_entry(&mut tx, &incident.id, entry).await?;
+        }
         insert_stage_entry(
             &mut tx,
             stage_entry_id,
@@ -775,7 +777,7 @@ mod tests {
             .create_incident(
                 &incident("i1", Some("fp")),
                 std::slice::from_ref(&agent),
-                &entry(1_000, "created"),
+                &[entry(1_000, "created")],
                 "s1",
             )
             .await
@@ -785,7 +787,7 @@ mod tests {
             .create_incident(
                 &incident("i2", Some("fp")),
                 &[],
-                &entry(1_001, "created"),
+                &[entry(1_001, "created")],
                 "s2",
             )
             .await
@@ -813,7 +815,7 @@ mod tests {
             .create_incident(
                 &incident("i3", Some("fp")),
                 &[],
-                &entry(3_000, "created"),
+                &[entry(3_000, "created")],
                 "s4",
             )
             .await
@@ -823,7 +825,7 @@ mod tests {
 
     async fn stage_moves_are_conditional_and_recorded(store: &Store) {
         store
-            .create_incident(&incident("i1", None), &[], &entry(1_000, "created"), "s1")
+            .create_incident(&incident("i1", None), &[], &[entry(1_000, "created")], "s1")
             .await
             .unwrap();
         let stale = IncidentChange::Stage {
@@ -876,7 +878,7 @@ mod tests {
             .create_incident(
                 &incident("i1", None),
                 std::slice::from_ref(&a),
-                &entry(1_000, "created"),
+                &[entry(1_000, "created")],
                 "s1",
             )
             .await
