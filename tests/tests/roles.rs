@@ -13,6 +13,7 @@ use serde_json::json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     CreateTask,
+    CreateIncident,
     CreateEnrollmentToken,
     CreateApiToken,
     LabelAgent,
@@ -21,8 +22,9 @@ enum Call {
 }
 
 impl Call {
-    const ALL: [Call; 6] = [
+    const ALL: [Call; 7] = [
         Call::CreateTask,
+        Call::CreateIncident,
         Call::CreateEnrollmentToken,
         Call::CreateApiToken,
         Call::LabelAgent,
@@ -34,7 +36,7 @@ impl Call {
     /// Whether `role` may make the call: the design's role table.
     fn allowed_for(self, role: &str) -> bool {
         match self {
-            Call::CreateTask => matches!(role, "responder" | "admin"),
+            Call::CreateTask | Call::CreateIncident => matches!(role, "responder" | "admin"),
             _ => role == "admin",
         }
     }
@@ -49,6 +51,13 @@ impl Call {
                 api.post_json(
                     "/api/v1/tasks",
                     json!({ "agent_id": agent_id, "task": { "type": "ping" } }),
+                )
+                .await
+            }
+            Call::CreateIncident => {
+                api.post_json(
+                    "/api/v1/incidents",
+                    json!({ "title": "made by test", "kind": "malware", "agents": [agent_id] }),
                 )
                 .await
             }
@@ -81,7 +90,7 @@ impl Call {
 }
 
 /// What the refused calls could have changed, read with the admin token.
-async fn state_of(admin: &Api, agent_id: &str) -> (usize, usize, AgentView) {
+async fn state_of(admin: &Api, agent_id: &str) -> (usize, usize, usize, AgentView) {
     let tasks: Vec<serde_json::Value> = admin
         .get_json(&format!("/api/v1/tasks?agent_id={agent_id}"))
         .await
@@ -91,7 +100,8 @@ async fn state_of(admin: &Api, agent_id: &str) -> (usize, usize, AgentView) {
         .get_json(&format!("/api/v1/agents/{agent_id}"))
         .await
         .unwrap();
-    (tasks.len(), tokens.len(), agent)
+    let incidents: Vec<serde_json::Value> = admin.get_json("/api/v1/incidents").await.unwrap();
+    (tasks.len(), tokens.len(), incidents.len(), agent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,12 +142,12 @@ async fn each_role_is_refused_what_it_may_not_do() {
             );
             let after = state_of(&admin, &agent.id).await;
             assert_eq!(
-                (before.0, before.1),
-                (after.0, after.1),
+                (before.0, before.1, before.2),
+                (after.0, after.1, after.2),
                 "{role} {call:?} changed nothing"
             );
-            assert_eq!(before.2.labels, after.2.labels);
-            assert_ne!(after.2.status, AgentStatus::Revoked, "{role} {call:?}");
+            assert_eq!(before.3.labels, after.3.labels);
+            assert_ne!(after.3.status, AgentStatus::Revoked, "{role} {call:?}");
         }
     }
 
@@ -146,7 +156,7 @@ async fn each_role_is_refused_what_it_may_not_do() {
         let result = call.make(&admin, &agent.id).await;
         assert!(result.is_ok(), "admin may {call:?}: {result:?}");
     }
-    let (_, _, agent_view) = state_of(&admin, &agent.id).await;
+    let (_, _, _, agent_view) = state_of(&admin, &agent.id).await;
     assert_eq!(agent_view.status, AgentStatus::Revoked);
 
     // Every refusal is in the audit log under the token's name.
