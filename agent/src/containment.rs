@@ -1,27 +1,34 @@
 //! Runs a signed containment task end to end: verify the envelope against the policy and the
-//! replay cache ([`crate::policy::verify`]), journal it, run it ([`crate::act::run`]), journal the
-//! result, and sign the receipt with the agent's own key.
+//! replay cache ([`crate::policy::verify`]), journal it, run it ([`crate::act::run`]), sign the
+//! receipt with the agent's own key, and journal the result with that receipt. The same
+//! envelope delivered again is answered with the same receipt, not run again
+//! ([`crate::redelivery`]).
 //!
 //! The policy is read from `policy.toml` at start and again whenever the file changes, so
-//! `cordon-agent trust remove` revokes a key without a restart. A policy file that has become
+//! `cordon-agent trust remove` revokes a key without a restart (and the session reports the
+//! change to the controller, [`Containment::reported_policy`]). A policy file that has become
 //! invalid refuses every action until it is fixed (fail closed).
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     time::SystemTime,
 };
 
 use cordon_protocol::{
-    action::SignedAction,
+    action::{PolicySummary, SignedAction},
     message::{Receipt, TaskError, TaskErrorCode, TaskOutput},
 };
 use ed25519_dalek::{Signer, SigningKey};
 
 use crate::{
     act::{self, ActEnv, Outcome},
-    journal::Journal,
+    journal::{self, Journal},
     policy::{self, Policy, VerifiedAction},
+    redelivery::{self, Admitted, Redeliveries},
     replay::ReplayCache,
     AgentError,
 };
@@ -36,6 +43,9 @@ pub struct Containment {
     env: Mutex<(ActEnv, FileStamp)>,
     replay: Mutex<ReplayCache>,
     journal: Mutex<Journal>,
+    redeliveries: Redeliveries,
+    /// The policy file was invalid at the last look (logged once per change).
+    policy_broken: AtomicBool,
 }
 
 impl std::fmt::Debug for Containment {
@@ -53,6 +63,13 @@ impl Containment {
         let stamp = stamp(data_dir);
         let policy = Policy::load(data_dir)?;
         let replay = ReplayCache::open(data_dir, crate::now_ms())?;
+        // The answers to what the replay cache remembers, so a re-delivery gets the same one.
+        // A journal that cannot be read costs only that: re-deliveries are refused as replays.
+        let entries = journal::read_all(data_dir).unwrap_or_else(|e| {
+            tracing::warn!(data_dir = %data_dir.display(), error = %e, "cannot read the action journal; re-delivered actions will be refused as replays");
+            Vec::new()
+        });
+        let redeliveries = Redeliveries::load(&entries, &replay);
         let env = ActEnv {
             data_dir: data_dir.to_path_buf(),
             agent_id: agent_id.to_string(),
@@ -65,6 +82,8 @@ impl Containment {
             env: Mutex::new((env, stamp)),
             replay: Mutex::new(replay),
             journal: Mutex::new(Journal::new(data_dir)),
+            redeliveries,
+            policy_broken: AtomicBool::new(false),
         })
     }
 
@@ -110,11 +129,38 @@ impl Containment {
         Ok(guard.0.clone())
     }
 
-    /// The policy as last loaded (for the hello's summary).
+    /// The paths collection may not read: the policy's `denied_paths` and the data directory
+    /// (see [`crate::collect::deny`]).
+    pub fn denied_paths(&self) -> crate::collect::deny::DeniedPaths {
+        let policy = self.policy();
+        crate::collect::deny::DeniedPaths::new(policy.denied_paths.as_deref(), Some(&self.data_dir))
+    }
+
+    /// The policy as last loaded.
     pub fn policy(&self) -> Arc<Policy> {
         match self.env() {
             Ok(env) => env.policy,
             Err(_) => lock(&self.env).0.policy.clone(),
+        }
+    }
+
+    /// What the agent reports to the controller (in its hello, and whenever it changes): the
+    /// policy on disk now, or, while the file is invalid, no trusted signer at all, since every
+    /// action is refused until it is fixed.
+    pub fn reported_policy(&self) -> PolicySummary {
+        match self.env() {
+            Ok(env) => {
+                if self.policy_broken.swap(false, Ordering::Relaxed) {
+                    tracing::info!("containment policy file valid again");
+                }
+                env.policy.summary()
+            }
+            Err(e) => {
+                if !self.policy_broken.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "containment policy file is invalid: every action is refused until it is fixed");
+                }
+                PolicySummary::default()
+            }
         }
     }
 
@@ -142,35 +188,70 @@ impl Containment {
         signer: &SigningKey,
     ) -> Result<TaskOutput, TaskError> {
         let action_id = signed.request.action_id.to_string();
-        let env = self.env().map_err(|e| TaskError {
-            code: TaskErrorCode::Unauthorized,
-            message: format!("policy: {e}; no action runs until it is fixed"),
-        })?;
-        let verified = {
-            let mut replay = lock(&self.replay);
-            policy::verify(
-                signed,
-                &env.agent_id,
-                crate::now_ms(),
-                &env.policy,
-                &mut replay,
-            )
-        }
-        .map_err(|refusal| {
-            tracing::warn!(task_id, %action_id, check = refusal.check(), %refusal, "signed action refused");
-            refusal.to_task_error()
-        })?;
+        let digest = redelivery::envelope_digest(signed)?;
+        // An envelope answered before gets that answer again, whatever the policy says now:
+        // nothing runs. A new one is checked against the policy on disk.
+        let admitted = self.redeliveries.answer_or_admit(
+            &action_id,
+            &digest,
+            signed.request.expires_at_ms,
+            crate::now_ms(),
+            || {
+                let env = self.env().map_err(|e| TaskError {
+                    code: TaskErrorCode::Unauthorized,
+                    message: format!("policy: {e}; no action runs until it is fixed"),
+                })?;
+                let mut replay = lock(&self.replay);
+                let verified = policy::verify(
+                    signed,
+                    &env.agent_id,
+                    crate::now_ms(),
+                    &env.policy,
+                    &mut replay,
+                )
+                .map_err(|refusal| {
+                    tracing::warn!(task_id, %action_id, check = refusal.check(), %refusal, "signed action refused");
+                    refusal.to_task_error()
+                })?;
+                Ok((verified, env))
+            },
+        )?;
+        let (verified, env) = match admitted {
+            Admitted::New(admitted) => admitted,
+            Admitted::Again(answer) => {
+                tracing::info!(task_id, %action_id, receipt = answer.is_ok(), "signed action delivered again: answered as the first time, not run again");
+                return answer.map(TaskOutput::Receipt);
+            }
+        };
+        // From here on the action has an answer, whatever happens (a panic included).
+        let mut pending = Pending {
+            redeliveries: &self.redeliveries,
+            action_id: &action_id,
+            answered: false,
+        };
         let kind = verified.request.action.kind();
         tracing::info!(task_id, %action_id, %kind, signers = ?verified.signers, "signed action accepted");
 
-        lock(&self.journal)
-            .started(task_id, &verified, crate::now_ms())
-            .map_err(|e| TaskError {
+        if let Err(e) = lock(&self.journal).started(task_id, &verified, &digest, crate::now_ms()) {
+            let error = TaskError {
                 code: TaskErrorCode::Internal,
                 message: format!("cannot journal the action, so it was not run: {e}"),
-            })?;
+            };
+            pending.answer(Err(error.clone()));
+            return Err(error);
+        }
         let result = act::run(&verified.request.action, &env);
-        if let Err(e) = lock(&self.journal).ended(task_id, &verified, &result, crate::now_ms()) {
+        let answer = match &result {
+            Ok(outcome) => sign_receipt(&verified, outcome, signer, crate::now_ms()),
+            Err(e) => Err(e.clone()),
+        };
+        if let Err(e) = lock(&self.journal).ended(
+            task_id,
+            &verified,
+            &result,
+            answer.as_ref().ok(),
+            crate::now_ms(),
+        ) {
             // The action has happened; the receipt says so even if the journal could not.
             tracing::error!(task_id, %action_id, error = %e, "cannot journal the action's end");
         }
@@ -182,8 +263,40 @@ impl Containment {
                 tracing::warn!(task_id, %action_id, %kind, code = ?e.code, error = %e.message, "signed action failed")
             }
         }
-        let outcome = result?;
-        sign_receipt(&verified, &outcome, signer, crate::now_ms()).map(TaskOutput::Receipt)
+        pending.answer(answer.clone());
+        answer.map(TaskOutput::Receipt)
+    }
+}
+
+/// An admitted action whose answer is not recorded yet; if it is dropped unanswered (a panic
+/// while acting), re-deliveries are told the action failed instead of waiting for it.
+struct Pending<'a> {
+    redeliveries: &'a Redeliveries,
+    action_id: &'a str,
+    answered: bool,
+}
+
+impl Pending<'_> {
+    fn answer(&mut self, answer: Result<Receipt, TaskError>) {
+        self.redeliveries.finish(self.action_id, answer);
+        self.answered = true;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.redeliveries.finish(
+                self.action_id,
+                Err(TaskError {
+                    code: TaskErrorCode::Internal,
+                    message: format!(
+                        "action {} failed while it ran; see the agent's journal and log",
+                        self.action_id
+                    ),
+                }),
+            );
+        }
     }
 }
 

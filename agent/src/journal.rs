@@ -3,13 +3,16 @@
 //! (0600), each line fsync'd before the agent goes on:
 //!
 //! ```text
-//! {"at_ms":…,"phase":"started","task_id":"…","action_id":"…","kind":"kill","action":{"Kill":{"pid":4242,…}},"signers":["1a2b…"]}
-//! {"at_ms":…,"phase":"finished","task_id":"…","action_id":"…","kind":"kill","outcome":{"before":…,"done":"…","after":…}}
+//! {"at_ms":…,"phase":"started","task_id":"…","action_id":"…","kind":"kill","action":{"Kill":{"pid":4242,…}},"signers":["1a2b…"],"envelope_sha256":"…"}
+//! {"at_ms":…,"phase":"finished","task_id":"…","action_id":"…","kind":"kill","outcome":{"before":…,"done":"…","after":…},"receipt":{…}}
 //! {"at_ms":…,"phase":"failed","task_id":"…","action_id":"…","kind":"kill","error":{"code":"PolicyDenied","message":"…"}}
 //! ```
 //!
 //! A `started` line is written before an action runs; if it cannot be written the action does
 //! not run. A `started` line without its end means the agent stopped while the action ran.
+//! The end carries the exact answer the agent gave (the signed receipt, or the error), so the
+//! same envelope delivered again is answered the same way, also after a restart
+//! ([`crate::redelivery`]).
 //! When the file passes [`MAX_BYTES`] it is renamed `journal.jsonl.1` (replacing the previous
 //! one) and a new file begun, so the journal is bounded at twice that.
 
@@ -20,7 +23,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use cordon_protocol::{action::ActionKind, message::TaskError};
+use cordon_protocol::{
+    action::ActionKind,
+    message::{Receipt, TaskError},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{act::Outcome, policy::VerifiedAction};
@@ -60,6 +66,57 @@ pub struct Entry {
     /// Why it failed (`failed` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
+    /// SHA-256 of the envelope as delivered (`started` only; see
+    /// [`crate::redelivery::envelope_digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_sha256: Option<String>,
+    /// The signed receipt the agent answered with (`finished` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptRecord>,
+}
+
+/// A receipt as journaled: every field, keys and signature in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub action_id: String,
+    pub agent_id: String,
+    pub at_ms: i64,
+    pub before: String,
+    pub done: String,
+    pub after: String,
+    pub agent_public_key: String,
+    pub signature: String,
+}
+
+impl From<&Receipt> for ReceiptRecord {
+    fn from(r: &Receipt) -> Self {
+        ReceiptRecord {
+            action_id: r.action_id.clone(),
+            agent_id: r.agent_id.clone(),
+            at_ms: r.at_ms,
+            before: r.before.clone(),
+            done: r.done.clone(),
+            after: r.after.clone(),
+            agent_public_key: hex::encode(&r.agent_public_key),
+            signature: hex::encode(&r.signature),
+        }
+    }
+}
+
+impl ReceiptRecord {
+    /// The receipt as it was sent; `None` if the hex was damaged on disk.
+    pub fn to_receipt(&self) -> Option<Receipt> {
+        Some(Receipt {
+            action_id: self.action_id.clone(),
+            agent_id: self.agent_id.clone(),
+            at_ms: self.at_ms,
+            before: self.before.clone(),
+            done: self.done.clone(),
+            after: self.after.clone(),
+            agent_public_key: hex::decode(&self.agent_public_key).ok()?,
+            signature: hex::decode(&self.signature).ok()?,
+        })
+    }
 }
 
 impl Entry {
@@ -74,6 +131,8 @@ impl Entry {
             signers: Vec::new(),
             outcome: None,
             error: None,
+            envelope_sha256: None,
+            receipt: None,
         }
     }
 }
@@ -102,25 +161,29 @@ impl Journal {
         &self.path
     }
 
-    /// Records that `action` is about to run.
+    /// Records that `action`, delivered as the envelope whose digest is `envelope_sha256`, is
+    /// about to run.
     pub fn started(
         &mut self,
         task_id: &str,
         action: &VerifiedAction,
+        envelope_sha256: &str,
         at_ms: i64,
     ) -> std::io::Result<()> {
         let mut entry = Entry::new(Phase::Started, task_id, action, at_ms);
         entry.action = Some(serde_json::to_value(&action.request.action)?);
         entry.signers = action.signers.clone();
+        entry.envelope_sha256 = Some(envelope_sha256.to_string());
         self.append(&entry)
     }
 
-    /// Records how `action` ended.
+    /// Records how `action` ended, with the receipt the agent answered with when it made one.
     pub fn ended(
         &mut self,
         task_id: &str,
         action: &VerifiedAction,
         result: &Result<Outcome, TaskError>,
+        receipt: Option<&Receipt>,
         at_ms: i64,
     ) -> std::io::Result<()> {
         let entry = match result {
@@ -130,6 +193,7 @@ impl Journal {
                     "done": outcome.done,
                     "after": outcome.after,
                 })),
+                receipt: receipt.map(ReceiptRecord::from),
                 ..Entry::new(Phase::Finished, task_id, action, at_ms)
             },
             Err(error) => Entry {
@@ -184,10 +248,30 @@ impl Journal {
 /// Reads the journal back (tests, and people with `jq`); unreadable lines are skipped.
 pub fn read(data_dir: &Path) -> std::io::Result<Vec<Entry>> {
     let text = fs::read_to_string(data_dir.join(FILE_NAME))?;
-    Ok(text
-        .lines()
+    Ok(parse(&text))
+}
+
+/// Reads the rotated journal, then the current one, oldest line first; missing files are
+/// empty, unreadable lines are skipped (a torn last line after a power cut).
+pub fn read_all(data_dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    let current = data_dir.join(FILE_NAME);
+    let mut rotated = current.clone().into_os_string();
+    rotated.push(".1");
+    for path in [PathBuf::from(rotated), current] {
+        match fs::read_to_string(&path) {
+            Ok(text) => entries.extend(parse(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(entries)
+}
+
+fn parse(text: &str) -> Vec<Entry> {
+    text.lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -220,26 +304,38 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut journal = Journal::new(tmp.path());
         let action = verified();
-        journal.started("t1", &action, 10).unwrap();
+        journal.started("t1", &action, "d1", 10).unwrap();
         let outcome = Outcome {
             before: serde_json::json!({"exists": true}),
             done: "moved to vault".into(),
             after: serde_json::json!({"exists": false}),
         };
-        journal.ended("t1", &action, &Ok(outcome), 11).unwrap();
-        journal.started("t2", &action, 12).unwrap();
+        let receipt = Receipt {
+            action_id: action.request.action_id.to_string(),
+            agent_id: "agent-1".into(),
+            at_ms: 11,
+            before: "{}".into(),
+            done: "moved to vault".into(),
+            after: "{}".into(),
+            agent_public_key: vec![1; 32],
+            signature: vec![2; 64],
+        };
+        journal
+            .ended("t1", &action, &Ok(outcome), Some(&receipt), 11)
+            .unwrap();
+        journal.started("t2", &action, "d2", 12).unwrap();
         let error = TaskError {
             code: TaskErrorCode::PolicyDenied,
             message: "protected path".into(),
         };
         journal
-            .ended("t2", &action, &Err(error.clone()), 13)
+            .ended("t2", &action, &Err(error.clone()), None, 13)
             .unwrap();
         drop(journal);
 
         // Reopened (agent restart): appends, never truncates.
         let mut journal = Journal::new(tmp.path());
-        journal.started("t3", &action, 14).unwrap();
+        journal.started("t3", &action, "d3", 14).unwrap();
 
         let entries = read(tmp.path()).unwrap();
         let phases: Vec<_> = entries
@@ -268,7 +364,12 @@ mod tests {
             entries[1].outcome.as_ref().unwrap()["done"],
             "moved to vault"
         );
+        assert_eq!(start.envelope_sha256.as_deref(), Some("d1"));
+        // The receipt is kept whole: the same bytes, the same signature.
+        let kept = entries[1].receipt.as_ref().unwrap().to_receipt().unwrap();
+        assert_eq!(kept, receipt);
         assert_eq!(entries[3].error, Some(error));
+        assert_eq!(read_all(tmp.path()).unwrap(), entries);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &fs::metadata(journal.path()).unwrap().permissions(),
         );

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod inventory;
 pub mod journal;
 pub mod policy;
+pub mod redelivery;
 pub mod replay;
 pub mod session;
 pub mod signing;

@@ -122,6 +122,13 @@ impl ReplayCache {
         self.entries.is_empty()
     }
 
+    /// When the envelope of accepted action `action_id` expires, if it is still remembered.
+    pub fn expires_at(&self, action_id: &str) -> Option<i64> {
+        self.entries
+            .get(action_id)
+            .map(|(_, expires_at_ms)| *expires_at_ms)
+    }
+
     /// Whether `action_id` or `nonce` was accepted before (and has not been pruned).
     pub fn seen(&self, action_id: &str, nonce: &[u8; 16]) -> Result<(), ReplayError> {
         if self.entries.contains_key(action_id) {

@@ -4,6 +4,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cordon_protocol::{
+    action::PolicySummary,
     connection::Connection,
     hello::{decode_hello, AgentHello, ControllerHello, HelloOutcome},
     message::{AgentMessage, ControllerMessage, Task, TaskError, TaskErrorCode, TaskResult},
@@ -31,6 +32,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_OUTSTANDING_TASKS: usize = 64;
 /// A session that lasted this long was healthy: the next reconnect starts from a short delay.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+/// How often the containment policy file is looked at (one `stat`) for changes made on the
+/// host (`cordon-agent trust …`), which are then reported to the controller.
+pub const POLICY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 type Conn = Connection<TlsStream<TcpStream>>;
 
@@ -106,7 +110,8 @@ async fn session(
     let mut inventory = tokio::task::spawn_blocking(crate::inventory::collect)
         .await
         .unwrap_or_default();
-    inventory.action_policy = lasting.containment.policy().summary();
+    let reported = lasting.containment.reported_policy();
+    inventory.action_policy = reported.clone();
     conn.send(&AgentHello {
         protocol_version: PROTOCOL_VERSION,
         agent_id: agent_id.to_string(),
@@ -144,7 +149,10 @@ async fn session(
         watches: lasting.watches.clone(),
         containment: Some(lasting.containment.clone()),
     };
-    serve(&mut conn, heartbeat, limit, ctx, results_rx, shutdown).await
+    serve(
+        &mut conn, heartbeat, limit, ctx, results_rx, reported, shutdown,
+    )
+    .await
 }
 
 async fn connect(
@@ -163,18 +171,22 @@ async fn connect(
     Ok(Connection::new(tls))
 }
 
-/// The session loop: heartbeats out, tasks in, results out.
+/// The session loop: heartbeats out, tasks in, results out; the containment policy again
+/// whenever it changes from `reported`, the summary the controller last got.
 async fn serve(
     conn: &mut Conn,
     heartbeat: Duration,
     limit: &Arc<Semaphore>,
     ctx: TaskContext,
     mut results_rx: mpsc::Receiver<AgentMessage>,
+    mut reported: PolicySummary,
     shutdown: &CancellationToken,
 ) -> Result<String, AgentError> {
     let idle = heartbeat * 3;
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut policy_check = tokio::time::interval(POLICY_CHECK_INTERVAL);
+    policy_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     let mut last_received = tokio::time::Instant::now();
     let mut running: HashMap<String, Running> = HashMap::new();
@@ -186,6 +198,14 @@ async fn serve(
             _ = ticker.tick() => {
                 seq += 1;
                 conn.send(&AgentMessage::Heartbeat { seq }).await.map_err(send_err)?;
+            }
+            _ = policy_check.tick() => {
+                let now = ctx.containment.as_ref().map(|c| c.reported_policy());
+                if let Some(now) = now.filter(|now| *now != reported) {
+                    tracing::info!(signers = now.signers.len(), "containment policy changed on this host; reporting it to the controller");
+                    conn.send(&AgentMessage::PolicyChanged(now.clone())).await.map_err(send_err)?;
+                    reported = now;
+                }
             }
             Some(change) = ctx.watches.next_event() => {
                 if let Err(e) = conn.send(&change).await {

@@ -7,7 +7,7 @@ use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::collect;
+use crate::collect::{self, deny::DeniedPaths};
 
 /// What a task may use beyond its request. Cheap to clone.
 #[derive(Clone)]
@@ -26,6 +26,14 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// The paths collection may not read, as the policy on disk says now (nothing in a
+    /// detached context).
+    pub fn denied_paths(&self) -> DeniedPaths {
+        self.containment
+            .as_ref()
+            .map_or_else(DeniedPaths::none, |c| c.denied_paths())
+    }
+
     /// A context whose output goes to the returned receiver (tests, benchmarks).
     pub fn detached(agent_id: &str, capacity: usize) -> (Self, mpsc::Receiver<AgentMessage>) {
         let (outbox, rx) = mpsc::channel(capacity);
@@ -49,13 +57,19 @@ pub async fn execute(
 ) -> Result<TaskOutput, TaskError> {
     match kind {
         TaskKind::Ping => Ok(TaskOutput::Pong),
-        TaskKind::Inventory => tokio::task::spawn_blocking(crate::inventory::collect)
-            .await
-            .map(TaskOutput::Inventory)
-            .map_err(|e| TaskError {
-                code: TaskErrorCode::Internal,
-                message: format!("inventory collection failed: {e}"),
-            }),
+        TaskKind::Inventory => {
+            let mut inventory = tokio::task::spawn_blocking(crate::inventory::collect)
+                .await
+                .map_err(|e| TaskError {
+                    code: TaskErrorCode::Internal,
+                    message: format!("inventory collection failed: {e}"),
+                })?;
+            // As in the hello: the containment policy is part of what the host reports.
+            if let Some(containment) = &ctx.containment {
+                inventory.action_policy = containment.reported_policy();
+            }
+            Ok(TaskOutput::Inventory(inventory))
+        }
         TaskKind::Processes { hash_exes } => {
             collect_json("processes", move || collect::process::list(hash_exes)).await
         }
@@ -68,23 +82,51 @@ pub async fn execute(
         TaskKind::Network => collect_json("network", collect::network::snapshot).await,
         TaskKind::System => collect_json("system", collect::system::collect).await,
         TaskKind::FileStat { path } => {
-            collect_json("file stat", move || collect::file::stat(&path)).await
+            let denied = ctx.denied_paths();
+            collect_json("file stat", move || {
+                check_path(&denied, &path)?;
+                collect::file::stat(&path)
+            })
+            .await
         }
         TaskKind::FileHash { path } => {
-            collect_json("file hash", move || collect::file::hash(&path)).await
+            let denied = ctx.denied_paths();
+            collect_json("file hash", move || {
+                check_path(&denied, &path)?;
+                collect::file::hash(&path)
+            })
+            .await
         }
         TaskKind::ListDir(request) => {
+            let denied = ctx.denied_paths();
             collect_json("directory listing", move || {
-                collect::listing::list(&request)
+                check_path(&denied, &request.path)?;
+                collect::listing::list(&request, &denied)
             })
             .await
         }
         TaskKind::FetchFile { path, max_bytes } => {
+            check_path(&ctx.denied_paths(), &path)?;
             collect::fetch::fetch(task_id, path, max_bytes, ctx).await
         }
         TaskKind::Snapshot => collect::snapshot::snapshot(task_id, ctx).await,
-        TaskKind::Hunt(query) => collect_json("hunt", move || collect::hunt::hunt(&query)).await,
-        TaskKind::Watch { watch_id, paths } => ctx.watches.watch(watch_id, paths).await,
+        TaskKind::Hunt(query) => {
+            let denied = ctx.denied_paths();
+            collect_json("hunt", move || {
+                if let Some(path) = &query.file_path {
+                    check_path(&denied, path)?;
+                }
+                collect::hunt::hunt(&query)
+            })
+            .await
+        }
+        TaskKind::Watch { watch_id, paths } => {
+            let denied = ctx.denied_paths();
+            for path in &paths {
+                check_path(&denied, path)?;
+            }
+            ctx.watches.watch(watch_id, paths).await
+        }
         TaskKind::Unwatch { watch_id } => ctx.watches.unwatch(&watch_id),
         TaskKind::Action(signed) => match &ctx.containment {
             Some(containment) => {
@@ -95,6 +137,13 @@ pub async fn execute(
             None => Err(unsupported(&TaskKind::Action(signed))),
         },
     }
+}
+
+/// Validates a path from the controller (see [`collect::validate_path`]), then checks it
+/// against the agent's path policy. Blocking: resolving symlinks reads the file system.
+fn check_path(denied: &DeniedPaths, path: &str) -> Result<(), TaskError> {
+    let p = collect::validate_path(path)?;
+    denied.check(&p)
 }
 
 /// The answer to a task this agent cannot do.

@@ -1,6 +1,8 @@
 //! `cordon-agent trust …`: manage, on the host, which keys this agent trusts to sign containment
 //! actions. Each command edits `DATA_DIR/policy.toml` (see [`crate::policy`]) and returns what to
-//! print. A running agent picks the change up at its next action.
+//! print. A running agent sees the change within a second
+//! ([`crate::session::POLICY_CHECK_INTERVAL`]), reports it to its controller, and applies it to
+//! the next action.
 
 use std::path::Path;
 

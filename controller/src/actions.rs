@@ -26,6 +26,7 @@ pub use receipt::StoredReceipt;
 pub use view::{ActionView, AutomationAction, SubmitAction};
 
 use crate::{
+    audit::DeferredAttempt,
     gateway::registry::DispatchError,
     now_ms,
     state::Controller,
@@ -72,6 +73,17 @@ impl Controller {
         submit: SubmitAction,
         by: &str,
     ) -> Result<ActionView, ActionError> {
+        self.submit_action_audited(submit, by, None).await
+    }
+
+    /// [`Controller::submit_action`] for an API call whose `attempt` audit entry is appended
+    /// in the transaction that records the action (see [`DeferredAttempt`]).
+    pub async fn submit_action_audited(
+        &self,
+        submit: SubmitAction,
+        by: &str,
+        attempt: Option<&DeferredAttempt>,
+    ) -> Result<ActionView, ActionError> {
         let SubmitAction {
             request,
             signatures,
@@ -101,8 +113,17 @@ impl Controller {
             expires_at_ms: request.expires_at_ms,
         };
         let first = task.as_ref().map(|(task, _)| Delivery { task, send_now });
-        match self.store.insert_action(&new, first).await {
-            Ok(()) => {}
+        let entry = attempt.map(DeferredAttempt::entry);
+        match self
+            .store
+            .insert_action_audited(&new, first, entry.as_ref())
+            .await
+        {
+            Ok(appended) => {
+                if let (Some(attempt), Some(appended)) = (attempt, appended) {
+                    attempt.appended(appended.seq);
+                }
+            }
             // The same envelope again (its id is the primary key).
             Err(StoreError::Database {
                 source: sqlx::Error::Database(e),
@@ -111,6 +132,7 @@ impl Controller {
             Err(e) => return Err(e.into()),
         }
         let kind = request.action.kind();
+        let submitted = task.is_some();
         match task {
             Some((task, message)) => {
                 tracing::info!(action_id = %id, agent_id = %request.agent_id, %kind, by, task_id = %task.id, "action submitted");
@@ -120,6 +142,12 @@ impl Controller {
                 tracing::info!(action_id = %id, agent_id = %request.agent_id, %kind, by, signed = signatures.len(), required, "action pending approval");
             }
         }
+        let event = if submitted {
+            crate::events::kind::ACTION_SUBMITTED
+        } else {
+            crate::events::kind::ACTION_PENDING
+        };
+        self.publish_action(&id, event).await;
         // As recorded: nothing to settle yet.
         Ok(ActionView::try_from(self.action_record(&id).await?)?)
     }
@@ -197,6 +225,8 @@ impl Controller {
             tracing::info!(action_id = id, agent_id = %record.agent_id, key_id, by, signed = signatures.len(), required, submitted = task.is_some(), "action approved");
             if let Some((task, message)) = task {
                 self.deliver(&task, message, send_now).await;
+                self.publish_action(id, crate::events::kind::ACTION_SUBMITTED)
+                    .await;
             }
             return self.action_view(id).await;
         }
@@ -211,6 +241,7 @@ impl Controller {
         &self,
         body: AutomationAction,
         by: &str,
+        attempt: Option<&DeferredAttempt>,
     ) -> Result<ActionView, ActionError> {
         let ttl_secs = body.ttl_secs.unwrap_or(DEFAULT_AUTOMATION_TTL_SECS);
         let lifetime_ms = i64::try_from(ttl_secs)
@@ -243,7 +274,7 @@ impl Controller {
             request,
             signatures: vec![signature],
         };
-        self.submit_action(submit, &format!("{by} (automation key)"))
+        self.submit_action_audited(submit, &format!("{by} (automation key)"), attempt)
             .await
     }
 
@@ -339,6 +370,21 @@ impl Controller {
             .ok_or_else(|| ActionError::UnknownAction(id.to_string()))
     }
 
+    /// The agent reported mid-session that its containment policy changed (`cordon-agent
+    /// trust …` on its host): the early checks use the new one from now on.
+    pub async fn agent_policy_changed(&self, agent_id: &str, policy: PolicySummary) {
+        match self.store.set_agent_action_policy(agent_id, &policy).await {
+            Ok(()) => tracing::info!(
+                agent_id,
+                signers = policy.signers.len(),
+                "agent reported a new containment policy"
+            ),
+            Err(e) => {
+                tracing::warn!(agent_id, error = %e, "cannot store the agent's new containment policy")
+            }
+        }
+    }
+
     /// The containment policy `agent_id` reported, if it may be sent actions at all.
     async fn action_policy(&self, agent_id: &str) -> Result<PolicySummary, ActionError> {
         let agent = self
@@ -356,7 +402,7 @@ impl Controller {
     }
 
     /// The automation signing key from the data directory.
-    fn automation_key(&self) -> Result<SigningKey, ActionError> {
+    pub(crate) fn automation_key(&self) -> Result<SigningKey, ActionError> {
         let path = self.data_dir.automation_key();
         let pem = std::fs::read_to_string(&path)
             .map_err(|e| ActionError::AutomationKey(format!("{}: {e}", path.display())))?;

@@ -5,6 +5,9 @@
 //! - **Changes made on someone's authority fail closed.** Every state-changing API call by an
 //!   authenticated caller is appended as an `attempt` *before* its handler runs; if that append
 //!   fails the request is refused with 503 and nothing changes (see [`crate::api::recorder`]).
+//!   A few hot routes (submitting a signed action) hand the attempt to their handler instead
+//!   ([`DeferredAttempt`]), which appends it in the transaction that makes the change: still
+//!   durable before anything it announces, without a commit of its own.
 //!   Its outcome (the HTTP status, or `refused`) is appended after, pointing back at the
 //!   attempt. If only that second append fails, the change stands (it cannot be undone) and the
 //!   failure is logged at error level with every field of the entry; the attempt already names
@@ -22,7 +25,7 @@
 //! boundary, and a detail too large to keep is replaced by its size and SHA-256.
 
 use std::{
-    sync::Mutex,
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -57,14 +60,12 @@ impl Controller {
         outcome: &str,
         detail: serde_json::Value,
     ) -> Result<AuditEntry, StoreError> {
-        let entry = NewAuditEntry {
-            at_ms: crate::now_ms(),
-            actor: bounded(actor),
-            action: bounded(action),
-            target: bounded(target),
-            outcome: bounded(outcome),
-            detail: bounded_detail(detail),
-        };
+        self.append_audit_entry(new_entry(actor, action, target, outcome, detail))
+            .await
+    }
+
+    /// Appends an entry already built (and bounded), as [`Controller::audit`] does.
+    pub async fn append_audit_entry(&self, entry: NewAuditEntry) -> Result<AuditEntry, StoreError> {
         match self.store.append_audit(&entry).await {
             Ok(stored) => Ok(stored),
             Err(e) => {
@@ -101,6 +102,69 @@ impl Controller {
             }
         }
         let _ = self.audit(actor, action, target, REFUSED, detail).await;
+    }
+}
+
+/// An entry stamped now, every field bounded (see the module docs), for a caller that appends
+/// it inside its own transaction.
+pub(crate) fn new_entry(
+    actor: &str,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) -> NewAuditEntry {
+    NewAuditEntry {
+        at_ms: crate::now_ms(),
+        actor: bounded(actor),
+        action: bounded(action),
+        target: bounded(target),
+        outcome: bounded(outcome),
+        detail: bounded_detail(detail),
+    }
+}
+
+/// An `attempt` entry the API's recorder leaves to the handler, to append in the same
+/// transaction as the change the call makes. The handler takes [`DeferredAttempt::entry`]
+/// into that transaction and, once it committed, reports the seq with
+/// [`DeferredAttempt::appended`]. A handler that changed nothing (it refused, or failed before
+/// its write) leaves it unappended, and the recorder appends it itself, ahead of the outcome.
+#[derive(Debug, Clone)]
+pub struct DeferredAttempt {
+    entry: Arc<NewAuditEntry>,
+    seq: Arc<OnceLock<i64>>,
+}
+
+impl DeferredAttempt {
+    /// The `attempt` entry of `actor` calling `action` on `target`.
+    pub fn new(actor: &str, action: &str, target: &str, detail: serde_json::Value) -> Self {
+        Self {
+            entry: Arc::new(new_entry(actor, action, target, ATTEMPT, detail)),
+            seq: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The entry to append, stamped now.
+    pub fn entry(&self) -> NewAuditEntry {
+        NewAuditEntry {
+            at_ms: crate::now_ms(),
+            ..(*self.entry).clone()
+        }
+    }
+
+    /// Who made the call.
+    pub fn actor(&self) -> &str {
+        &self.entry.actor
+    }
+
+    /// Records that the entry was committed as `seq`.
+    pub fn appended(&self, seq: i64) {
+        let _ = self.seq.set(seq);
+    }
+
+    /// The entry's seq, once a handler committed it.
+    pub fn seq(&self) -> Option<i64> {
+        self.seq.get().copied()
     }
 }
 

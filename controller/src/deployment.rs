@@ -6,6 +6,7 @@
 //! DIR/server.pem, .key  the controller's certificate for agents and the API (key 0600)
 //! DIR/automation.key    the controller's Ed25519 automation signing key (PKCS#8 PEM, 0600)
 //! DIR/automation.pub    its public key, for agents' trust lists
+//! DIR/playbooks/       playbooks (TOML); the four defaults are written when missing
 //! DIR/cordon.db         the embedded SQLite store (unless a database URL is set)
 //! ```
 //!
@@ -277,6 +278,13 @@ pub async fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport, De
         None
     };
     store.close().await;
+
+    // The default playbooks, each only if missing: a user's edits are never overwritten.
+    let playbooks = root.join(crate::playbooks::DIR_NAME);
+    crate::playbooks::defaults::install(&playbooks).map_err(|source| DeploymentError::Io {
+        path: playbooks,
+        source,
+    })?;
 
     // Written last: its presence marks a complete deployment.
     let text = toml::to_string(&settings).map_err(|e| DeploymentError::Config {

@@ -191,6 +191,21 @@ impl Controller {
         ttl: Duration,
         created_by: &str,
     ) -> Result<HuntView, HuntError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.create_hunt_with_id(id, query, label, ttl, created_by)
+            .await
+    }
+
+    /// [`Controller::create_hunt`] with the caller's id (playbooks derive theirs, so a hunt
+    /// is never started twice); an id already taken fails in the store.
+    pub async fn create_hunt_with_id(
+        &self,
+        id: String,
+        query: HuntQuery,
+        label: Option<String>,
+        ttl: Duration,
+        created_by: &str,
+    ) -> Result<HuntView, HuntError> {
         cordon_protocol::hunt::validate(&query).map_err(|e| HuntError::Invalid(e.0))?;
         if let Some(label) = &label {
             check_label_selector(label)?;
@@ -221,7 +236,7 @@ impl Controller {
         let request = serde_json::to_string(&kind).map_err(encode)?;
         let now = now_ms();
         let hunt = NewHunt {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             query: serde_json::to_string(&query).map_err(encode)?,
             label,
             created_by: created_by.to_string(),

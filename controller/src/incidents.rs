@@ -10,6 +10,7 @@
 //! outcome that arrived while the controller was down.
 
 pub mod containment;
+pub mod report;
 pub mod stage;
 pub mod timeline;
 
@@ -143,6 +144,17 @@ pub struct CreateIncident {
     pub fingerprint: Option<String>,
 }
 
+/// A checked create request: what the store writes to open the incident.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedIncident {
+    pub incident: NewIncident,
+    /// Agent ids.
+    pub hosts: Vec<String>,
+    /// `created`, then what opened it (e.g. the alert).
+    pub entries: Vec<NewTimelineEntry>,
+    pub stage_entry_id: String,
+}
+
 /// How a create request went.
 #[derive(Debug, Clone)]
 pub enum Created {
@@ -251,6 +263,40 @@ impl Controller {
         actor: &str,
         opened_by: Option<NewTimelineEntry>,
     ) -> Result<Created, IncidentError> {
+        let prepared = self.prepare_incident(request, actor, opened_by).await?;
+        let (id, new) = (&prepared.incident.id, &prepared.incident);
+        match self
+            .store
+            .create_incident(
+                new,
+                &prepared.hosts,
+                &prepared.entries,
+                &prepared.stage_entry_id,
+            )
+            .await?
+        {
+            CreateOutcome::Created => {
+                tracing::info!(incident_id = %id, kind = %new.kind, by = actor, "incident opened");
+                if let Some(created) = prepared.entries.first() {
+                    self.publish_incident(id, created).await;
+                }
+                Ok(Created::New(self.incident(id).await?))
+            }
+            CreateOutcome::FingerprintTaken(existing) => {
+                Ok(Created::Existing(self.incident(&existing).await?))
+            }
+        }
+    }
+
+    /// Checks a create request and builds everything the store writes for it (the incident,
+    /// its hosts, its `created` entry followed by `opened_by`, its first stage entry) without
+    /// writing anything; alert intake writes it together with the alert itself.
+    pub(crate) async fn prepare_incident(
+        &self,
+        request: CreateIncident,
+        actor: &str,
+        opened_by: Option<NewTimelineEntry>,
+    ) -> Result<PreparedIncident, IncidentError> {
         let title = request.title.trim().to_owned();
         if title.is_empty() {
             return Err(IncidentError::Invalid("title must not be empty".into()));
@@ -283,9 +329,8 @@ impl Controller {
             check_text("fingerprint", fingerprint, 256)?;
         }
         let hosts = self.resolve_agents(&request.agents).await?;
-        let id = uuid::Uuid::new_v4().to_string();
         let new = NewIncident {
-            id: id.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
             title: title.clone(),
             kind: request.kind.clone(),
             severity: severity.as_str().to_owned(),
@@ -309,28 +354,12 @@ impl Controller {
                 "fingerprint": request.fingerprint,
             }),
         );
-        let stage_entry = uuid::Uuid::new_v4().to_string();
-        match self
-            .store
-            .create_incident(
-                &new,
-                &hosts,
-                &[Some(created), opened_by]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>(),
-                &stage_entry,
-            )
-            .await?
-        {
-            CreateOutcome::Created => {
-                tracing::info!(incident_id = %id, kind = %new.kind, by = actor, "incident opened");
-                Ok(Created::New(self.incident(&id).await?))
-            }
-            CreateOutcome::FingerprintTaken(existing) => {
-                Ok(Created::Existing(self.incident(&existing).await?))
-            }
-        }
+        Ok(PreparedIncident {
+            incident: new,
+            hosts,
+            entries: [Some(created), opened_by].into_iter().flatten().collect(),
+            stage_entry_id: uuid::Uuid::new_v4().to_string(),
+        })
     }
 
     /// The incident, or `UnknownIncident`.
@@ -401,14 +430,14 @@ impl Controller {
             "forced": force,
             "active_containment": active,
         });
-        if !self
-            .store
-            .change_incident(id, &change, &entry(actor, "stage", summary, detail))
-            .await?
-        {
+        let moved = entry(actor, "stage", summary, detail);
+        if !self.store.change_incident(id, &change, &moved).await? {
             return Err(IncidentError::Conflict(id.to_owned()));
         }
+        self.publish_incident(id, &moved).await;
         tracing::info!(incident_id = id, %from, %to, by = actor, "incident stage changed");
+        // The stage entry is committed: its playbooks run now rather than at the next poll.
+        self.playbooks.wake();
         self.incident(id).await
     }
 
@@ -552,6 +581,7 @@ impl Controller {
                 ),
             )
             .await?;
+        self.publish_hosts_added(id, &added, actor).await;
         Ok(added)
     }
 
@@ -626,20 +656,19 @@ impl Controller {
             linked_at_ms: now,
             linked_by: actor.to_owned(),
         };
-        let linked = self
-            .store
-            .link_to_incident(
-                &link,
-                &entry(
-                    actor,
-                    kind.as_str(),
-                    summary,
-                    serde_json::json!({ "kind": kind.as_str(), "id": ref_id }),
-                ),
-            )
-            .await?;
+        let linked_entry = entry(
+            actor,
+            kind.as_str(),
+            summary,
+            serde_json::json!({ "kind": kind.as_str(), "id": ref_id }),
+        );
+        let linked = self.store.link_to_incident(&link, &linked_entry).await?;
+        if linked {
+            self.publish_incident(id, &linked_entry).await;
+        }
         if let Some(agent) = agent {
-            self.store
+            let added = self
+                .store
                 .add_incident_hosts(
                     id,
                     std::slice::from_ref(&agent),
@@ -651,6 +680,7 @@ impl Controller {
                     ),
                 )
                 .await?;
+            self.publish_hosts_added(id, &added, actor).await;
         }
         Ok(linked)
     }
@@ -664,7 +694,22 @@ impl Controller {
         if !self.store.change_incident(id, &change, &entry).await? {
             return Err(IncidentError::UnknownIncident(id.to_owned()));
         }
+        self.publish_incident(id, &entry).await;
         self.incident(id).await
+    }
+
+    /// Publishes `incident.hosts_added` for the hosts newly added, if any.
+    pub(crate) async fn publish_hosts_added(&self, id: &str, added: &[String], actor: &str) {
+        if added.is_empty() {
+            return;
+        }
+        let added_entry = entry(
+            actor,
+            "hosts",
+            format!("hosts added: {}", added.join(", ")),
+            serde_json::json!({ "agents": added }),
+        );
+        self.publish_incident(id, &added_entry).await;
     }
 }
 

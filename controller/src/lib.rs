@@ -3,15 +3,18 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod deployment;
+pub mod events;
 pub mod evidence;
 pub mod gateway;
 pub mod hunts;
 pub mod incidents;
 pub mod pki;
+pub mod playbooks;
 #[cfg(feature = "quickstart")]
 pub mod quickstart;
 pub mod secret;
@@ -21,6 +24,7 @@ pub mod store;
 pub mod tasks;
 pub mod tls;
 pub mod watches;
+pub mod webhooks;
 
 /// Milliseconds since the Unix epoch: the store's time unit.
 pub fn now_ms() -> i64 {

@@ -57,6 +57,8 @@ pub enum ServeError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("playbooks:\n{0}")]
+    Playbooks(#[from] crate::playbooks::PlaybookErrors),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -88,6 +90,9 @@ pub async fn start(
 ) -> Result<Running, ServeError> {
     let dir = DataDir::new(&config.data_dir);
     let settings = dir.load_settings()?;
+    // A bad playbook stops the start, naming file and line, before anything listens.
+    let playbooks =
+        crate::playbooks::Playbooks::load(&dir.root().join(crate::playbooks::DIR_NAME))?;
     let ca = dir.load_ca()?;
     let identity = ServerIdentity::from_pem(
         ca.cert_pem(),
@@ -141,6 +146,8 @@ pub async fn start(
         heartbeat_interval: config.heartbeat_interval,
         task_events: tokio::sync::broadcast::channel(1024).0,
         audit_refusals: crate::audit::RefusalBudget::default(),
+        playbooks,
+        events: crate::events::Events::new(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(gateway::serve(
@@ -153,9 +160,17 @@ pub async fn start(
         controller.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(crate::webhooks::run_worker(
+        controller.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(gateway::presence::run(
         controller.clone(),
         presence_rx,
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::playbooks::runner::run(
+        controller.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(api::serve(controller.clone(), api_listener, shutdown));

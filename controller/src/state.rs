@@ -37,6 +37,10 @@ pub struct Controller {
     pub task_events: tokio::sync::broadcast::Sender<String>,
     /// How many refusals (bad tokens, refused enrolments) the audit log still takes now.
     pub audit_refusals: crate::audit::RefusalBudget,
+    /// The playbooks loaded from the data dir, and the runner's wake-up call.
+    pub playbooks: crate::playbooks::Playbooks,
+    /// Live events and the webhook outbox's publisher (see [`crate::events`]).
+    pub events: crate::events::Events,
 }
 
 pub type Shared = Arc<Controller>;

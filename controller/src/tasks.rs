@@ -67,6 +67,21 @@ impl Controller {
         ttl: Duration,
         created_by: &str,
     ) -> Result<TaskRecord, TaskError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.create_task_with_id(id, agent_id, kind, ttl, created_by)
+            .await
+    }
+
+    /// [`Controller::create_task`] with the caller's id (playbooks derive theirs, so a step
+    /// is never made twice); an id already taken fails in the store (unique violation).
+    pub async fn create_task_with_id(
+        &self,
+        id: String,
+        agent_id: &str,
+        kind: TaskKind,
+        ttl: Duration,
+        created_by: &str,
+    ) -> Result<TaskRecord, TaskError> {
         let agent = self
             .store
             .get_agent(agent_id)
@@ -84,7 +99,6 @@ impl Controller {
         let request = serde_json::to_string(&kind)
             .map_err(|e| TaskError::Invalid(format!("cannot encode task: {e}")))?;
         let now = now_ms();
-        let id = uuid::Uuid::new_v4().to_string();
         self.store
             .insert_task(&NewTask {
                 id: id.clone(),
@@ -158,25 +172,34 @@ impl Controller {
         }
     }
 
-    /// The agent reports it started a task.
-    pub async fn task_started(&self, agent_id: &str, task_id: &str) {
-        if let Err(e) = self
-            .store
-            .mark_task_running(task_id, agent_id, now_ms())
-            .await
+    /// The agent reported that it started these tasks, each at its time (ms): they are
+    /// `running`, all in one commit.
+    pub async fn tasks_started(&self, agent_id: &str, started: Vec<(String, i64)>) {
+        if started.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = started.iter().map(|(id, _)| id.clone()).collect();
+        for (task_id, outcome) in ids
+            .iter()
+            .zip(self.store.mark_tasks_running(agent_id, started).await)
         {
-            tracing::warn!(task_id, agent_id, error = %e, "cannot mark task running");
+            if let Err(e) = outcome {
+                tracing::warn!(task_id, agent_id, error = %e, "cannot mark task running");
+            }
         }
     }
 
     /// The agent reports a result. Results for tasks that are not this agent's, or that have
     /// already ended, are ignored.
-    /// `staged` is the task's completed transfer, if it sent one.
+    /// `staged` is the task's completed transfer, if it sent one; `started_at_ms` when the
+    /// agent said it started the task, if that was not written yet (see
+    /// [`crate::gateway::session`]): it is written with the end.
     pub async fn task_finished(
         &self,
         agent_id: &str,
         result: TaskResult,
         staged: Option<crate::evidence::Staged>,
+        started_at_ms: Option<i64>,
     ) {
         let end = match result.outcome {
             Ok(TaskOutput::Evidence(signed)) => {
@@ -186,7 +209,7 @@ impl Controller {
             Ok(TaskOutput::Receipt(receipt)) => {
                 // Recorded on its action and ending the task together.
                 return self
-                    .accept_receipt(agent_id, &result.task_id, &receipt)
+                    .accept_receipt(agent_id, &result.task_id, &receipt, started_at_ms)
                     .await;
             }
             Ok(output) => TaskEnd::Done {
@@ -200,20 +223,34 @@ impl Controller {
                 message: e.message,
             },
         };
-        self.end_task(&result.task_id, Some(agent_id), end).await;
+        self.end_started_task(&result.task_id, Some(agent_id), started_at_ms, end)
+            .await;
     }
 
     /// Records how a task ended (once: later ends are ignored) and wakes its waiters.
     pub(crate) async fn end_task(&self, task_id: &str, agent_id: Option<&str>, end: TaskEnd) {
+        self.end_started_task(task_id, agent_id, None, end).await;
+    }
+
+    /// [`Controller::end_task`], writing the task's start too if it was not written yet.
+    pub(crate) async fn end_started_task(
+        &self,
+        task_id: &str,
+        agent_id: Option<&str>,
+        started_at_ms: Option<i64>,
+        end: TaskEnd,
+    ) {
         match self
             .store
-            .finish_task(task_id, agent_id, &end, now_ms())
+            .finish_started_task(task_id, agent_id, &end, started_at_ms, now_ms())
             .await
         {
             Ok(true) => {
                 // A refused or failed action records why before its waiters wake.
                 self.action_task_ended(task_id, &end).await;
                 let _ = self.task_events.send(task_id.to_string());
+                self.publish_task_end(task_id, crate::events::task_end_kind(&end))
+                    .await;
             }
             Ok(false) => tracing::debug!(task_id, ?agent_id, "result for an unknown or ended task"),
             Err(e) => tracing::error!(task_id, error = %e, "cannot store task result"),
@@ -320,6 +357,9 @@ pub async fn run_sweeper(controller: crate::state::Shared, shutdown: Cancellatio
             Ok(expired) => {
                 for id in expired {
                     tracing::info!(task_id = %id, "task expired");
+                    controller
+                        .publish_task_end(&id, crate::events::kind::TASK_EXPIRED)
+                        .await;
                     let _ = controller.task_events.send(id);
                 }
             }

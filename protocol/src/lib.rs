@@ -26,8 +26,10 @@ pub mod message;
 
 pub use error::ProtocolError;
 
-/// The protocol version this build speaks. Bumped on any incompatible change to a message.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks. Bumped on any incompatible change to a message:
+/// 2 added [`message::AgentMessage::PolicyChanged`], which a version-1 controller would take for
+/// a bad frame, so the two are told apart at the hello instead.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// TLS ALPN protocol name for an enrolled agent's session (client certificate required).
 pub const ALPN_SESSION: &[u8] = b"cordon/1";

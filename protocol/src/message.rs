@@ -32,6 +32,10 @@ pub enum AgentMessage {
     Chunk(Chunk),
     /// Something the agent observed on its own (e.g. a watched file changed).
     Event(AgentEvent),
+    /// The agent's containment policy changed on its host (`cordon-agent trust …`) since the
+    /// summary it last reported (in its hello, or in this message): what it trusts now, ids
+    /// only. The controller's early checks use it from then on. Since protocol version 2.
+    PolicyChanged(crate::action::PolicySummary),
 }
 
 /// A unit of work for the agent.
@@ -285,6 +289,17 @@ mod tests {
                     outcome: Ok(TaskOutput::Json(json)),
                 }
             )),
+            (".{0,16}", ".{0,16}", any::<u64>()).prop_map(|(name, key_id, max_ttl_secs)| {
+                AgentMessage::PolicyChanged(crate::action::PolicySummary {
+                    signers: vec![crate::action::SignerSummary {
+                        name,
+                        key_id,
+                        actions: vec![crate::action::ActionKind::Kill],
+                        max_ttl_secs,
+                    }],
+                    required_signers: vec![(crate::action::ActionKind::Kill, 2)],
+                })
+            }),
             (".{0,40}", ".{0,80}").prop_map(|(task_id, message)| AgentMessage::TaskResult(
                 TaskResult {
                     task_id,

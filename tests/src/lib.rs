@@ -193,6 +193,23 @@ impl Deployment {
         panic!("agent {agent_id} never became {status:?} (last seen {last:?})");
     }
 
+    /// Waits until `agent_id` is online and its inventory (with its containment policy) is
+    /// stored, so the controller's checks see the agent's real policy; returns its host name.
+    pub async fn wait_for_inventory(&self, agent_id: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let view = self.wait_for_status(agent_id, AgentStatus::Online).await;
+            if let Some(inventory) = view.inventory {
+                return inventory.hostname;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "agent {agent_id} never reported its inventory"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Queues `task` (the API's JSON task spec) on `agent_id` and waits until it ends.
     pub async fn run_task(
         &self,
@@ -448,6 +465,23 @@ impl Api {
 
     /// Sends raw bytes as a JSON body (for malformed-input tests).
     pub async fn post_raw(&self, path: &str, body: &'static str) -> ApiFailure {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        ApiFailure { status, body }
+    }
+
+    /// POSTs `body` as JSON bytes as they are: the status and the JSON answer, whatever the
+    /// status (for alert payloads, whose exact bytes matter).
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> ApiFailure {
         let response = self
             .http
             .post(format!("{}{path}", self.base))

@@ -169,9 +169,7 @@ fn agent_key_hex(agent: &TestAgent) -> String {
 
 async fn started(deployment: &Deployment, agent: &mut TestAgent) {
     agent.start();
-    deployment
-        .wait_for_status(&agent.id, AgentStatus::Online)
-        .await;
+    deployment.wait_for_inventory(&agent.id).await;
 }
 
 async fn wait_done(deployment: &Deployment, id: &str) -> ActionView {
@@ -563,8 +561,13 @@ async fn the_automation_key_runs_only_what_agent_policy_trusts_it_for() {
         "{refused:?}"
     );
 
-    // The host owner withdraws the trust while the agent runs. The controller still has the
-    // policy from the agent's hello and lets the kill through; the agent refuses it.
+    // The host owner withdraws the trust while the agent is down. The controller still has
+    // the policy the agent last reported and lets the kill through, to wait for the agent;
+    // the agent, back, refuses it.
+    agent.stop().await;
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Offline)
+        .await;
     cordon_agent::trust::remove(agent.data_dir(), &automation_id).expect("trust remove");
     let mut victim = Victim::spawn();
     let submitted: ActionView = deployment
@@ -580,6 +583,7 @@ async fn the_automation_key_runs_only_what_agent_policy_trusts_it_for() {
         .await
         .expect("the controller's stale view lets it through");
     assert!(submitted.created_by.contains("automation key"));
+    started(&deployment, &mut agent).await;
     let ended = wait_done(&deployment, &submitted.id).await;
     assert_eq!(ended.state, ActionState::Failed, "{ended:?}");
     let error = ended.error.expect("error");
@@ -590,6 +594,144 @@ async fn the_automation_key_runs_only_what_agent_policy_trusts_it_for() {
     // A refused action is exit code 3 for scripts.
     let out = cli(&deployment, &["actions", "show", &submitted.id]).await;
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // The agent's hello told the controller: the next one is refused at once.
+    let refused = deployment
+        .api()
+        .post_json::<ActionView>(
+            "/api/v1/actions/automation",
+            serde_json::json!({ "agent_id": agent.id, "action": victim.kill_action() }),
+        )
+        .await
+        .expect_err("no longer trusted");
+    assert_eq!(refused.body["error"], "untrusted_signer", "{refused:?}");
+    assert!(victim.running());
+}
+
+/// The containment policy the controller holds for an agent, as the API shows it.
+async fn reported_policy(
+    deployment: &Deployment,
+    agent_id: &str,
+) -> cordon_protocol::action::PolicySummary {
+    let view: cordon_controller::api::types::AgentView = deployment
+        .api()
+        .get_json(&format!("/api/v1/agents/{agent_id}"))
+        .await
+        .expect("agent view");
+    view.inventory.expect("inventory").action_policy
+}
+
+/// Waits (up to 20 s) until the controller holds a policy for `agent_id` that satisfies `ok`.
+async fn wait_for_policy(
+    deployment: &Deployment,
+    agent_id: &str,
+    what: &str,
+    ok: impl Fn(&cordon_protocol::action::PolicySummary) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let policy = reported_policy(deployment, agent_id).await;
+        if ok(&policy) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller never learned that {what}: {policy:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the real `cordon-agent trust …` on `agent`'s data dir, as the host's owner does.
+async fn trust_cli(agent: &TestAgent, args: &[&str]) {
+    let mut command = Command::new(binary("e2e-cordon-agent"));
+    command
+        .arg("trust")
+        .arg(args[0])
+        .arg("--data-dir")
+        .arg(agent.data_dir())
+        .args(&args[1..]);
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run cordon-agent"))
+        .await
+        .expect("thread");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// `cordon-agent trust add/require/remove` on a running agent's host: the agent notices,
+/// reports its new policy, and the controller's early checks follow it without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_changes_on_a_running_agent_reach_the_controllers_checks() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = generate_key(deployment.tmp.path(), "alice");
+    let bob = generate_key(deployment.tmp.path(), "bob");
+    trust(&agent, "alice", &alice.public_file, "kill");
+    started(&deployment, &mut agent).await;
+    let submit = |key: &SigningKey, req: &ActionRequest| {
+        let body = serde_json::json!({ "request": req, "signatures": [signature(key, req)] });
+        let api = deployment.api();
+        async move { api.post_json::<ActionView>("/api/v1/actions", body).await }
+    };
+    let mut victim = Victim::spawn();
+
+    // Bob is not trusted yet: refused by the controller at once.
+    let req = request(&agent.id, victim.kill_action());
+    let refused = submit(&bob.signing, &req).await.expect_err("untrusted");
+    assert_eq!(refused.body["error"], "untrusted_signer", "{refused:?}");
+
+    // The host's owner trusts bob, the agent still running.
+    let bob_pub = bob.public_file.to_str().expect("utf-8");
+    trust_cli(
+        &agent,
+        &[
+            "add",
+            "--public-key",
+            bob_pub,
+            "--actions",
+            "kill",
+            "--max-ttl",
+            "10m",
+        ],
+    )
+    .await;
+    wait_for_policy(&deployment, &agent.id, "bob is trusted", |p| {
+        p.signers.iter().any(|s| s.key_id == bob.id)
+    })
+    .await;
+    let req = request(&agent.id, victim.kill_action());
+    let created = submit(&bob.signing, &req).await.expect("now trusted");
+    let done = wait_done(&deployment, &created.id).await;
+    assert_eq!(done.state, ActionState::Done, "{done:?}");
+    assert_eq!(
+        victim
+            .exit_within(Duration::from_secs(10))
+            .expect("killed")
+            .signal(),
+        Some(9)
+    );
+
+    // Two signers now required for a kill: alice's alone waits as pending.
+    trust_cli(&agent, &["require", "--action", "kill", "--signers", "2"]).await;
+    wait_for_policy(&deployment, &agent.id, "kill needs 2 signers", |p| {
+        p.required(cordon_protocol::action::ActionKind::Kill) == 2
+    })
+    .await;
+    let mut victim = Victim::spawn();
+    let req = request(&agent.id, victim.kill_action());
+    let pending = submit(&alice.signing, &req).await.expect("pending");
+    assert_eq!(pending.state, ActionState::Pending, "{pending:?}");
+    assert_eq!(pending.required_signers, 2);
+
+    // Alice's key is withdrawn: her next order is refused at once.
+    trust_cli(&agent, &["remove", &alice.id]).await;
+    wait_for_policy(&deployment, &agent.id, "alice is no longer trusted", |p| {
+        p.signers.iter().all(|s| s.key_id != alice.id)
+    })
+    .await;
+    let req = request(&agent.id, victim.kill_action());
+    let refused = submit(&alice.signing, &req).await.expect_err("withdrawn");
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(refused.body["error"], "untrusted_signer");
+    assert!(victim.running());
 }
 
 /// The approval path keeps a signature from an approver who signed something else out.
@@ -795,4 +937,314 @@ async fn postgres_exec(url: &str, sql: &str) {
         .expect("connect to PostgreSQL");
     sqlx::query(sql).execute(&pool).await.expect(sql);
     pool.close().await;
+}
+
+/// A TCP relay between an agent and its controller that can lose an answer: armed, it passes
+/// the next task on to the agent and from then on swallows whatever the agent sends on that
+/// connection. The agent acts, its receipt never arrives, and the controller, hearing nothing
+/// more, drops the session and queues the task again. Later connections are relayed whole.
+struct LossyRelay {
+    addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    loss: std::sync::Arc<Loss>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the relay lost, and when the connection that lost it ended (ms since the epoch).
+#[derive(Default)]
+struct Loss {
+    swallowed: std::sync::atomic::AtomicUsize,
+    ended_at_ms: std::sync::atomic::AtomicI64,
+}
+
+/// Bytes the controller sends in one go that can only be a task: a heartbeat ack is one small
+/// TLS record (about 30 bytes); a signed kill is hundreds.
+const TASK_BYTES: usize = 150;
+
+impl LossyRelay {
+    async fn start(controller: std::net::SocketAddr) -> Self {
+        use std::sync::{atomic::AtomicBool, Arc};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let armed = Arc::new(AtomicBool::new(false));
+        let loss = Arc::new(Loss::default());
+        let (a, l) = (armed.clone(), loss.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((agent, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(controller).await else {
+                    continue;
+                };
+                tokio::spawn(relay_pair(agent, upstream, a.clone(), l.clone()));
+            }
+        });
+        LossyRelay {
+            addr,
+            armed,
+            loss,
+            task,
+        }
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bytes of the agent's swallowed, and when the connection that swallowed them ended
+    /// (0 while it lasts).
+    fn loss(&self) -> (usize, i64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            self.loss.swallowed.load(SeqCst),
+            self.loss.ended_at_ms.load(SeqCst),
+        )
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay_pair(
+    agent: tokio::net::TcpStream,
+    controller: tokio::net::TcpStream,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    loss: std::sync::Arc<Loss>,
+) {
+    use std::sync::{atomic::Ordering, Arc};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deaf = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut agent_rx, mut agent_tx) = agent.into_split();
+    let (mut controller_rx, mut controller_tx) = controller.into_split();
+    let (deaf_down, deaf_end) = (deaf.clone(), deaf.clone());
+    let loss_end = loss.clone();
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = controller_rx.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            // Deaf before the task goes on, so nothing the agent answers can slip through.
+            if n > TASK_BYTES && armed.swap(false, Ordering::SeqCst) {
+                deaf_down.store(true, Ordering::SeqCst);
+            }
+            if agent_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = agent_tx.shutdown().await;
+    };
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = agent_rx.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            if deaf.load(Ordering::SeqCst) {
+                loss.swallowed.fetch_add(n, Ordering::SeqCst);
+                continue;
+            }
+            if controller_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = controller_tx.shutdown().await;
+    };
+    tokio::join!(down, up);
+    if deaf_end.load(Ordering::SeqCst) {
+        loss_end
+            .ended_at_ms
+            .store(cordon_agent::now_ms(), Ordering::SeqCst);
+    }
+}
+
+/// The session drops after the agent acted but before its receipt reached the controller: the
+/// controller queues the action's task again, and the agent, given the same envelope, answers
+/// with the receipt it journaled — the action ends done, run once, not refused as a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_lost_with_the_session_arrives_when_the_action_is_sent_again() {
+    let deployment = Deployment::start().await;
+    let agent = deployment.enroll_agent().await;
+    let alice = generate_key(deployment.tmp.path(), "alice");
+    trust(&agent, "alice", &alice.public_file, "kill");
+    let relay = LossyRelay::start(deployment.agent_addr).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut config = cordon_agent::AgentConfig::new(agent.data_dir());
+    config.controller_override = Some(relay.addr.to_string());
+    config.reconnect_initial = Duration::from_millis(100);
+    config.reconnect_max = Duration::from_millis(500);
+    let running = tokio::spawn(cordon_agent::run(config, shutdown.clone()));
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+
+    relay.arm();
+    let mut victim = Victim::spawn();
+    let req = request(&agent.id, victim.kill_action());
+    let created: ActionView = deployment
+        .api()
+        .post_json(
+            "/api/v1/actions",
+            serde_json::json!({ "request": req, "signatures": [signature(&alice.signing, &req)] }),
+        )
+        .await
+        .expect("accepted");
+    let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
+    assert_eq!(status.signal(), Some(9));
+
+    // The agent's answer went nowhere; the controller drops the silent session, the agent
+    // reconnects, the task goes again.
+    let done = wait_done(&deployment, &created.id).await;
+    assert_eq!(done.state, ActionState::Done, "{done:?}");
+    let (swallowed, lost_session_ended_ms) = relay.loss();
+    assert!(swallowed > 0, "the first answer was lost");
+    assert!(lost_session_ended_ms > 0, "the session that lost it ended");
+    let receipt = done.receipt.expect("receipt");
+    receipt
+        .verify(&done.id, &agent.id, &agent_key_hex(&agent))
+        .expect("the receipt verifies under the agent's key");
+
+    // Run once; the receipt stored is the one journaled the first time.
+    let journal = cordon_agent::journal::read(agent.data_dir()).expect("journal");
+    let entries: Vec<_> = journal.iter().filter(|e| e.action_id == done.id).collect();
+    let phases: Vec<_> = entries.iter().map(|e| e.phase).collect();
+    use cordon_agent::journal::Phase;
+    assert_eq!(phases, [Phase::Started, Phase::Finished], "{entries:?}");
+    // It ran on the first delivery, in the session that lost its answer; the receipt came with
+    // the second.
+    assert!(
+        entries[0].at_ms < lost_session_ended_ms,
+        "{entries:?} vs {lost_session_ended_ms}"
+    );
+    let journaled = entries[1].receipt.as_ref().expect("journaled receipt");
+    assert_eq!(journaled.signature, receipt.signature);
+    assert_eq!(journaled.at_ms, receipt.at_ms);
+
+    shutdown.cancel();
+    let _ = running.await;
+}
+
+/// Submitting an action writes the audit `attempt` in the same transaction as the action, and
+/// the outcome after, pointing back at it; a refused submission is audited too; and when the
+/// audit log cannot be written, no action is recorded or sent (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_action_is_audited_with_it_and_not_made_without_it() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = generate_key(deployment.tmp.path(), "alice");
+    let mallory = generate_key(deployment.tmp.path(), "mallory");
+    trust(&agent, "alice", &alice.public_file, "kill");
+    started(&deployment, &mut agent).await;
+    let api = deployment.api();
+    let submit = |key: &SigningKey, req: &ActionRequest| {
+        let body = serde_json::json!({ "request": req, "signatures": [signature(key, req)] });
+        let api = deployment.api();
+        async move { api.post_json::<ActionView>("/api/v1/actions", body).await }
+    };
+    let entries = || async {
+        let page: serde_json::Value = deployment
+            .api()
+            .get_json("/api/v1/audit?limit=1000")
+            .await
+            .expect("audit list");
+        page["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["action"] == "POST /api/v1/actions")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    let victim = Victim::spawn();
+    let req = request(&agent.id, victim.kill_action());
+    let created = submit(&alice.signing, &req).await.expect("accepted");
+    wait_done(&deployment, &created.id).await;
+    let mut victim = Victim::spawn();
+    let refused = submit(&mallory.signing, &request(&agent.id, victim.kill_action()))
+        .await
+        .expect_err("untrusted");
+    assert_eq!(refused.status, 403);
+    let audited = entries().await;
+    let summary: Vec<(String, i64)> = audited
+        .iter()
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap_or_default().to_string(),
+                e["detail"]["attempt"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let seq = |i: usize| audited[i]["seq"].as_i64().expect("seq");
+    assert_eq!(
+        summary,
+        [
+            ("attempt".to_string(), 0),
+            ("201".to_string(), seq(0)),
+            ("attempt".to_string(), 0),
+            ("refused".to_string(), seq(2)),
+        ],
+        "{audited:#?}"
+    );
+    assert_eq!(audited[0]["actor"], audited[1]["actor"]);
+    // The agent's receipt is in the chain too, pinned by its hash.
+    let page: serde_json::Value = api
+        .get_json("/api/v1/audit?limit=1000")
+        .await
+        .expect("audit list");
+    let receipts: Vec<&serde_json::Value> = page["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "action.receipt")
+        .collect();
+    assert_eq!(receipts.len(), 1, "{page:#}");
+    assert_eq!(receipts[0]["target"], created.id.as_str());
+    assert_eq!(receipts[0]["outcome"], "done");
+    assert_eq!(receipts[0]["actor"], format!("agent:{}", agent.id));
+    assert_eq!(
+        receipts[0]["detail"]["receipt_sha256"]
+            .as_str()
+            .map(str::len),
+        Some(64)
+    );
+    let verified: serde_json::Value = api.get_json("/api/v1/audit/verify").await.expect("verify");
+    assert_eq!(verified["ok"], true, "{verified}");
+
+    // The log cannot be written: the action is neither recorded nor sent.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        deployment.data_dir.join("cordon.db").display()
+    ))
+    .await
+    .expect("open the controller's SQLite file");
+    sqlx::query(
+        "CREATE TRIGGER audit_refuses BEFORE INSERT ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'audit log unwritable'); END",
+    )
+    .execute(&db)
+    .await
+    .expect("trigger");
+    let req = request(&agent.id, victim.kill_action());
+    let refused = submit(&alice.signing, &req).await.expect_err("unaudited");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.body["error"], "audit_unavailable");
+    let missing = api
+        .get_json::<ActionView>(&format!("/api/v1/actions/{}", req.action_id))
+        .await
+        .expect_err("not recorded");
+    assert_eq!(missing.status, 404);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        victim.running(),
+        "an action that was not audited must not run"
+    );
+    sqlx::query("DROP TRIGGER audit_refuses")
+        .execute(&db)
+        .await
+        .expect("drop trigger");
+    db.close().await;
 }

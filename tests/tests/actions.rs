@@ -207,8 +207,12 @@ async fn a_signed_kill_runs_once_with_a_receipt_and_forgeries_are_refused() {
     use cordon_agent::journal::Phase;
     assert_eq!(phases, [Phase::Started, Phase::Finished]);
 
-    // The same envelope again: a replay.
-    refused(send(&deployment, &agent.id, signed.clone()).await, "replay");
+    // The same envelope again (as the controller re-sends one whose answer it lost): the same
+    // receipt, and nothing run twice. Other envelopes reusing it are replays (see below).
+    assert_eq!(
+        self::receipt(send(&deployment, &agent.id, signed.clone()).await),
+        receipt
+    );
 
     // Forged, tampered, untrusted: refused, and the process lives on.
     let mut survivor = Victim::spawn();
@@ -255,9 +259,16 @@ async fn a_signed_kill_runs_once_with_a_receipt_and_forgeries_are_refused() {
     );
     assert!(survivor.running(), "a refused kill must not kill");
 
-    // After a restart the agent still remembers what it ran.
+    // After a restart the agent still remembers what it ran: the same id under another nonce
+    // is a replay.
     restart(&deployment, &mut agent).await;
-    refused(send(&deployment, &agent.id, signed).await, "replay");
+    let mut again = signed.request.clone();
+    again.nonce = rand_nonce();
+    again.action = survivor.kill_action();
+    refused(
+        send(&deployment, &agent.id, sign(again, &responder)).await,
+        "replay",
+    );
     assert!(survivor.running());
 }
 
@@ -403,4 +414,231 @@ fn the_trust_cli_adds_lists_requires_and_removes_keys() {
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(json["signers"].as_array().map(Vec::len), Some(0));
+}
+
+/// The checks the first test does not reach through a real agent, one envelope each: every one
+/// is refused naming its check, and the process lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_check_refuses_by_name_through_a_real_agent() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = random_key();
+    let bob = random_key();
+    let carol = random_key();
+    trust(&agent, "alice", &alice, "kill", "10m");
+    trust(&agent, "bob", &bob, "kill", "10m");
+    trust(&agent, "carol", &carol, "block", "10m");
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let mut victim = Victim::spawn();
+
+    // Not yet valid: issued further ahead of the agent's clock than the skew allowance.
+    let mut ahead = request(&agent.id, victim.kill_action());
+    ahead.issued_at_ms = now_ms() + 10 * 60_000;
+    ahead.expires_at_ms = ahead.issued_at_ms + 60_000;
+    refused(
+        send(&deployment, &agent.id, sign(ahead, &alice)).await,
+        "not yet valid",
+    );
+
+    // Lifetime over policy: alice may give 10 minutes, this lives 11.
+    let mut long = request(&agent.id, victim.kill_action());
+    long.expires_at_ms = long.issued_at_ms + 11 * 60_000;
+    let err = refused(
+        send(&deployment, &agent.id, sign(long, &alice)).await,
+        "lifetime over policy",
+    );
+    assert!(err.message.contains("660 s"), "{}", err.message);
+
+    // Key not allowed this action: carol may block, not kill.
+    let err = refused(
+        send(
+            &deployment,
+            &agent.id,
+            sign(request(&agent.id, victim.kill_action()), &carol),
+        )
+        .await,
+        "key not allowed",
+    );
+    assert!(err.message.contains("carol"), "{}", err.message);
+
+    // Two distinct signers needed: alice signing twice counts once.
+    cordon_agent::trust::require(agent.data_dir(), "kill", 2).expect("require 2");
+    let twice = {
+        let mut signed = sign(request(&agent.id, victim.kill_action()), &alice);
+        signed.signatures.push(signed.signatures[0].clone());
+        signed
+    };
+    let err = refused(send(&deployment, &agent.id, twice).await, "too few signers");
+    assert!(err.message.contains("needs 2"), "{}", err.message);
+    assert!(
+        victim.running(),
+        "no refused envelope may touch the process"
+    );
+
+    // Alice and bob: two distinct keys, so it runs.
+    let mut both = sign(request(&agent.id, victim.kill_action()), &alice);
+    both.signatures
+        .extend(sign(both.request.clone(), &bob).signatures);
+    receipt(send(&deployment, &agent.id, both).await);
+    let status = victim.0.wait().expect("wait");
+    assert_eq!(status.signal(), Some(9));
+}
+
+/// Kill is bound to the process's start time: a pid signed with another start time (the pid
+/// was recycled, or the responder looked at another process) is refused, and nothing is
+/// signalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_signed_for_another_start_time_is_refused_and_the_process_lives() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let responder = random_key();
+    trust(&agent, "responder", &responder, "kill", "10m");
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let mut victim = Victim::spawn();
+    let Action::Kill { start_time_ms, .. } = victim.kill_action() else {
+        unreachable!()
+    };
+    let recycled = Action::Kill {
+        pid: victim.pid(),
+        start_time_ms: start_time_ms - 5_000,
+        tree: false,
+    };
+    let result = send(
+        &deployment,
+        &agent.id,
+        sign(request(&agent.id, recycled), &responder),
+    )
+    .await;
+    let err = result.outcome.expect_err("refused");
+    assert_eq!(err.code, TaskErrorCode::InvalidInput, "{}", err.message);
+    assert!(
+        err.message.contains("nothing was signalled"),
+        "{}",
+        err.message
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(victim.running());
+}
+
+/// Quarantine and restore through a real agent: the file leaves its place for the vault and
+/// comes back with the same bytes, mode and modification time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_and_restore_through_the_agent_round_trip_a_file() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let responder = random_key();
+    trust(&agent, "responder", &responder, "quarantine,restore", "10m");
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+
+    let files = tempfile::tempdir().expect("tmp");
+    let path = files.path().join("dropper.sh");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    std::fs::write(&path, &bytes).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    let before = std::fs::metadata(&path).expect("stat");
+
+    let quarantine = Action::Quarantine {
+        path: path.to_str().expect("utf-8").to_string(),
+    };
+    let quarantined = receipt(
+        send(
+            &deployment,
+            &agent.id,
+            sign(request(&agent.id, quarantine), &responder),
+        )
+        .await,
+    );
+    assert!(!path.exists(), "the file left its place");
+    let after: serde_json::Value = serde_json::from_str(&quarantined.after).expect("after JSON");
+    assert_eq!(after["origin_exists"], false);
+    let id = after["quarantine_id"].as_str().expect("quarantine id");
+    let vault = after["vault_path"].as_str().expect("vault path");
+    let vault_mode = std::fs::metadata(vault).expect("in the vault").mode();
+    assert_eq!(vault_mode & 0o111, 0, "defanged: no exec bits in the vault");
+
+    let restore = Action::Restore {
+        quarantine_id: id.to_string(),
+    };
+    receipt(
+        send(
+            &deployment,
+            &agent.id,
+            sign(request(&agent.id, restore), &responder),
+        )
+        .await,
+    );
+    assert_eq!(std::fs::read(&path).expect("restored"), bytes);
+    let restored = std::fs::metadata(&path).expect("stat");
+    assert_eq!(restored.mode() & 0o7777, 0o750);
+    assert_eq!(restored.mtime(), before.mtime());
+    assert_eq!(restored.mtime_nsec(), before.mtime_nsec());
+    assert_eq!(
+        (restored.uid(), restored.gid()),
+        (before.uid(), before.gid())
+    );
+}
+
+/// The controller sends an action again when it never got the answer (the session dropped
+/// between act and receipt). The same envelope is answered with the receipt the agent gave the
+/// first time, byte for byte, and is not run again, also after the agent restarted; anything
+/// else reusing its id or nonce is still a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_envelope_again_gets_the_same_receipt_and_anything_else_is_a_replay() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let responder = random_key();
+    trust(&agent, "responder", &responder, "kill", "10m");
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+
+    let mut victim = Victim::spawn();
+    let signed = sign(request(&agent.id, victim.kill_action()), &responder);
+    let first = receipt(send(&deployment, &agent.id, signed.clone()).await);
+    assert_eq!(victim.0.wait().expect("wait").signal(), Some(9));
+
+    // Delivered again (a new task, as a requeued one gets): the very same signed receipt.
+    let again = receipt(send(&deployment, &agent.id, signed.clone()).await);
+    assert_eq!(again, first);
+
+    // The same action id with other bytes: another nonce, or a signature repeated.
+    let mut other = signed.request.clone();
+    other.nonce = rand_nonce();
+    refused(
+        send(&deployment, &agent.id, sign(other, &responder)).await,
+        "replay",
+    );
+    let mut padded = signed.clone();
+    padded.signatures.push(padded.signatures[0].clone());
+    refused(send(&deployment, &agent.id, padded).await, "replay");
+    // Another action id with the same nonce.
+    let mut reused = request(&agent.id, signed.request.action.clone());
+    reused.nonce = signed.request.nonce;
+    refused(
+        send(&deployment, &agent.id, sign(reused, &responder)).await,
+        "replay",
+    );
+
+    // After a restart the answer comes from the journal: still the same receipt.
+    restart(&deployment, &mut agent).await;
+    let after_restart = receipt(send(&deployment, &agent.id, signed.clone()).await);
+    assert_eq!(after_restart, first);
+    let id = signed.request.action_id.to_string();
+    let journal = cordon_agent::journal::read(agent.data_dir()).expect("journal");
+    let started = journal
+        .iter()
+        .filter(|e| e.action_id == id && e.phase == cordon_agent::journal::Phase::Started)
+        .count();
+    assert_eq!(started, 1, "run once, answered three times");
 }

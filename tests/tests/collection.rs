@@ -272,3 +272,50 @@ async fn files_stat_hash_and_bad_paths_get_clear_answers() {
     );
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_path_policy_denies_its_data_dir_and_the_shadow_files() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let data_dir = agent.data_dir().to_path_buf();
+    let key = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.path().is_file())
+        .expect("the agent's data dir holds files")
+        .path();
+    let key = key.to_str().unwrap();
+    let link_dir = tempfile::tempdir().unwrap();
+    let link = link_dir.path().join("innocent-looking");
+    std::os::unix::fs::symlink(key, &link).unwrap();
+    let link = link.to_str().unwrap();
+
+    for task in [
+        json!({ "type": "fetch_file", "path": key }),
+        json!({ "type": "file_hash", "path": link }),
+        json!({ "type": "file_stat", "path": "/etc/shadow" }),
+        json!({ "type": "fetch_file", "path": "/etc/shadow" }),
+    ] {
+        let view = run_task(&deployment, &agent.id, task.clone()).await;
+        assert_eq!(view.state.as_str(), "failed", "{task}: {view:?}");
+        let error = view.error.unwrap();
+        assert_eq!(error.code, "permission_denied", "{task}: {}", error.message);
+        assert!(
+            error.message.contains("path policy"),
+            "{task}: {}",
+            error.message
+        );
+    }
+    // Nothing partial became evidence, and the agent still answers.
+    let ok = run_task(
+        &deployment,
+        &agent.id,
+        json!({ "type": "file_stat", "path": "/etc/passwd" }),
+    )
+    .await;
+    assert_eq!(ok.state.as_str(), "done", "{ok:?}");
+}

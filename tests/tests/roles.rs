@@ -13,22 +13,29 @@ use serde_json::json;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
     CreateTask,
+    /// A collection a loaded (default) playbook lists: automation may queue it too.
+    CreatePlaybookTask,
     CreateIncident,
+    SendAlert,
     CreateEnrollmentToken,
     CreateApiToken,
     LabelAgent,
     RevokeAgent,
     ReadAudit,
+    CreateWebhook,
 }
 
 impl Call {
-    const ALL: [Call; 7] = [
+    const ALL: [Call; 10] = [
         Call::CreateTask,
+        Call::CreatePlaybookTask,
         Call::CreateIncident,
+        Call::SendAlert,
         Call::CreateEnrollmentToken,
         Call::CreateApiToken,
         Call::LabelAgent,
         Call::ReadAudit,
+        Call::CreateWebhook,
         // Last: it ends the agent the others act on.
         Call::RevokeAgent,
     ];
@@ -37,6 +44,8 @@ impl Call {
     fn allowed_for(self, role: &str) -> bool {
         match self {
             Call::CreateTask | Call::CreateIncident => matches!(role, "responder" | "admin"),
+            Call::CreatePlaybookTask => matches!(role, "responder" | "admin" | "automation"),
+            Call::SendAlert => matches!(role, "automation" | "admin"),
             _ => role == "admin",
         }
     }
@@ -54,10 +63,25 @@ impl Call {
                 )
                 .await
             }
+            Call::CreatePlaybookTask => {
+                api.post_json(
+                    "/api/v1/tasks",
+                    json!({ "agent_id": agent_id, "task": { "type": "snapshot" } }),
+                )
+                .await
+            }
             Call::CreateIncident => {
                 api.post_json(
                     "/api/v1/incidents",
                     json!({ "title": "made by test", "kind": "malware", "agents": [agent_id] }),
+                )
+                .await
+            }
+            Call::SendAlert => {
+                api.post_json(
+                    "/api/v1/alerts",
+                    json!({ "title": "sent by test", "kind": "malware",
+                            "host": { "agent_id": agent_id } }),
                 )
                 .await
             }
@@ -84,6 +108,14 @@ impl Call {
                     .await
             }
             Call::ReadAudit => api.get_json("/api/v1/audit").await,
+            Call::CreateWebhook => {
+                // Nothing listens there: deliveries only fail, quietly, in the background.
+                api.post_json(
+                    "/api/v1/webhooks",
+                    json!({ "name": "made-by-test", "url": "http://127.0.0.1:9/hook" }),
+                )
+                .await
+            }
         };
         result.map_err(|failure| (failure.status, failure.body))
     }

@@ -13,7 +13,9 @@ use cordon_protocol::{
     message::{ListDirRequest, TaskError, TaskErrorCode},
 };
 
-use super::{epoch_ms, file::kind_of, glob::Glob, io_error, task_error, validate_path};
+use super::{
+    deny::DeniedPaths, epoch_ms, file::kind_of, glob::Glob, io_error, task_error, validate_path,
+};
 
 /// Deepest listing: depth 0 is the root's own entries.
 pub const MAX_DEPTH: u32 = 32;
@@ -29,7 +31,10 @@ const MAX_PROBLEMS: usize = 1_000;
 /// one directory come sorted by name. The root may be a symlink to a directory (it was named
 /// explicitly); below it, symlinks are entries, never followed. Unreadable directories and
 /// entries go to `problems`.
-pub fn list(req: &ListDirRequest) -> Result<DirListing, TaskError> {
+///
+/// Entries under a path the agent's path policy denies (`denied`, see [`super::deny`]) are
+/// reported in `problems` and neither listed nor descended into; the caller checks the root.
+pub fn list(req: &ListDirRequest, denied: &DeniedPaths) -> Result<DirListing, TaskError> {
     let root = validate_path(&req.path)?;
     let glob = req.glob.as_deref().map(Glob::new).transpose()?;
     let max_depth = req.max_depth.min(MAX_DEPTH);
@@ -81,6 +86,14 @@ pub fn list(req: &ListDirRequest) -> Result<DirListing, TaskError> {
                 break 'walk;
             }
             let path = entry.path();
+            if let Some((prefix, why)) = denied.denies_as_written(&path) {
+                let why = format!(
+                    "denied by the agent's path policy ({why}: {})",
+                    prefix.display()
+                );
+                out.problem(&path, why);
+                continue;
+            }
             // DirEntry::metadata does not follow symlinks.
             let meta = match entry.metadata() {
                 Ok(m) => m,
@@ -156,6 +169,34 @@ impl Walk {
 mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
 
+    fn list_all(req: &ListDirRequest) -> Result<DirListing, TaskError> {
+        list(req, &DeniedPaths::none())
+    }
+
+    #[test]
+    fn denied_entries_are_reported_and_not_descended() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("secret")).unwrap();
+        std::fs::write(dir.path().join("secret/key"), b"k").unwrap();
+        std::fs::write(dir.path().join("open.txt"), b"o").unwrap();
+        let secret = dir.path().join("secret");
+        let denied = DeniedPaths::new(Some(&[secret.display().to_string()]), None);
+        let listing = list(&request(dir.path(), None, 5, 100), &denied).unwrap();
+        let paths: Vec<&str> = listing.entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.iter().any(|p| p.ends_with("open.txt")), "{paths:?}");
+        assert!(!paths.iter().any(|p| p.contains("secret")), "{paths:?}");
+        let problem = listing
+            .problems
+            .iter()
+            .find(|p| p.path.ends_with("secret"))
+            .expect("the denied directory is reported");
+        assert!(
+            problem.problem.contains("path policy"),
+            "{}",
+            problem.problem
+        );
+    }
+
     use cordon_protocol::collect::FileKind;
 
     use super::*;
@@ -209,7 +250,7 @@ mod tests {
     #[test]
     fn depth_zero_lists_only_the_roots_entries() {
         let dir = tree();
-        let listing = list(&request(dir.path(), None, 0, 100)).unwrap();
+        let listing = list_all(&request(dir.path(), None, 0, 100)).unwrap();
         assert_eq!(names(&listing, dir.path()), ["a.txt", "b.log", "sub"]);
         assert!(listing.entries.iter().all(|e| e.depth == 0));
         assert!(!listing.truncated);
@@ -221,7 +262,7 @@ mod tests {
     #[test]
     fn deeper_listings_are_breadth_first_and_never_follow_a_symlink_loop() {
         let dir = tree();
-        let listing = list(&request(dir.path(), None, MAX_DEPTH + 10, 100)).unwrap();
+        let listing = list_all(&request(dir.path(), None, MAX_DEPTH + 10, 100)).unwrap();
         assert_eq!(
             names(&listing, dir.path()),
             [
@@ -244,7 +285,7 @@ mod tests {
         assert!(!listing.truncated);
         assert!(listing.problems.is_empty(), "{:?}", listing.problems);
 
-        let one = list(&request(dir.path(), None, 1, 100)).unwrap();
+        let one = list_all(&request(dir.path(), None, 1, 100)).unwrap();
         assert!(one.entries.iter().all(|e| e.depth <= 1));
         assert!(!names(&one, dir.path()).contains(&"sub/deeper/d.txt".to_string()));
     }
@@ -252,11 +293,11 @@ mod tests {
     #[test]
     fn the_entry_limit_truncates_and_says_so() {
         let dir = tree();
-        let listing = list(&request(dir.path(), None, 5, 2)).unwrap();
+        let listing = list_all(&request(dir.path(), None, 5, 2)).unwrap();
         assert_eq!(names(&listing, dir.path()), ["a.txt", "b.log"]);
         assert!(listing.truncated);
         // Exactly as many as exist is not truncated.
-        let exact = list(&request(dir.path(), None, 0, 3)).unwrap();
+        let exact = list_all(&request(dir.path(), None, 0, 3)).unwrap();
         assert_eq!(exact.entries.len(), 3);
         assert!(!exact.truncated);
     }
@@ -264,12 +305,12 @@ mod tests {
     #[test]
     fn a_glob_filters_names_at_every_depth() {
         let dir = tree();
-        let listing = list(&request(dir.path(), Some("*.txt"), 5, 100)).unwrap();
+        let listing = list_all(&request(dir.path(), Some("*.txt"), 5, 100)).unwrap();
         assert_eq!(
             names(&listing, dir.path()),
             ["a.txt", "sub/c.txt", "sub/deeper/d.txt"]
         );
-        let bad = list(&request(dir.path(), Some("[oops"), 5, 100)).unwrap_err();
+        let bad = list_all(&request(dir.path(), Some("[oops"), 5, 100)).unwrap_err();
         assert_eq!(bad.code, TaskErrorCode::InvalidInput);
     }
 
@@ -279,16 +320,16 @@ mod tests {
         let link = tempfile::tempdir().unwrap();
         let root_link = link.path().join("root");
         symlink(dir.path(), &root_link).unwrap();
-        let listing = list(&request(&root_link, None, 0, 100)).unwrap();
+        let listing = list_all(&request(&root_link, None, 0, 100)).unwrap();
         assert_eq!(names(&listing, &root_link), ["a.txt", "b.log", "sub"]);
 
         let file = dir.path().join("a.txt");
         assert_eq!(
-            list(&request(&file, None, 0, 10)).unwrap_err().code,
+            list_all(&request(&file, None, 0, 10)).unwrap_err().code,
             TaskErrorCode::InvalidInput
         );
         assert_eq!(
-            list(&request(&dir.path().join("nope"), None, 0, 10))
+            list_all(&request(&dir.path().join("nope"), None, 0, 10))
                 .unwrap_err()
                 .code,
             TaskErrorCode::NotFound
@@ -304,7 +345,7 @@ mod tests {
         let dir = tree();
         let locked = dir.path().join("sub/deeper");
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
-        let listing = list(&request(dir.path(), None, 5, 100)).unwrap();
+        let listing = list_all(&request(dir.path(), None, 5, 100)).unwrap();
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(
             listing.problems.iter().any(|p| p.path == s(&locked)),

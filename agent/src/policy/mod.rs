@@ -1,11 +1,12 @@
 //! The agent's containment policy, kept on the host in `DATA_DIR/policy.toml` (0600) and managed
 //! with `cordon-agent trust …`: which keys may sign which actions, for how long, how many
 //! distinct signers each action needs, and the safety rails (protected processes and paths, the
-//! isolation allowlist). The controller cannot change it.
+//! isolation allowlist) and the paths no collection may read. The controller cannot change it.
 //!
 //! ```toml
 //! protected_processes = ["sshd"]
 //! protected_paths = ["/etc"]
+//! denied_paths = ["/etc/shadow", "/root/.ssh"]   # absent: the shadow files; the data dir always
 //! isolation_allowlist = ["10.0.0.53"]
 //!
 //! [required_signers]          # distinct signers per action; absent means 1
@@ -96,6 +97,10 @@ pub struct Policy {
     pub protected_processes: Vec<String>,
     /// Path prefixes never quarantined.
     pub protected_paths: Vec<String>,
+    /// Path prefixes no collection task may read (stat, hash, list, fetch, watch, hunt);
+    /// absent means [`crate::collect::deny::DEFAULT_DENIED`]. The agent's data directory is
+    /// denied whatever this says.
+    pub denied_paths: Option<Vec<String>>,
     /// Addresses or CIDRs that stay reachable during isolation, besides loopback and the
     /// controller.
     pub isolation_allowlist: Vec<String>,
@@ -183,6 +188,10 @@ impl Policy {
             if *count == 0 {
                 return Err(format!("required_signers.{action}: must be at least 1"));
             }
+        }
+        for (i, path) in self.denied_paths.iter().flatten().enumerate() {
+            crate::collect::validate_path(path)
+                .map_err(|e| format!("denied_paths[{i}]: {}", e.message))?;
         }
         Ok(())
     }

@@ -10,8 +10,44 @@ use serde::{Deserialize, Serialize};
 use crate::{
     now_ms,
     state::Controller,
-    store::{ActionEnd, ActionRecord, ActionState, StoreError, TaskEnd, TaskState},
+    store::{ActionEnd, ActionRecord, ActionState, NewAuditEntry, StoreError, TaskEnd, TaskState},
 };
+
+/// The audit entry recording an agent's receipt for `action`, appended with it: actor
+/// `agent:ID`, action `action.receipt`, outcome `done` or, for a receipt that did not check
+/// out, `refused` with the reason. The detail names the receipt by SHA-256 of its stored JSON
+/// (the action row keeps the receipt itself), so the chain pins what was stored.
+fn receipt_audit_entry(
+    action: &ActionRecord,
+    task_id: &str,
+    receipt: &StoredReceipt,
+    json: &str,
+    refused: Option<&String>,
+) -> NewAuditEntry {
+    use sha2::{Digest, Sha256};
+    let mut detail = serde_json::json!({
+        "agent_id": action.agent_id,
+        "kind": action.kind,
+        "task_id": task_id,
+        "receipt_sha256": hex::encode(Sha256::digest(json.as_bytes())),
+        "receipt_at_ms": receipt.at_ms,
+        "done": receipt.done,
+    });
+    let outcome = match refused {
+        None => "done",
+        Some(reason) => {
+            detail["refused_because"] = reason.clone().into();
+            crate::audit::REFUSED
+        }
+    };
+    crate::audit::new_entry(
+        &format!("agent:{}", action.agent_id),
+        "action.receipt",
+        &action.id,
+        outcome,
+        detail,
+    )
+}
 
 /// A receipt as stored and shown: every signed field as the agent sent it, keys and signature
 /// in hex, so anyone can verify it again with [`StoredReceipt::verify`].
@@ -105,7 +141,14 @@ impl Controller {
     /// The agent answered an action's task with a receipt: keep it on the action if it checks
     /// out under the agent's pinned key, otherwise fail the action (`integrity`), and end the
     /// task the same way — both in one transaction, then wake the task's waiters.
-    pub async fn accept_receipt(&self, agent_id: &str, task_id: &str, receipt: &Receipt) {
+    /// `started_at_ms`: when the agent said it started the task, if not written yet.
+    pub async fn accept_receipt(
+        &self,
+        agent_id: &str,
+        task_id: &str,
+        receipt: &Receipt,
+        started_at_ms: Option<i64>,
+    ) {
         let stored = StoredReceipt::from(receipt);
         let json = match serde_json::to_string(&stored) {
             Ok(json) => json,
@@ -128,7 +171,9 @@ impl Controller {
                 return self.end_task(task_id, Some(agent_id), end).await;
             }
         };
-        let (end, task_end) = match self.check_receipt(&action, &stored).await {
+        let checked = self.check_receipt(&action, &stored).await;
+        let audit = receipt_audit_entry(&action, task_id, &stored, &json, checked.as_ref().err());
+        let (end, task_end) = match checked {
             Ok(()) => {
                 tracing::info!(action_id = %action.id, agent_id, task_id, kind = %action.kind, "action done; receipt verified");
                 let end = ActionEnd::Done {
@@ -149,16 +194,40 @@ impl Controller {
         let now = now_ms();
         match self
             .store
-            .finish_action_and_task(&action.id, &end, task_id, agent_id, &task_end, now)
+            .finish_action_and_task(
+                &action.id,
+                &end,
+                task_id,
+                agent_id,
+                &task_end,
+                started_at_ms,
+                now,
+                Some(&audit),
+            )
             .await
         {
             Ok(true) => {
                 let _ = self.task_events.send(task_id.to_string());
+                use crate::events::kind;
+                let (task_kind, action_kind) = match &end {
+                    ActionEnd::Done { .. } => (kind::TASK_DONE, kind::ACTION_DONE),
+                    _ => (kind::TASK_FAILED, kind::ACTION_FAILED),
+                };
+                self.publish_task_end(task_id, task_kind).await;
+                self.publish_action(&action.id, action_kind).await;
             }
             Ok(false) => tracing::debug!(task_id, agent_id, "receipt for an ended task"),
             Err(e) => {
-                tracing::error!(action_id = %action.id, error = %e, "cannot record the receipt; ending the task alone");
-                self.end_task(task_id, Some(agent_id), task_end).await;
+                tracing::error!(
+                    action_id = %action.id,
+                    error = %e,
+                    audit_action = %audit.action,
+                    audit_detail = %audit.detail,
+                    "cannot record the receipt; ending the task alone. AUDIT LOG WRITE FAILED: \
+                     this receipt is not in the audit log"
+                );
+                self.end_started_task(task_id, Some(agent_id), started_at_ms, task_end)
+                    .await;
             }
         }
     }
@@ -197,9 +266,29 @@ impl Controller {
             }
         };
         tracing::info!(action_id = %action.id, agent_id = %action.agent_id, task_id, %code, %message, "action failed");
+        let detail = serde_json::json!({
+            "agent_id": action.agent_id,
+            "kind": action.kind,
+            "task_id": task_id,
+            "code": code,
+            "message": message,
+        });
         let end = ActionEnd::Failed { code, message };
-        if let Err(e) = self.store.finish_action(&action.id, &end, now_ms()).await {
-            tracing::error!(action_id = %action.id, error = %e, "cannot record the action's failure");
+        match self.store.finish_action(&action.id, &end, now_ms()).await {
+            Ok(true) => {
+                // The agent's refusal is part of the action's record: best effort, as the
+                // action has ended whatever happens here (a failure is logged by `audit`).
+                let actor = format!("agent:{}", action.agent_id);
+                let _ = self
+                    .audit(&actor, "action.failed", &action.id, "failed", detail)
+                    .await;
+                self.publish_action(&action.id, crate::events::kind::ACTION_FAILED)
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(action_id = %action.id, error = %e, "cannot record the action's failure")
+            }
         }
     }
 
@@ -209,6 +298,8 @@ impl Controller {
             Ok(ids) => {
                 for id in ids {
                     tracing::info!(action_id = %id, "action expired");
+                    self.publish_action(&id, crate::events::kind::ACTION_EXPIRED)
+                        .await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot expire actions"),
@@ -230,7 +321,10 @@ impl Controller {
             },
             _ => return Ok(action),
         };
-        self.store.finish_action(&action.id, &end, now).await?;
+        if self.store.finish_action(&action.id, &end, now).await? {
+            self.publish_action(&action.id, crate::events::action_end_kind(&end))
+                .await;
+        }
         Ok(self.store.get_action(&action.id).await?.unwrap_or(action))
     }
 

@@ -12,7 +12,7 @@ use axum::{
         Path, Query, State,
     },
     http::StatusCode,
-    Json,
+    Extension, Json,
 };
 
 use serde::Deserialize;
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::{
     actions::{ActionError, ActionView, AutomationAction, SignatureSpec, SubmitAction},
     api::{auth::Caller, error::ApiError, tasks::MAX_WAIT, types::AgentListQuery, AppState},
+    audit::DeferredAttempt,
     store::Role,
 };
 
@@ -64,14 +65,19 @@ fn require_signer_role(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// `POST /api/v1/actions` `{"request": {…}, "signatures": [{"public_key", "signature"}]}`.
+/// The call's audit `attempt` is appended with the action, in one transaction.
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
+    attempt: Option<Extension<DeferredAttempt>>,
     body: Result<Json<SubmitAction>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ActionView>), ApiError> {
     require_signer_role(&caller)?;
     let Json(body) = body?;
-    let view = state.submit_action(body, &caller.name).await?;
+    let attempt = attempt.map(|Extension(attempt)| attempt);
+    let view = state
+        .submit_action_audited(body, &caller.name, attempt.as_ref())
+        .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -94,11 +100,15 @@ pub async fn approve(
 pub async fn automation(
     State(state): State<AppState>,
     caller: Caller,
+    attempt: Option<Extension<DeferredAttempt>>,
     body: Result<Json<AutomationAction>, JsonRejection>,
 ) -> Result<(StatusCode, Json<ActionView>), ApiError> {
     caller.require(Role::Automation)?;
     let Json(body) = body?;
-    let view = state.submit_automation_action(body, &caller.name).await?;
+    let attempt = attempt.map(|Extension(attempt)| attempt);
+    let view = state
+        .submit_automation_action(body, &caller.name, attempt.as_ref())
+        .await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 

@@ -79,7 +79,19 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal("store error", e)
+        match e {
+            // As the audit recorder refuses when it cannot write an attempt (fail closed).
+            crate::store::StoreError::AuditUnavailable { source } => {
+                tracing::error!(error = %source, "audit log unavailable; the change was not made");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
+                    "the audit log cannot be written, so nothing was changed; \
+                     see the controller log",
+                )
+            }
+            e => ApiError::internal("store error", e),
+        }
     }
 }
 

@@ -1,13 +1,15 @@
 //! `/api/v1/incidents`: open incidents by hand, list and show them with their timeline, move
 //! them through the stages, assign, escalate, comment, add hosts, attach tasks, hunts, actions
-//! and evidence, and close them. Alerts open incidents through `/api/v1/alerts`.
+//! and evidence, and close them, and report on them (JSON or Markdown). Alerts open incidents
+//! through `/api/v1/alerts`.
 
 use axum::{
     extract::{
         rejection::{JsonRejection, QueryRejection},
         Path, Query, State,
     },
-    http::StatusCode,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
     Json,
 };
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     api::{auth::Caller, error::ApiError, AppState},
     incidents::{
-        containment::ActiveContainment, timeline::TimelineItem, CreateIncident, Created,
+        containment::ActiveContainment, report, timeline::TimelineItem, CreateIncident, Created,
         IncidentError, LinkKind, Severity, Stage,
     },
     store::{IncidentFilter, IncidentHost, IncidentLink, IncidentRecord, Role, StageEntry},
@@ -372,4 +374,42 @@ pub async fn link(
         StatusCode::OK
     };
     Ok((status, Json(incident_view(&state, &id).await?)))
+}
+
+/// `GET /api/v1/incidents/{id}/report?format=json|markdown`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    /// `json` (default) or `markdown` (also `md`).
+    #[serde(default)]
+    format: Option<String>,
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query?;
+    let markdown = match query.format.as_deref().unwrap_or("json") {
+        "json" => false,
+        "markdown" | "md" => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "format {other:?}: expected json or markdown"
+            )))
+        }
+    };
+    let report = state.incident_report(&id).await?;
+    Ok(if markdown {
+        (
+            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+            report::render_markdown(&report),
+        )
+            .into_response()
+    } else {
+        Json(report).into_response()
+    })
 }

@@ -3,19 +3,23 @@
 
 pub mod actions;
 pub mod agents;
+pub mod alerts;
 pub mod api_tokens;
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod evidence;
 pub mod health;
 pub mod hunts;
 pub mod incidents;
+pub mod playbooks;
 pub mod recorder;
 pub mod tasks;
 pub mod tokens;
 pub mod types;
 pub mod watches;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -64,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/actions/{id}/signatures", post(actions::approve))
         .route("/api/v1/hunts", post(hunts::create).get(hunts::list))
         .route("/api/v1/hunts/{id}", get(hunts::show))
+        .route("/api/v1/alerts", post(alerts::receive).get(alerts::list))
+        .route("/api/v1/alerts/{id}", get(alerts::show))
         .route(
             "/api/v1/incidents",
             post(incidents::create).get(incidents::list),
@@ -77,6 +83,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/incidents/{id}/comments", post(incidents::comment))
         .route("/api/v1/incidents/{id}/hosts", post(incidents::add_hosts))
         .route("/api/v1/incidents/{id}/links", post(incidents::link))
+        .route("/api/v1/incidents/{id}/report", get(incidents::report))
+        .route("/api/v1/playbooks", get(playbooks::list))
+        .route("/api/v1/playbooks/reload", post(playbooks::reload))
         .route("/api/v1/evidence", get(evidence::list))
         .route("/api/v1/evidence/{sha256}", get(evidence::content))
         .route(
@@ -94,6 +103,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/api-tokens", post(api_tokens::create))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))
+        .route("/api/v1/events", get(events::stream))
+        .route(
+            "/api/v1/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/api/v1/webhooks/{id}",
+            get(webhooks::show).delete(webhooks::remove),
+        )
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route("/api/v1/webhooks/{id}/test", post(webhooks::test))
         .fallback(error::no_route)
         // Runs after routing (so it sees the matched route) and before every handler.
         .layer(axum::middleware::from_fn_with_state(

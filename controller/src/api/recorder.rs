@@ -4,9 +4,13 @@
 //! For a state-changing call by an authenticated caller it appends an `attempt` entry before the
 //! handler runs, and refuses with 503 if it cannot (fail closed: see [`crate::audit`]); after
 //! the handler it appends the outcome: the HTTP status, or `refused` for 401 and 403, with the
-//! attempt's seq in its detail. A handler can name what it created, or add detail, by putting
-//! an [`AuditNote`] in its response's extensions. A 401 on any route is recorded as a refusal
-//! with actor `unauthenticated` and at most a prefix of the token's hash.
+//! attempt's seq in its detail. On the routes in `ATTEMPT_IN_HANDLER` the handler appends the
+//! attempt itself, in the transaction that makes the change ([`DeferredAttempt`]), so it is
+//! still durable before the change and costs no commit of its own; when such a handler made
+//! no change, the attempt is appended after it, ahead of the outcome. A handler can name what
+//! it created, or add detail, by putting an [`AuditNote`] in its response's extensions. A 401
+//! on any route is recorded as a refusal with actor `unauthenticated` and at most a prefix of
+//! the token's hash.
 //!
 //! Entries name the route as written in the router (`POST /api/v1/agents/{id}/revoke`), with the
 //! path parameters as the target. Request bodies are not recorded: some carry secrets. Routes
@@ -26,8 +30,14 @@ use crate::{
         error::ApiError,
         AppState,
     },
-    audit::{ATTEMPT, REFUSED, UNAUTHENTICATED},
+    audit::{DeferredAttempt, ATTEMPT, REFUSED, UNAUTHENTICATED},
 };
+
+/// Routes whose handler appends the `attempt` entry inside its own write transaction (it takes
+/// the [`DeferredAttempt`] from the request's extensions). Only routes whose every change
+/// starts with that transaction may be listed: submitting a signed action, on the path whose
+/// latency has a budget.
+const ATTEMPT_IN_HANDLER: &[&str] = &["POST /api/v1/actions", "POST /api/v1/actions/automation"];
 
 /// What a handler adds to the entry recording its outcome.
 #[derive(Debug, Clone, Default)]
@@ -62,7 +72,15 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     };
     let authentication = authenticate(&parts.headers, &state).await;
 
+    let mut deferred = None;
     let attempt = match (&authentication, changes_state(&method)) {
+        (Authentication::Caller(caller), true) if ATTEMPT_IN_HANDLER.contains(&action.as_str()) => {
+            let detail = json!({ "token_id": caller.token_id, "role": caller.role });
+            let attempt = DeferredAttempt::new(&caller.name, &action, &target, detail);
+            parts.extensions.insert(attempt.clone());
+            deferred = Some(attempt);
+            None
+        }
         (Authentication::Caller(caller), true) => {
             let detail = json!({ "token_id": caller.token_id, "role": caller.role });
             match state
@@ -92,6 +110,20 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
 
     let response = next.run(Request::from_parts(parts, body)).await;
     let status = response.status();
+    let attempt = match (attempt, deferred) {
+        (Some(attempt), _) => Some(attempt),
+        (None, Some(deferred)) => match deferred.seq() {
+            Some(seq) => Some((deferred.actor().to_owned(), seq)),
+            // The handler changed nothing (it refused, or failed before its write): its attempt
+            // goes in now, ahead of the outcome. A failure is logged by `append_audit_entry`.
+            None => state
+                .append_audit_entry(deferred.entry())
+                .await
+                .ok()
+                .map(|entry| (entry.actor, entry.seq)),
+        },
+        (None, None) => None,
+    };
 
     if status == StatusCode::UNAUTHORIZED {
         let mut detail = json!({ "status": status.as_u16(), "reason": failure });

@@ -1,5 +1,6 @@
 //! `/api/v1/tasks`: queue a collection on an agent, read its state and result (optionally
-//! waiting for it), list, cancel.
+//! waiting for it), list, cancel. Responders queue any collection; automation tokens only the
+//! kinds some loaded playbook collects (see [`crate::playbooks`]).
 
 use std::time::Duration;
 
@@ -50,14 +51,28 @@ pub async fn create(
     caller: Caller,
     body: Result<Json<CreateTask>, JsonRejection>,
 ) -> Result<(StatusCode, Extension<AuditNote>, Json<TaskView>), ApiError> {
-    caller.require(Role::Responder)?;
+    // Automation may queue the collections some loaded playbook lists, and nothing else.
+    if caller.role != Role::Automation {
+        caller.require(Role::Responder)?;
+    }
     let Json(body) = body?;
     let ttl = body
         .ttl_secs
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TASK_TTL);
+    let kind: cordon_protocol::message::TaskKind = body.task.into();
+    if caller.role == Role::Automation {
+        let name = crate::tasks::kind_name(&kind);
+        if !state.playbooks.current().collects(name) {
+            return Err(ApiError::forbidden(format!(
+                "the automation token {:?} may queue only collections a playbook lists; no \
+                 loaded playbook collects {name} (GET /api/v1/playbooks)",
+                caller.name
+            )));
+        }
+    }
     let task = state
-        .create_task(&body.agent_id, body.task.into(), ttl, &caller.name)
+        .create_task(&body.agent_id, kind, ttl, &caller.name)
         .await?;
     let view = TaskView::from(task);
     let note = AuditNote {

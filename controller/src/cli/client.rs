@@ -58,6 +58,28 @@ impl Client {
         self.request::<(), T>(Method::GET, path, None).await
     }
 
+    /// A GET whose answer is text, not JSON (e.g. a Markdown report). Errors are still JSON.
+    pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CliError::Unreachable(format!("{url}: reading response: {e}")))?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| CliError::Other(format!("{url}: the answer is not UTF-8: {e}")))
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -66,12 +88,66 @@ impl Client {
         self.request(Method::POST, path, Some(body)).await
     }
 
+    /// A POST whose body is `bytes` as they are (e.g. an alert file, so the controller hashes
+    /// exactly what the file holds), sent as JSON.
+    pub async fn post_raw<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<T, CliError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CliError::Unreachable(format!("{url}: reading response: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| CliError::Other(format!("{url}: unexpected response: {e}")));
+        }
+        Err(api_error(status, &bytes))
+    }
+
     pub async fn put<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<T, CliError> {
         self.request(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        self.request::<(), T>(Method::DELETE, path, None).await
+    }
+
+    /// Opens a GET whose answer is a stream that stays open (server-sent events): the
+    /// response, once its status is a success, for the caller to read as it arrives.
+    pub async fn open_stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(STREAM_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(response)
     }
 
     /// Streams `path`'s body into `dest` (created new, never overwritten), hashing it on the
@@ -164,6 +240,8 @@ impl Client {
 
 /// Longest a download may take.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// Longest an event stream is followed.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The CLI error for an API error response.
 fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {

@@ -12,18 +12,23 @@
 
 pub mod actions;
 pub mod agents;
+pub mod alerts;
 pub mod audit;
 pub mod client;
 pub mod config;
 pub mod contain;
+pub mod events;
 pub mod evidence;
 pub mod hunt;
+pub mod incidents;
 pub mod keys;
 pub mod output;
+pub mod playbooks;
 pub mod progress;
 pub mod tasks;
 pub mod tokens;
 pub mod watch;
+pub mod webhooks;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -151,6 +156,13 @@ pub enum Command {
     /// The audit log: list entries, verify the hash chain (admin).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Incidents: list, show, create, stage, assign, escalate, severity, comment, close,
+    /// hosts add, attach, report.
+    #[command(subcommand)]
+    Incidents(incidents::IncidentsCommand),
+    /// Alerts: send one (as a SIEM would; it opens or joins an incident), list, show.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Kill a process (bound to its start time, looked up first), signed with your key.
     Kill(contain::KillArgs),
     /// Move a file into the agent's vault (defanged), signed with your key.
@@ -166,6 +178,9 @@ pub enum Command {
     Isolate(contain::IsolateArgs),
     /// End an isolation early, signed with your key.
     Release(contain::ReleaseArgs),
+    /// Playbooks: list, show, reload (admin); validate files here without a controller.
+    #[command(subcommand)]
+    Playbooks(playbooks::PlaybooksCommand),
     /// Add your signature to a pending action that needs more distinct signers.
     Approve(actions::ApproveArgs),
     /// Containment actions: list, show (with --wait).
@@ -174,6 +189,11 @@ pub enum Command {
     /// Your signing key: generate, show. Needs no controller.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Outgoing webhooks (admin): add, list, remove, deliveries, test.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
+    /// Follow the live event stream (incidents, tasks, actions) until Ctrl-C.
+    Events(events::EventsArgs),
     /// Check that the controller answers.
     Health,
 }
@@ -183,6 +203,10 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     // Keys live on this machine only: no controller needed.
     if let Command::Keys(command) = cli.command {
         return keys::run(command, cli.config, cli.json);
+    }
+    // Checking playbook files needs no controller either.
+    if let Command::Playbooks(playbooks::PlaybooksCommand::Validate { dir }) = &cli.command {
+        return playbooks::validate(dir, cli.json);
     }
     let config_path = cli.config.clone();
     let settings = config::resolve(cli.url, cli.token, cli.ca_cert, cli.config)?;
@@ -199,6 +223,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Isolate(args) => contain::isolate(&client, args, config_path, cli.json).await,
         Command::Release(args) => contain::release(&client, args, config_path, cli.json).await,
         Command::Approve(args) => actions::approve(&client, args, config_path, cli.json).await,
+        Command::Playbooks(command) => playbooks::run(&client, command, cli.json).await,
         Command::Actions(command) => actions::run(&client, command, cli.json).await,
         Command::Agents(command) => agents::run(&client, command, cli.json).await,
         Command::Tokens(command) => tokens::run(&client, command, cli.json).await,
@@ -265,6 +290,10 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Hunt(args) => hunt::run_hunt(&client, args, cli.json).await,
         Command::Hunts(command) => hunt::run_hunts(&client, command, cli.json).await,
         Command::Audit(command) => audit::run(&client, command, cli.json).await,
+        Command::Incidents(command) => incidents::run(&client, command, cli.json).await,
+        Command::Alerts(command) => alerts::run(&client, command, cli.json).await,
+        Command::Webhooks(command) => webhooks::run(&client, command, cli.json).await,
+        Command::Events(args) => events::run(&client, args, cli.json).await,
         Command::Health => {
             let health: crate::api::types::Health = client.get("/api/v1/health").await?;
             Ok(if cli.json {

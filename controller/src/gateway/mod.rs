@@ -8,6 +8,7 @@ pub mod enroll;
 pub mod presence;
 pub mod registry;
 pub mod session;
+pub mod starts;
 pub mod transfer;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -193,9 +193,12 @@ async fn serve(
     let idle = controller.idle_timeout();
     let mut transfers = crate::gateway::transfer::Transfers::default();
     let mut changes = crate::watches::ChangeWriter::new(controller, agent_id);
+    // Starts are written with their task's end when it comes soon (see `starts`).
+    let mut starts = crate::gateway::starts::Starts::default();
     let mut last_seen_written = tokio::time::Instant::now();
     let mut last_received = tokio::time::Instant::now();
     loop {
+        let starts_due = starts.next_due();
         tokio::select! {
             _ = shutdown.cancelled() => {
                 let _ = conn.send(&ControllerMessage::Goodbye { reason: "controller shutting down".into() }).await;
@@ -204,6 +207,10 @@ async fn serve(
             _ = registration.cancel.cancelled() => {
                 let _ = conn.send(&ControllerMessage::Goodbye { reason: "session ended by the controller".into() }).await;
                 return "session ended by the controller (revoked or replaced)".into();
+            }
+            _ = tokio::time::sleep_until(starts_due.unwrap_or_else(tokio::time::Instant::now)), if starts_due.is_some() => {
+                let due = starts.take_due(tokio::time::Instant::now());
+                controller.tasks_started(agent_id, due).await;
             }
             Some(message) = registration.rx.recv() => {
                 if let Err(e) = conn.send(&message).await {
@@ -229,13 +236,18 @@ async fn serve(
                         }
                     }
                     AgentMessage::TaskStarted { task_id } => {
-                        controller.task_started(agent_id, &task_id).await;
+                        let now = tokio::time::Instant::now();
+                        let overflow = starts.push(task_id, now_ms(), now);
+                        controller.tasks_started(agent_id, overflow).await;
                     }
                     AgentMessage::TaskResult(result) => {
+                        let started_at_ms = starts.take(&result.task_id);
                         // In-memory tasks (pings, load tests) first; otherwise a stored task.
                         if let Some(result) = controller.registry.complete(agent_id, result) {
                             let staged = transfers.finish(&result.task_id);
-                            controller.task_finished(agent_id, result, staged).await;
+                            controller
+                                .task_finished(agent_id, result, staged, started_at_ms)
+                                .await;
                         }
                     }
                     AgentMessage::Chunk(chunk) => {
@@ -243,6 +255,9 @@ async fn serve(
                     }
                     AgentMessage::Event(event) => {
                         changes.push(event).await;
+                    }
+                    AgentMessage::PolicyChanged(policy) => {
+                        controller.agent_policy_changed(agent_id, policy).await;
                     }
                 }
             }

@@ -10,7 +10,10 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
-use super::{db_err, task_writes::TaskWrite, touched, NewTask, Store, StoreError, TaskEnd};
+use super::{
+    db_err, task_writes::TaskWrite, touched, AuditEntry, NewAuditEntry, NewTask, Store, StoreError,
+    TaskEnd,
+};
 
 /// Where an action is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,8 +170,30 @@ impl Store {
         action: &NewAction,
         delivery: Option<Delivery<'_>>,
     ) -> Result<(), StoreError> {
+        self.insert_action_audited(action, delivery, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::insert_action`], with `audit` (the API call's `attempt` entry) appended to the
+    /// audit log in the same transaction: the entry is durable before anything it announces
+    /// is, and it costs no commit of its own. Returns the appended entry.
+    pub async fn insert_action_audited(
+        &self,
+        action: &NewAction,
+        delivery: Option<Delivery<'_>>,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<Option<AuditEntry>, StoreError> {
         let task = delivery.map(|d| d.task);
         let mut tx = self.begin_write("begin insert action").await?;
+        let appended = match audit {
+            Some(entry) => Some(self.append_audit_on(&mut tx, entry).await.map_err(|e| {
+                StoreError::AuditUnavailable {
+                    source: Box::new(e),
+                }
+            })?),
+            None => None,
+        };
         let state = match task {
             Some(_) => ActionState::Submitted,
             None => ActionState::Pending,
@@ -198,7 +223,7 @@ impl Store {
             insert_task(&mut tx, delivery).await?;
         }
         tx.commit().await.map_err(db_err("commit insert action"))?;
-        Ok(())
+        Ok(appended)
     }
 
     /// Replaces a pending action's signatures, if they are still `expected` (so two approvals
@@ -303,7 +328,10 @@ impl Store {
 
     /// Agent `agent_id`'s answer to an action's task: ends the action (as
     /// [`Store::finish_action`]) and its task `task_id` in one transaction, each only if it is
-    /// that agent's. Returns whether the task changed.
+    /// that agent's (`task_started_ms`: the task's start, if not written yet, as
+    /// [`Store::finish_started_task`]), with `audit` (the receipt's audit entry) appended in
+    /// the same transaction. Returns whether the task changed.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_action_and_task(
         &self,
         id: &str,
@@ -311,14 +339,21 @@ impl Store {
         task_id: &str,
         agent_id: &str,
         task_end: &TaskEnd,
+        task_started_ms: Option<i64>,
         now_ms: i64,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write("begin finish action").await?;
+        if let Some(entry) = audit {
+            // First: on PostgreSQL it takes the log's lock, which every writer takes first.
+            self.append_audit_on(&mut tx, entry).await?;
+        }
         finish_action_on(&mut tx, id, Some(agent_id), end, now_ms).await?;
         let task = TaskWrite::Finish {
             id: task_id.to_string(),
             agent_id: Some(agent_id.to_string()),
             end: task_end.clone(),
+            started_at_ms: task_started_ms,
             at_ms: now_ms,
         };
         let changed = task.apply(&mut tx).await?;
@@ -571,7 +606,7 @@ mod tests {
         };
         // Another agent answering for a1's task changes neither.
         assert!(!store
-            .finish_action_and_task("act1", &fail, "t1", "a2", &task_fail, NOW)
+            .finish_action_and_task("act1", &fail, "t1", "a2", &task_fail, None, NOW, None)
             .await
             .unwrap());
         assert_eq!(
@@ -583,7 +618,7 @@ mod tests {
             ActionState::Submitted
         );
         assert!(store
-            .finish_action_and_task("act1", &fail, "t1", "a1", &task_fail, NOW + 1)
+            .finish_action_and_task("act1", &fail, "t1", "a1", &task_fail, None, NOW + 1, None)
             .await
             .unwrap());
         let a = store.get_action("act1").await.unwrap().unwrap();

@@ -1,7 +1,7 @@
 //! Agents and their certificates: enrolment (which consumes a one-time token), session state,
 //! labels, and revocation (which feeds the CRL).
 
-use cordon_protocol::inventory::Inventory;
+use cordon_protocol::{action::PolicySummary, inventory::Inventory};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -203,6 +203,55 @@ impl Store {
         .await
         .map_err(db_err("record agent connection"))?;
         require_agent(&result, id)
+    }
+
+    /// Replaces the containment policy in an agent's stored inventory, keeping the rest (the
+    /// agent reported a change mid-session). A compare-and-set on the stored text, so a hello
+    /// storing a whole inventory at the same moment is never half overwritten: the later
+    /// write wins whole. `AgentNotFound` for an unknown agent.
+    pub async fn set_agent_action_policy(
+        &self,
+        id: &str,
+        policy: &PolicySummary,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "update agent policy";
+        for _ in 0..5 {
+            let row = sqlx::query("SELECT inventory FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err(OP))?;
+            let Some(row) = row else {
+                return Err(StoreError::AgentNotFound { id: id.to_owned() });
+            };
+            let stored: Option<String> = column(&row, "inventory")?;
+            let mut inventory: Inventory = stored
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default();
+            inventory.action_policy = policy.clone();
+            let json = serde_json::to_string(&inventory).map_err(|source| StoreError::Json {
+                what: "agent inventory",
+                source,
+            })?;
+            let result = sqlx::query(
+                "UPDATE agents SET inventory = $2 WHERE id = $1 \
+                 AND (inventory = $3 OR (inventory IS NULL AND $3 IS NULL))",
+            )
+            .bind(id)
+            .bind(json)
+            .bind(stored)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err(OP))?;
+            if touched(&result) {
+                return Ok(());
+            }
+        }
+        Err(StoreError::InvalidData {
+            what: "agent inventory",
+            detail: format!("agent {id}'s inventory kept changing while its policy was updated"),
+        })
     }
 
     /// Records many agents' presence in one transaction: each one's last-seen time, and for
@@ -618,7 +667,45 @@ mod tests {
         assert!(!store.set_agent_labels("ghost", &labels).await.unwrap());
     }
 
+    async fn a_policy_change_keeps_the_rest_of_the_inventory(store: &Store) {
+        use cordon_protocol::action::{ActionKind, SignerSummary};
+        add_token(store, "t", NOW + HOUR).await;
+        store
+            .enroll_agent("t", NOW, &agent("a1", "h"), &cert("01"))
+            .await
+            .unwrap();
+        let policy = PolicySummary {
+            signers: vec![SignerSummary {
+                name: "alice".into(),
+                key_id: "00112233".into(),
+                actions: vec![ActionKind::Kill],
+                max_ttl_secs: 600,
+            }],
+            required_signers: vec![(ActionKind::Kill, 2)],
+        };
+        // Before any hello: an inventory that is nothing but the policy.
+        store.set_agent_action_policy("a1", &policy).await.unwrap();
+        let a = store.get_agent("a1").await.unwrap().unwrap();
+        assert_eq!(a.inventory.unwrap().action_policy, policy);
+
+        let inventory = Inventory {
+            hostname: "db-01".to_owned(),
+            ..Inventory::default()
+        };
+        store.agent_connected("a1", &inventory, NOW).await.unwrap();
+        store.set_agent_action_policy("a1", &policy).await.unwrap();
+        let stored = store.get_agent("a1").await.unwrap().unwrap().inventory;
+        let stored = stored.unwrap();
+        assert_eq!(stored.hostname, "db-01");
+        assert_eq!(stored.action_policy, policy);
+        assert!(matches!(
+            store.set_agent_action_policy("ghost", &policy).await,
+            Err(StoreError::AgentNotFound { .. })
+        ));
+    }
+
     backend_tests!(
+        a_policy_change_keeps_the_rest_of_the_inventory,
         enrolment_token_is_single_use,
         racing_enrolments_use_a_token_once,
         expired_and_unknown_tokens_write_nothing,

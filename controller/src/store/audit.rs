@@ -221,11 +221,24 @@ const SELECT_COLUMNS: &str =
 impl Store {
     /// Appends `entry` to the chain and returns it as stored (with its seq and hashes).
     pub async fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
+        let mut tx = self.begin_write("begin audit append").await?;
+        let stored = self.append_audit_on(&mut tx, entry).await?;
+        tx.commit().await.map_err(db_err("commit audit entry"))?;
+        Ok(stored)
+    }
+
+    /// Appends `entry` inside `tx`, a transaction from [`Store::begin_write`], so it commits
+    /// (or not) together with the change it records. Call it before the transaction's other
+    /// writes: on PostgreSQL it takes the log's lock, and every writer takes that lock first.
+    pub(crate) async fn append_audit_on(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        entry: &NewAuditEntry,
+    ) -> Result<AuditEntry, StoreError> {
         let detail = serde_json::to_string(&entry.detail).map_err(|source| StoreError::Json {
             what: "audit detail",
             source,
         })?;
-        let mut tx = self.begin_write("begin audit append").await?;
         if self.backend == Backend::Postgres {
             // Held until commit: appenders on every replica queue here, each then reads the
             // head its predecessor committed. (Selected FROM the function: the Any driver
@@ -275,7 +288,6 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_err("insert audit entry"))?;
-        tx.commit().await.map_err(db_err("commit audit entry"))?;
         Ok(AuditEntry {
             seq,
             at_ms: entry.at_ms,

@@ -406,6 +406,63 @@ CREATE TABLE incident_timeline (
 CREATE INDEX incident_timeline_incident ON incident_timeline (incident_id, id);
 ";
 
+/// Alerts (v9): every alert taken in, with the incident it opened or joined, written in the
+/// same transaction as that incident change. `detail` is the alert as mapped (the timeline
+/// entry's detail); `raw` the payload exactly as received (bounded by the intake), whose
+/// SHA-256 is `raw_sha256`. The same statements serve both backends.
+const ALERTS_V9: &str = "
+CREATE TABLE alerts (
+    id TEXT PRIMARY KEY NOT NULL,
+    received_at BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    incident_id TEXT NOT NULL REFERENCES incidents(id),
+    outcome TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    external_id TEXT NULL,
+    agent_id TEXT NULL,
+    detail TEXT NOT NULL,
+    raw TEXT NOT NULL,
+    raw_sha256 TEXT NOT NULL
+);
+CREATE INDEX alerts_incident ON alerts (incident_id, received_at);
+CREATE INDEX alerts_received ON alerts (received_at);
+";
+
+/// Outgoing webhooks (v10) and their delivery outbox: one row per event a webhook wants,
+/// written before anything is sent and worked through by the delivery worker (see
+/// `store::webhooks`). `events` is a JSON list of kind patterns; `secret` the HMAC key, which
+/// the API shows only once. The same statements serve both backends.
+const WEBHOOKS_V10: &str = "
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    events TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    disabled_at BIGINT NULL,
+    disabled_by TEXT NULL
+);
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY NOT NULL,
+    webhook_id TEXT NOT NULL REFERENCES webhooks(id),
+    event_id TEXT NOT NULL,
+    event_kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    last_status BIGINT NULL,
+    last_error TEXT NULL,
+    created_at BIGINT NOT NULL,
+    delivered_at BIGINT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, created_at);
+";
+
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
 pub const SQLITE: &[Migration] = &[
@@ -448,6 +505,16 @@ pub const SQLITE: &[Migration] = &[
         version: 8,
         description: "incidents",
         sql: SQLITE_INCIDENTS_V8,
+    },
+    Migration {
+        version: 9,
+        description: "alerts",
+        sql: ALERTS_V9,
+    },
+    Migration {
+        version: 10,
+        description: "webhooks and their deliveries",
+        sql: WEBHOOKS_V10,
     },
 ];
 
@@ -492,6 +559,16 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         description: "incidents",
         sql: POSTGRES_INCIDENTS_V8,
+    },
+    Migration {
+        version: 9,
+        description: "alerts",
+        sql: ALERTS_V9,
+    },
+    Migration {
+        version: 10,
+        description: "webhooks and their deliveries",
+        sql: WEBHOOKS_V10,
     },
 ];
 

@@ -13,6 +13,7 @@
 
 pub mod actions;
 pub mod agents;
+pub mod alerts;
 pub mod audit;
 pub mod evidence;
 pub mod hunts;
@@ -23,6 +24,7 @@ pub mod task_writes;
 pub mod tasks;
 pub mod tokens;
 pub mod watches;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +40,7 @@ pub use actions::{ActionEnd, ActionRecord, ActionState, NewAction};
 pub use agents::{
     AgentRecord, EnrollError, EnrollRefusal, NewAgent, NewCertificate, PresenceChange,
 };
+pub use alerts::{AlertIncident, AlertOutcome, AlertRecord, HostCandidate, NewAlert};
 pub use audit::{AuditEntry, AuditVerification, BreakReason, BrokenLink, NewAuditEntry};
 pub use evidence::{EvidenceRecord, KeyPin};
 pub use hunts::{HuntRecord, HuntTarget, HuntTaskRow, NewHunt, TaskCounts};
@@ -148,6 +151,13 @@ pub enum StoreError {
         what: &'static str,
         /// Why it was rejected.
         detail: String,
+    },
+    /// An audit entry written in the same transaction as a change could not be appended, so
+    /// the change was not made either.
+    #[error("the audit log cannot be written, so nothing was changed")]
+    AuditUnavailable {
+        #[source]
+        source: Box<StoreError>,
     },
 }
 

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::{db_err, tasks::TaskEnd, touched, Store, StoreError};
 
-/// Most writes in one transaction (7 parameters each at most, under both databases' limits).
+/// Most writes in one transaction (8 parameters each at most, under both databases' limits).
 const MAX_BATCH: usize = 1000;
 
 /// A task state change.
@@ -38,11 +38,14 @@ pub(crate) enum TaskWrite {
         agent_id: String,
         at_ms: i64,
     },
-    /// Ends an unfinished task; with an agent id, only that agent's.
+    /// Ends an unfinished task; with an agent id, only that agent's. `started_at_ms` is when
+    /// the agent reported it started, if that was not written yet (a task that ends quickly
+    /// never gets a `running` write of its own); an earlier start stays.
     Finish {
         id: String,
         agent_id: Option<String>,
         end: TaskEnd,
+        started_at_ms: Option<i64>,
         at_ms: i64,
     },
 }
@@ -110,6 +113,7 @@ impl TaskWrite {
                 id,
                 agent_id,
                 end,
+                started_at_ms,
                 at_ms,
             } => {
                 let (state, result, code, message) = match end {
@@ -123,7 +127,7 @@ impl TaskWrite {
                 };
                 sqlx::query(
                     "UPDATE tasks SET state = $2, finished_at = $3, result = $4, \
-                     error_code = $5, error_message = $6 \
+                     error_code = $5, error_message = $6, started_at = COALESCE(started_at, $8) \
                      WHERE id = $1 AND ($7 = '' OR agent_id = $7) \
                      AND state IN ('queued', 'sent', 'running')",
                 )
@@ -134,6 +138,7 @@ impl TaskWrite {
                 .bind(code)
                 .bind(message)
                 .bind(agent_id.as_deref().unwrap_or(""))
+                .bind(*started_at_ms)
                 .execute(conn)
                 .await
                 .map_err(db_err("finish task"))?
@@ -161,6 +166,38 @@ impl Store {
             op: "write task state",
             source: sqlx::Error::WorkerCrashed,
         })?
+    }
+
+    /// Several writes queued at once (so they go in one transaction when nothing else is
+    /// flushing); each its own outcome, in order.
+    pub(crate) async fn write_task_states(
+        &self,
+        writes: Vec<TaskWrite>,
+    ) -> Vec<Result<bool, StoreError>> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let start_flush = {
+            let mut pending = self.task_writes.lock();
+            for write in writes {
+                let (reply, outcome) = oneshot::channel();
+                pending.queue.push((write, reply));
+                outcomes.push(outcome);
+            }
+            !outcomes.is_empty() && !std::mem::replace(&mut pending.flushing, true)
+        };
+        if start_flush {
+            let store = self.clone();
+            tokio::spawn(async move { store.flush_task_writes().await });
+        }
+        let mut results = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            results.push(outcome.await.unwrap_or_else(|_| {
+                Err(StoreError::Database {
+                    op: "write task state",
+                    source: sqlx::Error::WorkerCrashed,
+                })
+            }));
+        }
+        results
     }
 
     /// Writes batches until nothing is waiting.
@@ -296,10 +333,11 @@ async fn finish_all(
     }
     let sql = format!(
         "UPDATE tasks SET state = v.column2, finished_at = v.column3, result = v.column4, \
-         error_code = v.column5, error_message = v.column6 FROM {} AS v \
+         error_code = v.column5, error_message = v.column6, \
+         started_at = COALESCE(tasks.started_at, v.column8) FROM {} AS v \
          WHERE tasks.id = v.column1 AND (v.column7 = '' OR tasks.agent_id = v.column7) \
          AND tasks.state IN ('queued', 'sent', 'running') RETURNING id",
-        values(writes.len(), 7)
+        values(writes.len(), 8)
     );
     let mut query = sqlx::query(&sql);
     for write in writes {
@@ -307,6 +345,7 @@ async fn finish_all(
             id,
             agent_id,
             end,
+            started_at_ms,
             at_ms,
         } = write
         {
@@ -329,7 +368,8 @@ async fn finish_all(
                 .bind(result)
                 .bind(code)
                 .bind(message)
-                .bind(agent_id.clone().unwrap_or_default());
+                .bind(agent_id.clone().unwrap_or_default())
+                .bind(*started_at_ms);
         }
     }
     let rows = query
@@ -396,6 +436,18 @@ mod tests {
                 assert_eq!(task.result, Some(format!("{{\"i\":{i}}}")));
             }
         }
+        // A start reported but not written yet is written with the end; one written stays.
+        let done = TaskEnd::Done {
+            result: "{}".into(),
+        };
+        assert!(store
+            .finish_started_task("t0", Some("a1"), &done, Some(NOW + 7), NOW + 8)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.get_task("t0").await.unwrap().unwrap().started_at_ms,
+            Some(NOW + 7)
+        );
         let again = TaskEnd::Cancelled {
             message: "late".into(),
         };

@@ -221,6 +221,24 @@ impl Store {
         .await
     }
 
+    /// [`Store::mark_task_running`] for several tasks of one agent, `(id, started at)`, in one
+    /// commit; each its own outcome.
+    pub async fn mark_tasks_running(
+        &self,
+        agent_id: &str,
+        started: Vec<(String, i64)>,
+    ) -> Vec<Result<bool, StoreError>> {
+        let writes = started
+            .into_iter()
+            .map(|(id, at_ms)| TaskWrite::Running {
+                id,
+                agent_id: agent_id.to_string(),
+                at_ms,
+            })
+            .collect();
+        self.write_task_states(writes).await
+    }
+
     /// Ends an unfinished task. `agent_id` guards against an agent answering for another's
     /// task; `None` (the controller itself, e.g. cancelling a queued task) skips that check.
     /// False if the task is unknown, someone else's, or already ended. Committed together with
@@ -232,10 +250,25 @@ impl Store {
         end: &TaskEnd,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        self.finish_started_task(id, agent_id, end, None, now_ms)
+            .await
+    }
+
+    /// [`Store::finish_task`], also recording `started_at_ms`, when the agent reported the start,
+    /// if no start was written (a task that ends quickly gets no `running` write of its own).
+    pub async fn finish_started_task(
+        &self,
+        id: &str,
+        agent_id: Option<&str>,
+        end: &TaskEnd,
+        started_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         self.write_task_state(TaskWrite::Finish {
             id: id.to_string(),
             agent_id: agent_id.map(str::to_string),
             end: end.clone(),
+            started_at_ms,
             at_ms: now_ms,
         })
         .await

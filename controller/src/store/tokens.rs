@@ -58,7 +58,8 @@ pub enum Role {
     Responder,
     /// Everything, including token and agent management.
     Admin,
-    /// Machine clients: opens incidents from alerts.
+    /// Machine clients: opens incidents from alerts, and queues the collections a loaded
+    /// playbook lists (and no other).
     Automation,
 }
 

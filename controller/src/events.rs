@@ -1,0 +1,622 @@
+//! Events: what happened to incidents, tasks and actions, told to live consumers
+//! (`GET /api/v1/events`, server-sent events) and to outgoing webhooks.
+//!
+//! An event is published *after* the change it describes committed, by the [`Controller`]
+//! function that made the change: [`Controller::publish`] first writes a delivery row for every
+//! webhook that wants the event (the outbox, so a delivery survives a restart; the change's own
+//! commit and the outbox write are separate, so a crash between the two loses that one
+//! notification, never the change), wakes the delivery worker ([`crate::webhooks`]), and then
+//! hands the event to live consumers through a broadcast channel, which never blocks the
+//! publisher (a consumer that falls behind is told how many it missed).
+//!
+//! Incident changes are published from their timeline entry ([`Controller::publish_incident`]),
+//! the same entry the store writes with the change, so a new kind of incident change needs
+//! only its entry kind mapped in [`incident_kind`]. Code that appends to an incident's timeline
+//! through the store directly must call it too.
+//!
+//! The enabled webhooks are read from the store at most every [`WEBHOOK_CACHE_TTL`] (and at once
+//! after a change on this controller), so a publish with no webhook wanting the event costs no
+//! database work; a webhook added on another replica sharing the database is seen within that
+//! time.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{broadcast, Notify};
+
+use crate::{
+    now_ms,
+    state::Controller,
+    store::{
+        webhooks::{NewDelivery, WebhookTarget},
+        ActionEnd, NewTimelineEntry, TaskEnd,
+    },
+};
+
+/// Events kept for live consumers that have not read them yet; a consumer further behind is
+/// told how many it missed.
+pub const LIVE_CAPACITY: usize = 1024;
+/// Most live consumers (`GET /api/v1/events` streams) at once.
+pub const MAX_LIVE_CONSUMERS: usize = 64;
+/// How long the list of enabled webhooks is reused before it is read again.
+pub const WEBHOOK_CACHE_TTL: Duration = Duration::from_secs(2);
+/// The base of the delivery retry backoff unless configured otherwise (see
+/// [`crate::webhooks`]).
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(1);
+
+/// Event kinds. Patterns match them whole (`task.done`), by prefix (`incident.*`), or all (`*`).
+pub mod kind {
+    pub const INCIDENT_CREATED: &str = "incident.created";
+    pub const INCIDENT_STAGE_CHANGED: &str = "incident.stage_changed";
+    pub const INCIDENT_CLOSED: &str = "incident.closed";
+    pub const INCIDENT_ASSIGNED: &str = "incident.assigned";
+    pub const INCIDENT_ESCALATED: &str = "incident.escalated";
+    pub const INCIDENT_SEVERITY_CHANGED: &str = "incident.severity_changed";
+    pub const INCIDENT_COMMENT: &str = "incident.comment";
+    pub const INCIDENT_HOSTS_ADDED: &str = "incident.hosts_added";
+    pub const INCIDENT_ALERT_JOINED: &str = "incident.alert_joined";
+    pub const INCIDENT_LINKED: &str = "incident.linked";
+    pub const INCIDENT_UPDATED: &str = "incident.updated";
+    pub const TASK_DONE: &str = "task.done";
+    pub const TASK_FAILED: &str = "task.failed";
+    pub const TASK_CANCELLED: &str = "task.cancelled";
+    pub const TASK_EXPIRED: &str = "task.expired";
+    pub const ACTION_PENDING: &str = "action.pending";
+    pub const ACTION_SUBMITTED: &str = "action.submitted";
+    pub const ACTION_DONE: &str = "action.done";
+    pub const ACTION_FAILED: &str = "action.failed";
+    pub const ACTION_EXPIRED: &str = "action.expired";
+    /// Sent to one webhook on request, to check it is reachable.
+    pub const WEBHOOK_TEST: &str = "webhook.test";
+    /// Sent to a live consumer that fell behind (never to webhooks).
+    pub const EVENTS_LAGGED: &str = "events.lagged";
+
+    /// Every kind a webhook or live consumer can receive, for documentation and validation.
+    pub const ALL: &[&str] = &[
+        INCIDENT_CREATED,
+        INCIDENT_STAGE_CHANGED,
+        INCIDENT_CLOSED,
+        INCIDENT_ASSIGNED,
+        INCIDENT_ESCALATED,
+        INCIDENT_SEVERITY_CHANGED,
+        INCIDENT_COMMENT,
+        INCIDENT_HOSTS_ADDED,
+        INCIDENT_ALERT_JOINED,
+        INCIDENT_LINKED,
+        INCIDENT_UPDATED,
+        TASK_DONE,
+        TASK_FAILED,
+        TASK_CANCELLED,
+        TASK_EXPIRED,
+        ACTION_PENDING,
+        ACTION_SUBMITTED,
+        ACTION_DONE,
+        ACTION_FAILED,
+        ACTION_EXPIRED,
+        WEBHOOK_TEST,
+        EVENTS_LAGGED,
+    ];
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique (a UUID); a consumer that sees the same id twice has seen one event.
+    pub id: String,
+    /// e.g. `incident.created`; see [`kind`].
+    pub kind: String,
+    pub at_ms: i64,
+    /// Who did it: a token name, `controller`, an agent id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    /// One line a human reads.
+    pub summary: String,
+    /// The details, as JSON (depends on the kind).
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl Event {
+    /// A new event of `kind`, now.
+    pub fn new(kind: &str, summary: impl Into<String>, data: Value) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: kind.to_owned(),
+            at_ms: now_ms(),
+            actor: None,
+            incident_id: None,
+            agent_id: None,
+            task_id: None,
+            action_id: None,
+            summary: summary.into(),
+            data,
+        }
+    }
+
+    pub fn actor(mut self, actor: &str) -> Self {
+        self.actor = Some(actor.to_owned());
+        self
+    }
+
+    pub fn incident(mut self, id: &str) -> Self {
+        self.incident_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn agent(mut self, id: &str) -> Self {
+        self.agent_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn task(mut self, id: &str) -> Self {
+        self.task_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn action(mut self, id: &str) -> Self {
+        self.action_id = Some(id.to_owned());
+        self
+    }
+}
+
+/// Whether an event kind pattern matches `kind`: `*` matches everything, `prefix.*` every kind
+/// under `prefix.`, anything else only itself.
+pub fn kind_matches(pattern: &str, kind: &str) -> bool {
+    let pattern = pattern.trim();
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix(".*") {
+        Some(prefix) => kind
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.')),
+        None => pattern == kind,
+    }
+}
+
+/// Whether any of `patterns` matches `kind`.
+pub fn any_matches(patterns: &[String], kind: &str) -> bool {
+    patterns.iter().any(|p| kind_matches(p, kind))
+}
+
+/// Checks an event kind pattern: `*`, or dot-separated words of `a-z0-9_`, optionally ending
+/// in `.*`.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    let body = pattern.strip_suffix(".*").unwrap_or(pattern);
+    let ok = pattern == "*"
+        || (!body.is_empty()
+            && body.len() <= 64
+            && body.split('.').all(|word| {
+                !word.is_empty()
+                    && word
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            }));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "event pattern {pattern:?} must be `*`, a kind such as `task.done`, or a prefix such as `incident.*`"
+        ))
+    }
+}
+
+/// The event kind for an incident timeline entry kind.
+pub fn incident_kind(entry_kind: &str) -> &'static str {
+    match entry_kind {
+        "created" => kind::INCIDENT_CREATED,
+        "stage" => kind::INCIDENT_STAGE_CHANGED,
+        "assigned" => kind::INCIDENT_ASSIGNED,
+        "escalated" => kind::INCIDENT_ESCALATED,
+        "severity" => kind::INCIDENT_SEVERITY_CHANGED,
+        "comment" => kind::INCIDENT_COMMENT,
+        "hosts" => kind::INCIDENT_HOSTS_ADDED,
+        "alert" => kind::INCIDENT_ALERT_JOINED,
+        "task" | "hunt" | "action" | "evidence" => kind::INCIDENT_LINKED,
+        _ => kind::INCIDENT_UPDATED,
+    }
+}
+
+/// The event kind for how a task ended.
+pub fn task_end_kind(end: &TaskEnd) -> &'static str {
+    match end {
+        TaskEnd::Done { .. } => kind::TASK_DONE,
+        TaskEnd::Failed { .. } => kind::TASK_FAILED,
+        TaskEnd::Cancelled { .. } => kind::TASK_CANCELLED,
+    }
+}
+
+/// The event kind for how an action ended.
+pub fn action_end_kind(end: &ActionEnd) -> &'static str {
+    match end {
+        ActionEnd::Done { .. } => kind::ACTION_DONE,
+        ActionEnd::Failed { .. } => kind::ACTION_FAILED,
+        ActionEnd::Expired { .. } => kind::ACTION_EXPIRED,
+    }
+}
+
+/// The controller's event hub: the live channel, the cached webhook list and the delivery
+/// worker's wake-up.
+pub struct Events {
+    live: broadcast::Sender<Arc<Event>>,
+    webhooks: Mutex<Option<(Instant, Arc<Vec<WebhookTarget>>)>>,
+    /// Woken when deliveries were queued.
+    pub(crate) queued: Notify,
+    retry_base_ms: AtomicU64,
+    /// One permit per live consumer.
+    live_permits: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the controller stops, so live streams end instead of holding the
+    /// API's graceful shutdown open.
+    closing: tokio_util::sync::CancellationToken,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Events {
+    pub fn new() -> Self {
+        let base = std::env::var("CORDON_WEBHOOK_RETRY_BASE_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .unwrap_or(DEFAULT_RETRY_BASE.as_millis() as u64);
+        Self {
+            live: broadcast::channel(LIVE_CAPACITY).0,
+            webhooks: Mutex::new(None),
+            queued: Notify::new(),
+            retry_base_ms: AtomicU64::new(base),
+            live_permits: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_CONSUMERS)),
+            closing: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// A permit for one more live consumer, or None when [`MAX_LIVE_CONSUMERS`] are connected.
+    pub fn live_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.live_permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Cancelled when the controller stops.
+    pub fn closing(&self) -> tokio_util::sync::CancellationToken {
+        self.closing.clone()
+    }
+
+    /// Ends every live stream (the controller is stopping).
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// A live feed of events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
+    }
+
+    /// How many live consumers are subscribed now.
+    pub fn live_consumers(&self) -> usize {
+        self.live.receiver_count()
+    }
+
+    /// The first delay before a failed delivery is tried again; each later one doubles.
+    pub fn retry_base(&self) -> Duration {
+        Duration::from_millis(self.retry_base_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the retry base (at least 1 ms), e.g. for tests that should not wait seconds.
+    pub fn set_retry_base(&self, base: Duration) {
+        let ms = u64::try_from(base.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.retry_base_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Forgets the cached webhook list, so the next publish reads it again.
+    pub fn webhooks_changed(&self) {
+        if let Ok(mut cache) = self.webhooks.lock() {
+            *cache = None;
+        }
+    }
+
+    fn cached_webhooks(&self) -> Option<Arc<Vec<WebhookTarget>>> {
+        let cache = self.webhooks.lock().ok()?;
+        match &*cache {
+            Some((at, targets)) if at.elapsed() < WEBHOOK_CACHE_TTL => Some(targets.clone()),
+            _ => None,
+        }
+    }
+
+    fn cache_webhooks(&self, targets: Arc<Vec<WebhookTarget>>) {
+        if let Ok(mut cache) = self.webhooks.lock() {
+            *cache = Some((Instant::now(), targets));
+        }
+    }
+}
+
+impl Controller {
+    /// Enabled webhooks, from the cache when it is fresh. On a store error, none (logged):
+    /// the change being published has committed already and must not fail because of it.
+    async fn webhook_targets(&self) -> Arc<Vec<WebhookTarget>> {
+        if let Some(targets) = self.events.cached_webhooks() {
+            return targets;
+        }
+        match self.store.webhook_targets().await {
+            Ok(targets) => {
+                let targets = Arc::new(targets);
+                self.events.cache_webhooks(targets.clone());
+                targets
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read webhooks; events are not queued for them");
+                Arc::new(Vec::new())
+            }
+        }
+    }
+
+    /// Whether anybody (a live consumer or a webhook) would receive an event of `kind`; lets a
+    /// publisher skip the reads that building the event takes.
+    pub async fn wants_event(&self, kind: &str) -> bool {
+        self.events.live.receiver_count() > 0
+            || self
+                .webhook_targets()
+                .await
+                .iter()
+                .any(|t| any_matches(&t.events, kind))
+    }
+
+    /// Publishes an event whose change has committed: queues it for every webhook that wants
+    /// it, then tells live consumers. Never fails; what cannot be queued is logged.
+    pub async fn publish(&self, event: Event) {
+        let targets = self.webhook_targets().await;
+        let wanting: Vec<&WebhookTarget> = targets
+            .iter()
+            .filter(|t| any_matches(&t.events, &event.kind))
+            .collect();
+        if !wanting.is_empty() {
+            self.queue_for(&event, wanting.iter().map(|t| t.id.as_str()))
+                .await;
+        }
+        let _ = self.events.live.send(Arc::new(event));
+    }
+
+    /// Writes `event` to the outbox of each webhook in `webhook_ids` and wakes the worker.
+    /// Returns the delivery ids, or none if the write failed (logged).
+    pub(crate) async fn queue_for<'a>(
+        &self,
+        event: &Event,
+        webhook_ids: impl Iterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let body = match serde_json::to_string(event) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(event_id = %event.id, kind = %event.kind, error = %e, "cannot encode event");
+                return Vec::new();
+            }
+        };
+        let now = now_ms();
+        let deliveries: Vec<NewDelivery> = webhook_ids
+            .map(|webhook_id| NewDelivery {
+                id: uuid::Uuid::new_v4().to_string(),
+                webhook_id: webhook_id.to_owned(),
+                event_id: event.id.clone(),
+                event_kind: event.kind.clone(),
+                body: body.clone(),
+                created_at_ms: now,
+            })
+            .collect();
+        match self.store.queue_deliveries(&deliveries).await {
+            Ok(()) => {
+                self.events.queued.notify_one();
+                deliveries.into_iter().map(|d| d.id).collect()
+            }
+            Err(e) => {
+                tracing::error!(event_id = %event.id, kind = %event.kind, error = %e, "cannot queue webhook deliveries");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Publishes the change an incident timeline entry records (the entry was stored with
+    /// the change). The event's data is the entry's `detail` and the `incident` as it is now.
+    /// A stage entry that closes the incident is also published as `incident.closed`.
+    pub async fn publish_incident(&self, incident_id: &str, entry: &NewTimelineEntry) {
+        let kind = incident_kind(&entry.kind);
+        if !self.wants_event(kind).await {
+            return;
+        }
+        let incident = match self.store.get_incident(incident_id).await {
+            Ok(incident) => incident,
+            Err(e) => {
+                tracing::warn!(incident_id, error = %e, "cannot read the incident for its event");
+                None
+            }
+        };
+        let data = serde_json::json!({ "detail": entry.detail, "incident": incident });
+        let event = Event {
+            at_ms: entry.at_ms,
+            ..Event::new(kind, entry.summary.clone(), data)
+        }
+        .actor(&entry.actor)
+        .incident(incident_id);
+        let closes = kind == kind::INCIDENT_STAGE_CHANGED
+            && entry
+                .detail
+                .get("to")
+                .and_then(Value::as_str)
+                .is_some_and(crate::incidents::is_closed_stage);
+        let closed = closes.then(|| Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: kind::INCIDENT_CLOSED.to_owned(),
+            ..event.clone()
+        });
+        self.publish(event).await;
+        if let Some(closed) = closed {
+            self.publish(closed).await;
+        }
+    }
+
+    /// Appends `entry` to an incident's timeline (touching nothing else) and publishes it:
+    /// for code that records something on an incident, such as a playbook's progress. False
+    /// for an unknown incident (nothing published).
+    pub async fn append_incident_timeline(
+        &self,
+        incident_id: &str,
+        entry: &NewTimelineEntry,
+    ) -> Result<bool, crate::store::StoreError> {
+        let appended = self.store.append_timeline(incident_id, entry).await?;
+        if appended {
+            self.publish_incident(incident_id, entry).await;
+        }
+        Ok(appended)
+    }
+
+    /// Publishes how a task ended, with its agent and kind (read only if anybody listens).
+    pub(crate) async fn publish_task_end(&self, task_id: &str, kind: &str) {
+        if !self.wants_event(kind).await {
+            return;
+        }
+        let task = match self.store.get_task(task_id).await {
+            Ok(Some(task)) => task,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "cannot read the task for its event");
+                return;
+            }
+        };
+        let data = serde_json::json!({
+            "kind": task.kind,
+            "state": task.state.as_str(),
+            "hunt_id": task.hunt_id,
+            "error_code": task.error_code,
+            "error_message": task.error_message,
+            "created_by": task.created_by,
+        });
+        let summary = format!(
+            "task {} on {}: {}",
+            task.kind,
+            task.agent_id,
+            task.state.as_str()
+        );
+        let event = Event::new(kind, summary, data)
+            .agent(&task.agent_id)
+            .task(&task.id);
+        self.publish(event).await;
+    }
+
+    /// Publishes an action's state (`action.*` kind), read from the store.
+    pub(crate) async fn publish_action(&self, action_id: &str, kind: &str) {
+        if !self.wants_event(kind).await {
+            return;
+        }
+        let action = match self.store.get_action(action_id).await {
+            Ok(Some(action)) => action,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(action_id, error = %e, "cannot read the action for its event");
+                return;
+            }
+        };
+        let data = serde_json::json!({
+            "kind": action.kind,
+            "state": action.state.as_str(),
+            "required_signers": action.required_signers,
+            "error_code": action.error_code,
+            "error_message": action.error_message,
+            "created_by": action.created_by,
+            "expires_at_ms": action.expires_at_ms,
+        });
+        let summary = format!(
+            "action {} on {}: {}",
+            action.kind,
+            action.agent_id,
+            action.state.as_str()
+        );
+        let mut event = Event::new(kind, summary, data)
+            .agent(&action.agent_id)
+            .action(&action.id);
+        if let Some(task_id) = &action.task_id {
+            event = event.task(task_id);
+        }
+        self.publish(event).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_kinds_prefixes_and_everything() {
+        assert!(kind_matches("*", "task.done"));
+        assert!(kind_matches("incident.*", "incident.created"));
+        assert!(kind_matches("incident.*", "incident.stage_changed"));
+        assert!(!kind_matches("incident.*", "incidents.created"));
+        assert!(!kind_matches("incident.*", "incident"));
+        assert!(!kind_matches("incident.*", "task.done"));
+        assert!(kind_matches("task.done", "task.done"));
+        assert!(!kind_matches("task.done", "task.done_later"));
+        assert!(!kind_matches("task", "task.done"));
+        assert!(any_matches(
+            &["task.failed".into(), "incident.*".into()],
+            "incident.closed"
+        ));
+        assert!(!any_matches(&[], "incident.closed"));
+    }
+
+    #[test]
+    fn patterns_are_checked() {
+        for good in ["*", "incident.*", "task.done", "a_b.c1.*"] {
+            assert!(check_pattern(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".*",
+            "incident.",
+            "Incident.*",
+            "a..b",
+            "a.*.b",
+            "**",
+            "a b",
+        ] {
+            assert!(check_pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_timeline_entry_kind_has_an_event_kind() {
+        assert_eq!(incident_kind("created"), kind::INCIDENT_CREATED);
+        assert_eq!(incident_kind("stage"), kind::INCIDENT_STAGE_CHANGED);
+        assert_eq!(incident_kind("alert"), kind::INCIDENT_ALERT_JOINED);
+        assert_eq!(incident_kind("evidence"), kind::INCIDENT_LINKED);
+        assert_eq!(incident_kind("something new"), kind::INCIDENT_UPDATED);
+        for k in kind::ALL {
+            assert!(check_pattern(k).is_ok(), "{k}");
+        }
+    }
+
+    #[test]
+    fn events_serialize_without_empty_ids() {
+        let event = Event::new(kind::TASK_DONE, "done", serde_json::json!({"a": 1}))
+            .agent("a1")
+            .task("t1");
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["kind"], "task.done");
+        assert_eq!(json["agent_id"], "a1");
+        assert!(json.get("incident_id").is_none());
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+}
