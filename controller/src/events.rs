@@ -20,6 +20,7 @@
 //! time.
 
 use std::{
+    collections::VecDeque,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -43,6 +44,11 @@ use crate::{
 /// Events kept for live consumers that have not read them yet; a consumer further behind is
 /// told how many it missed.
 pub const LIVE_CAPACITY: usize = 1024;
+/// Recent events kept so a consumer that reconnects with `Last-Event-ID` gets what it missed.
+pub const RESUME_CAPACITY: usize = 1024;
+/// How long after the last live consumer left events are still built and kept for its
+/// return (a publish with nobody listening otherwise skips building the event).
+pub const RESUME_WINDOW: Duration = Duration::from_secs(120);
 /// Most live consumers (`GET /api/v1/events` streams) at once.
 pub const MAX_LIVE_CONSUMERS: usize = 64;
 /// How long the list of enabled webhooks is reused before it is read again.
@@ -250,10 +256,24 @@ pub fn action_end_kind(end: &ActionEnd) -> &'static str {
     }
 }
 
+/// Where a resuming live consumer picks up (see [`Events::resume`]).
+pub struct Resumed {
+    /// The kept events after the resume point, oldest first; `None` when the resume point is
+    /// no longer kept.
+    pub backlog: Option<Vec<Arc<Event>>>,
+    /// Everything published from now on.
+    pub feed: broadcast::Receiver<Arc<Event>>,
+}
+
 /// The controller's event hub: the live channel, the cached webhook list and the delivery
 /// worker's wake-up.
 pub struct Events {
     live: broadcast::Sender<Arc<Event>>,
+    /// The last [`RESUME_CAPACITY`] events sent live, oldest first; written under this lock
+    /// together with the live send, so a resuming consumer sees each event exactly once.
+    recent: Mutex<VecDeque<Arc<Event>>>,
+    /// When the last live consumer went away, if none is connected now.
+    last_left: Mutex<Option<Instant>>,
     webhooks: Mutex<Option<(Instant, Arc<Vec<WebhookTarget>>)>>,
     /// Woken when deliveries were queued.
     pub(crate) queued: Notify,
@@ -280,6 +300,8 @@ impl Events {
             .unwrap_or(DEFAULT_RETRY_BASE.as_millis() as u64);
         Self {
             live: broadcast::channel(LIVE_CAPACITY).0,
+            recent: Mutex::new(VecDeque::with_capacity(RESUME_CAPACITY)),
+            last_left: Mutex::new(None),
             webhooks: Mutex::new(None),
             queued: Notify::new(),
             retry_base_ms: AtomicU64::new(base),
@@ -306,6 +328,47 @@ impl Events {
     /// A live feed of events published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
+    }
+
+    /// A live feed resuming after the event `last_id` (a consumer's `Last-Event-ID`): the
+    /// kept events published after it, then everything from now on, with no gap and nothing
+    /// twice. The resume point is `None` when `last_id` is no longer kept (too old, or from
+    /// before a controller restart): the consumer may have missed events.
+    pub fn resume(&self, last_id: &str) -> Resumed {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let feed = self.live.subscribe();
+        let backlog = recent
+            .iter()
+            .rposition(|e| e.id == last_id)
+            .map(|at| recent.iter().skip(at + 1).cloned().collect());
+        Resumed { backlog, feed }
+    }
+
+    /// Sends `event` live and keeps it for consumers that resume.
+    fn send_live(&self, event: Event) {
+        let event = Arc::new(event);
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RESUME_CAPACITY {
+            recent.pop_front();
+        }
+        recent.push_back(event.clone());
+        let _ = self.live.send(event);
+    }
+
+    /// Notes that a live consumer went away: events are still kept for [`RESUME_WINDOW`] in
+    /// case it comes back.
+    pub fn consumer_left(&self) {
+        let mut last_left = self.last_left.lock().unwrap_or_else(|e| e.into_inner());
+        *last_left = Some(Instant::now());
+    }
+
+    /// Whether a live consumer is connected, or left recently enough to resume.
+    fn live_interest(&self) -> bool {
+        if self.live.receiver_count() > 0 {
+            return true;
+        }
+        let last_left = self.last_left.lock().unwrap_or_else(|e| e.into_inner());
+        last_left.is_some_and(|at| at.elapsed() < RESUME_WINDOW)
     }
 
     /// How many live consumers are subscribed now.
@@ -369,7 +432,7 @@ impl Controller {
     /// Whether anybody (a live consumer or a webhook) would receive an event of `kind`; lets a
     /// publisher skip the reads that building the event takes.
     pub async fn wants_event(&self, kind: &str) -> bool {
-        self.events.live.receiver_count() > 0
+        self.events.live_interest()
             || self
                 .webhook_targets()
                 .await
@@ -389,7 +452,7 @@ impl Controller {
             self.queue_for(&event, wanting.iter().map(|t| t.id.as_str()))
                 .await;
         }
-        let _ = self.events.live.send(Arc::new(event));
+        self.events.send_live(event);
     }
 
     /// Writes `event` to the outbox of each webhook in `webhook_ids` and wakes the worker.
@@ -605,6 +668,55 @@ mod tests {
         for k in kind::ALL {
             assert!(check_pattern(k).is_ok(), "{k}");
         }
+    }
+
+    #[test]
+    fn a_consumer_resumes_after_its_last_event_with_nothing_twice() {
+        let events = Events::new();
+        let sent: Vec<String> = (0..3)
+            .map(|n| {
+                let event = Event::new(kind::TASK_DONE, format!("done {n}"), Value::Null);
+                let id = event.id.clone();
+                events.send_live(event);
+                id
+            })
+            .collect();
+        let mut resumed = events.resume(&sent[0]);
+        let backlog: Vec<String> = resumed
+            .backlog
+            .expect("the resume point is kept")
+            .iter()
+            .map(|e| e.id.clone())
+            .collect();
+        assert_eq!(backlog, sent[1..]);
+        events.send_live(Event::new(kind::TASK_DONE, "later", Value::Null));
+        let live = resumed.feed.try_recv().expect("published after resuming");
+        assert_eq!(live.summary, "later");
+        assert!(resumed.feed.try_recv().is_err(), "nothing twice");
+
+        // A resume point no longer kept says so.
+        assert!(events.resume("not-an-event-id").backlog.is_none());
+        for n in 0..RESUME_CAPACITY {
+            events.send_live(Event::new(
+                kind::TASK_DONE,
+                format!("more {n}"),
+                Value::Null,
+            ));
+        }
+        assert!(events.resume(&sent[2]).backlog.is_none());
+    }
+
+    #[test]
+    fn events_are_built_for_a_consumer_that_just_left() {
+        let events = Events::new();
+        assert!(!events.live_interest(), "nobody ever listened");
+        let feed = events.subscribe();
+        assert!(events.live_interest());
+        drop(feed);
+        events.consumer_left();
+        assert!(events.live_interest(), "it may come back");
+        *events.last_left.lock().unwrap() = Instant::now().checked_sub(RESUME_WINDOW);
+        assert!(!events.live_interest(), "gone too long");
     }
 
     #[test]

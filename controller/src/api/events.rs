@@ -2,16 +2,19 @@
 //!
 //! Each event is sent as `id: <event id>`, `event: <kind>`, `data: <the event as JSON>`;
 //! `?kinds=incident.*,task.done` keeps only the kinds matching one of the patterns. A comment
-//! line is sent every [`KEEP_ALIVE`] so proxies keep the connection open. Only events published
-//! after the stream opened are sent; a consumer that reads too slowly to keep up is sent an
-//! `events.lagged` event with how many it missed (`{"missed": N}`) rather than having them
-//! vanish silently. The stream ends when the controller stops.
+//! line is sent every [`KEEP_ALIVE`] so proxies keep the connection open. Events published
+//! after the stream opened are sent; a consumer reconnecting with `Last-Event-ID` (as
+//! EventSource clients do) first gets the events it missed, from the last
+//! [`crate::events::RESUME_CAPACITY`] kept, or an `events.lagged` event when its resume point is
+//! no longer kept. A consumer that reads too slowly to keep up is sent an `events.lagged`
+//! event with how many it missed (`{"missed": N}`) rather than having them vanish silently.
+//! The stream ends when the controller stops.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     extract::{rejection::QueryRejection, Query, State},
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::sse::{Event as SseEvent, KeepAlive, Sse},
 };
 use futures_util::Stream;
@@ -29,6 +32,8 @@ use crate::{
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Most patterns in `kinds`.
 pub const MAX_PATTERNS: usize = 32;
+/// Longest `Last-Event-ID` looked up (event ids are UUIDs).
+const MAX_LAST_EVENT_ID: usize = 128;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,26 +63,48 @@ fn patterns(kinds: Option<&str>) -> Result<Vec<String>, ApiError> {
     Ok(patterns)
 }
 
-/// One event as SSE.
+/// One event as SSE. A note that events were missed carries no `id:`, so a client's
+/// `Last-Event-ID` stays on the last real event and a reconnect resumes from there.
 fn sse(event: &Event) -> SseEvent {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
-    SseEvent::default()
-        .id(event.id.clone())
-        .event(event.kind.clone())
-        .data(data)
+    let sse = SseEvent::default().event(event.kind.clone()).data(data);
+    if event.kind == kind::EVENTS_LAGGED {
+        sse
+    } else {
+        sse.id(event.id.clone())
+    }
 }
 
 /// What a live stream holds between events.
 struct Feed {
+    /// Events missed before a reconnect, sent first.
+    backlog: VecDeque<Arc<Event>>,
     events: Receiver<Arc<Event>>,
     patterns: Vec<String>,
     closing: CancellationToken,
+    state: AppState,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.state.events.consumer_left();
+    }
+}
+
 impl Feed {
+    fn wanted(&self, event: &Event) -> bool {
+        self.patterns.is_empty() || any_matches(&self.patterns, &event.kind)
+    }
+
     /// The next event to send, or None when the stream should end.
     async fn next(&mut self) -> Option<SseEvent> {
+        while let Some(event) = self.backlog.pop_front() {
+            // A note that events were missed goes out whatever the patterns.
+            if event.kind == kind::EVENTS_LAGGED || self.wanted(&event) {
+                return Some(sse(&event));
+            }
+        }
         loop {
             let received = tokio::select! {
                 _ = self.closing.cancelled() => return None,
@@ -85,7 +112,7 @@ impl Feed {
             };
             match received {
                 Ok(event) => {
-                    if self.patterns.is_empty() || any_matches(&self.patterns, &event.kind) {
+                    if self.wanted(&event) {
                         return Some(sse(&event));
                     }
                 }
@@ -104,14 +131,33 @@ impl Feed {
     }
 }
 
+/// The consumer's `Last-Event-ID`, if it sent a usable one.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let id = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Last-Event-ID: not visible ASCII"))?
+        .trim();
+    if id.len() > MAX_LAST_EVENT_ID {
+        return Err(ApiError::bad_request(format!(
+            "Last-Event-ID: longer than {MAX_LAST_EVENT_ID} bytes"
+        )));
+    }
+    Ok((!id.is_empty()).then(|| id.to_owned()))
+}
+
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     caller.require(Role::Viewer)?;
     let Query(query) = query?;
     let patterns = patterns(query.kinds.as_deref())?;
+    let last_id = last_event_id(&headers)?;
     let permit = state.events.live_permit().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -119,10 +165,33 @@ pub async fn stream(
             "too many live event streams are open; try again later",
         )
     })?;
+    let (backlog, events) = match last_id {
+        None => (VecDeque::new(), state.events.subscribe()),
+        Some(last_id) => {
+            let resumed = state.events.resume(&last_id);
+            let backlog = resumed.backlog.map_or_else(
+                || {
+                    let missed = Event::new(
+                        kind::EVENTS_LAGGED,
+                        format!(
+                            "event {last_id} is no longer kept: events since it may have been \
+                             missed"
+                        ),
+                        serde_json::json!({ "resume_from": last_id, "missed": null }),
+                    );
+                    VecDeque::from([Arc::new(missed)])
+                },
+                VecDeque::from,
+            );
+            (backlog, resumed.feed)
+        }
+    };
     let feed = Feed {
-        events: state.events.subscribe(),
+        backlog,
+        events,
         patterns,
         closing: state.events.closing(),
+        state: state.clone(),
         _permit: permit,
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {

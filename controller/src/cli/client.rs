@@ -131,14 +131,22 @@ impl Client {
 
     /// Opens a GET whose answer is a stream that stays open (server-sent events): the
     /// response, once its status is a success, for the caller to read as it arrives.
-    pub async fn open_stream(&self, path: &str) -> Result<reqwest::Response, CliError> {
+    pub async fn open_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, CliError> {
         let url = format!("{}{path}", self.base);
-        let response = self
+        let mut request = self
             .http
             .get(&url)
             .bearer_auth(&self.token)
             .header(reqwest::header::ACCEPT, "text/event-stream")
-            .timeout(STREAM_TIMEOUT)
+            .timeout(STREAM_TIMEOUT);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;

@@ -1,6 +1,8 @@
 //! `cordon events [--kinds incident.*,task.*] [--count N]`: follows the controller's live event
 //! stream (`GET /api/v1/events`), one line per event — time, kind and summary for people, the
-//! event as one JSON object per line with `--json` — until Ctrl-C or `--count` events.
+//! event as one JSON object per line with `--json` — until Ctrl-C or `--count` events. When
+//! the stream breaks (the controller restarts, the network drops) it reconnects with
+//! `Last-Event-ID`, so the events published meanwhile still arrive, once each.
 
 use std::io::Write;
 
@@ -10,6 +12,10 @@ use crate::{
     cli::{client::Client, output, CliError},
     events::Event,
 };
+
+/// Waits before reconnecting a broken stream: doubling from the first to the last.
+const RECONNECT_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const RECONNECT_LAST: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest single server-sent event accepted; a bigger one means the answer is not an event
 /// stream.
@@ -142,21 +148,48 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<String
     if args.count == Some(0) {
         return Ok(String::new());
     }
-    let mut response = client.open_stream(&path).await?;
+    let mut response = Some(client.open_stream(&path, None).await?);
     let mut parser = SseParser::default();
     let mut seen = 0u64;
+    let mut last_id: Option<String> = None;
+    let mut wait = RECONNECT_FIRST;
     let stdout = std::io::stdout();
     loop {
-        let chunk = response
-            .chunk()
-            .await
-            .map_err(|e| CliError::Unreachable(format!("reading the event stream: {e}")))?;
-        let Some(chunk) = chunk else {
-            return Err(CliError::Unreachable(
-                "the controller closed the event stream".into(),
-            ));
+        let Some(stream) = response.as_mut() else {
+            // Broken: reconnect and resume after the last event seen. A refusal (a revoked
+            // token, say) ends it; an unreachable controller is tried again.
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RECONNECT_LAST);
+            match client.open_stream(&path, last_id.as_deref()).await {
+                Ok(reopened) => {
+                    parser = SseParser::default();
+                    response = Some(reopened);
+                }
+                Err(CliError::Unreachable(e)) => {
+                    eprintln!("cordon: {e}; trying again in {wait:?}");
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
         };
+        let chunk = match stream.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => {
+                eprintln!("cordon: the controller closed the event stream; reconnecting");
+                response = None;
+                continue;
+            }
+            Err(e) => {
+                eprintln!("cordon: reading the event stream: {e}; reconnecting");
+                response = None;
+                continue;
+            }
+        };
+        wait = RECONNECT_FIRST;
         for message in parser.push(&chunk)? {
+            if message.id.is_some() {
+                last_id.clone_from(&message.id);
+            }
             let line = if json {
                 message.data.replace(['\n', '\r'], " ")
             } else {
