@@ -18,9 +18,20 @@ use cordon_controller::{
 use tokio_util::sync::CancellationToken;
 
 pub mod bench;
+pub mod keys;
+pub mod output;
+pub mod postgres;
 pub mod procstat;
+pub mod session_host;
 pub mod simaction;
 pub mod simhost;
+pub mod victim;
+
+pub use keys::{generate_key, ResponderKey};
+pub use output::{fails, json_of, ok, text};
+pub use postgres::{postgres_url, PgSchema};
+pub use session_host::SessionHost;
+pub use victim::Victim;
 
 /// Heartbeat used by test controllers: short, so liveness changes show quickly.
 pub const TEST_HEARTBEAT: Duration = Duration::from_millis(500);
@@ -248,18 +259,50 @@ impl Deployment {
         }
     }
 
-    /// Runs the real `cordon` CLI against this deployment.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(binary("e2e-cordon"))
-            .args(args)
+    /// The real `cordon` CLI pointed at this deployment with `token`, and at nothing else: no
+    /// config file, signing key or webhook secret comes from the environment.
+    pub fn cli_command(&self, token: &str) -> Command {
+        let mut command = Command::new(binary("e2e-cordon"));
+        command
             .env("CORDON_URL", self.api_url())
-            .env("CORDON_TOKEN", &self.admin_token)
+            .env("CORDON_TOKEN", token)
             .env("CORDON_CA", self.ca_cert_path())
             .env_remove("CORDON_CONFIG")
+            .env_remove("CORDON_SIGNING_KEY")
+            .env_remove("CORDON_WEBHOOK_SECRET")
             .env("HOME", self.tmp.path())
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the real `cordon` CLI against this deployment, as the admin.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(&self.admin_token)
+            .args(args)
             .output()
             .expect("run cordon")
+    }
+
+    /// [`Deployment::cli`] off the async workers (the CLI may wait on an agent in this process).
+    pub async fn run_cli(&self, args: &[&str]) -> Output {
+        self.run_cli_as(&self.admin_token, args).await
+    }
+
+    /// Runs the real `cordon` CLI with `token`, off the async workers.
+    pub async fn run_cli_as(&self, token: &str, args: &[&str]) -> Output {
+        let mut command = self.cli_command(token);
+        command.args(args);
+        tokio::task::spawn_blocking(move || command.output().expect("run cordon"))
+            .await
+            .expect("CLI thread")
+    }
+
+    /// The controller's SQLite file, opened behind its back.
+    pub async fn sqlite(&self) -> sqlx::SqlitePool {
+        let path = self.data_dir.join("cordon.db");
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open the controller's SQLite file")
     }
 }
 
@@ -451,32 +494,28 @@ impl Api {
 
     /// A GET whose body is bytes (evidence downloads): status and body.
     pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("request");
+        let response = self.get_response(path).await;
         let status = response.status().as_u16();
         let body = response.bytes().await.expect("body").to_vec();
         (status, body)
     }
 
+    /// A GET whose body is text (reports): status, content type and body.
+    pub async fn get_text(&self, path: &str) -> (u16, String, String) {
+        let response = self.get_response(path).await;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, response.text().await.expect("body"))
+    }
+
     /// Sends raw bytes as a JSON body (for malformed-input tests).
     pub async fn post_raw(&self, path: &str, body: &'static str) -> ApiFailure {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(serde_json::Value::Null);
-        ApiFailure { status, body }
+        self.post_bytes(path, body.as_bytes().to_vec()).await
     }
 
     /// POSTs `body` as JSON bytes as they are: the status and the JSON answer, whatever the
@@ -494,6 +533,16 @@ impl Api {
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(serde_json::Value::Null);
         ApiFailure { status, body }
+    }
+
+    /// The answer to a GET of `path`, whatever its status.
+    async fn get_response(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request")
     }
 
     async fn send<T: serde::de::DeserializeOwned>(
@@ -517,17 +566,6 @@ impl Api {
             })
         } else {
             Err(ApiFailure { status, body })
-        }
-    }
-}
-
-/// The PostgreSQL URL for tests, or `None` with a loud skip message.
-pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var("CORDON_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("SKIPPED {test}: CORDON_TEST_DATABASE_URL is not set (CI sets it)");
-            None
         }
     }
 }

@@ -51,6 +51,30 @@ pub fn answer_action(
     trusted: &VerifyingKey,
     signed: &SignedAction,
 ) -> Result<TaskOutput, TaskError> {
+    check_signed(agent_id, trusted, signed)?;
+    let Action::Kill { pid, .. } = signed.request.action else {
+        return Err(TaskError {
+            code: TaskErrorCode::Unsupported,
+            message: "simulated agent: kill only".into(),
+        });
+    };
+    signed_receipt(
+        agent_id,
+        key,
+        signed,
+        format!("{{\"pid\":{pid},\"running\":true}}"),
+        format!("killed pid {pid} (simulated)"),
+        format!("{{\"pid\":{pid},\"running\":false}}"),
+    )
+}
+
+/// Checks `signed` as a real agent does: meant for `agent_id`, and every signature by
+/// `trusted` and good under `verify_strict`; refused as unauthorized otherwise.
+pub fn check_signed(
+    agent_id: &str,
+    trusted: &VerifyingKey,
+    signed: &SignedAction,
+) -> Result<(), TaskError> {
     let refuse = |message: String| TaskError {
         code: TaskErrorCode::Unauthorized,
         message,
@@ -73,19 +97,26 @@ pub fn answer_action(
             .verify_strict(&bytes, &sig)
             .map_err(|e| refuse(format!("bad signature: {e}")))?;
     }
-    let Action::Kill { pid, .. } = signed.request.action else {
-        return Err(TaskError {
-            code: TaskErrorCode::Unsupported,
-            message: "simulated agent: kill only".into(),
-        });
-    };
+    Ok(())
+}
+
+/// The receipt for `signed` saying `before`, `done` and `after`, signed with `key`, the
+/// agent's own.
+pub fn signed_receipt(
+    agent_id: &str,
+    key: &SigningKey,
+    signed: &SignedAction,
+    before: String,
+    done: String,
+    after: String,
+) -> Result<TaskOutput, TaskError> {
     let mut receipt = Receipt {
         action_id: signed.request.action_id.to_string(),
         agent_id: agent_id.to_string(),
         at_ms: cordon_agent::now_ms(),
-        before: format!("{{\"pid\":{pid},\"running\":true}}"),
-        done: format!("killed pid {pid} (simulated)"),
-        after: format!("{{\"pid\":{pid},\"running\":false}}"),
+        before,
+        done,
+        after,
         agent_public_key: key.verifying_key().to_bytes().to_vec(),
         signature: Vec::new(),
     };

@@ -7,8 +7,8 @@
 
 use std::{
     os::unix::{fs::PermissionsExt, process::ExitStatusExt},
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Output, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -18,88 +18,8 @@ use cordon_controller::{
     store::ActionState,
 };
 use cordon_protocol::action::{signing_bytes, Action, ActionRequest};
-use cordon_tests::{binary, Deployment, TestAgent};
+use cordon_tests::{binary, generate_key, text, Deployment, PgSchema, TestAgent, Victim};
 use ed25519_dalek::{pkcs8::DecodePrivateKey, Signer, SigningKey};
-
-/// `sleep 300`, killed and reaped when the test ends whatever happened.
-struct Victim(Child);
-
-impl Victim {
-    fn spawn() -> Self {
-        Victim(
-            Command::new("sleep")
-                .arg("300")
-                .spawn()
-                .expect("spawn sleep"),
-        )
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn pid_arg(&self) -> String {
-        self.pid().to_string()
-    }
-    /// How it ended, if it ends within `timeout`.
-    fn exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    fn running(&mut self) -> bool {
-        self.0.try_wait().expect("try_wait").is_none()
-    }
-    fn kill_action(&self) -> Action {
-        Action::Kill {
-            pid: self.pid(),
-            start_time_ms: cordon_agent::collect::process::process_start_time_ms(self.pid())
-                .expect("start time of the spawned process"),
-            tree: false,
-        }
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A responder's key, made by the real `cordon keys generate`.
-struct Key {
-    file: PathBuf,
-    public_file: PathBuf,
-    id: String,
-    signing: SigningKey,
-}
-
-fn generate_key(dir: &Path, name: &str) -> Key {
-    let file = dir.join(format!("{name}.key"));
-    let out = Command::new(binary("e2e-cordon"))
-        .args(["--json", "keys", "generate", "--out"])
-        .arg(&file)
-        .env_remove("CORDON_CONFIG")
-        .env("HOME", dir)
-        .output()
-        .expect("run cordon keys generate");
-    assert!(out.status.success(), "{out:?}");
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let pem = std::fs::read_to_string(&file).expect("private key");
-    let signing = SigningKey::from_pkcs8_pem(&pem).expect("PKCS#8 PEM");
-    Key {
-        public_file: PathBuf::from(info["public_key_file"].as_str().expect("public file")),
-        id: info["key_id"].as_str().expect("key id").to_string(),
-        file,
-        signing,
-    }
-}
 
 /// Trusts `key` on `agent` the way a host owner does (`cordon-agent trust add`).
 fn trust(agent: &TestAgent, name: &str, key: &Path, actions: &str) {
@@ -113,27 +33,6 @@ fn trust(agent: &TestAgent, name: &str, key: &Path, actions: &str) {
         },
     )
     .expect("trust add");
-}
-
-/// Runs the real CLI off the async workers (it waits on the agent, which runs in this process).
-async fn cli(deployment: &Deployment, args: &[&str]) -> Output {
-    let mut command = Command::new(binary("e2e-cordon"));
-    command
-        .args(args)
-        .env("CORDON_URL", deployment.api_url())
-        .env("CORDON_TOKEN", &deployment.admin_token)
-        .env("CORDON_CA", deployment.ca_cert_path())
-        .env_remove("CORDON_CONFIG")
-        .env_remove("CORDON_SIGNING_KEY")
-        .env("HOME", deployment.tmp.path())
-        .stdin(Stdio::null());
-    tokio::task::spawn_blocking(move || command.output().expect("run cordon"))
-        .await
-        .expect("CLI thread")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn request(agent_id: &str, action: Action) -> ActionRequest {
@@ -286,11 +185,9 @@ async fn a_signed_kill_runs_and_its_verified_receipt_is_kept() {
     let mut victim = Victim::spawn();
     let key = alice.file.to_str().expect("utf-8");
     let pid = victim.pid_arg();
-    let out = cli(
-        &deployment,
-        &["kill", "--agent", &agent.id, "--pid", &pid, "--key", key],
-    )
-    .await;
+    let out = deployment
+        .run_cli(&["kill", "--agent", &agent.id, "--pid", &pid, "--key", key])
+        .await;
     assert!(out.status.success(), "{out:?}");
     let printed = text(&out.stdout);
     assert!(printed.contains(": done"), "{printed}");
@@ -302,23 +199,19 @@ async fn a_signed_kill_runs_and_its_verified_receipt_is_kept() {
     let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
     assert_eq!(status.signal(), Some(9));
 
-    let listed = cli(
-        &deployment,
-        &["--json", "actions", "list", "--agent", &agent.id],
-    )
-    .await;
+    let listed = deployment
+        .run_cli(&["--json", "actions", "list", "--agent", &agent.id])
+        .await;
     let listed: Vec<ActionView> = serde_json::from_slice(&listed.stdout).expect("JSON list");
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|a| a.state == ActionState::Done));
 
     // A pid that is not running: the start-time lookup says so (not found), nothing is signed.
-    let out = cli(
-        &deployment,
-        &[
+    let out = deployment
+        .run_cli(&[
             "kill", "--agent", &agent.id, "--pid", "4000000", "--key", key,
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(4), "{out:?}");
 }
 
@@ -339,13 +232,11 @@ async fn two_of_n_waits_for_a_second_distinct_key() {
         bob.file.to_str().expect("utf-8"),
     );
     let pid = victim.pid_arg();
-    let out = cli(
-        &deployment,
-        &[
+    let out = deployment
+        .run_cli(&[
             "kill", "--agent", &agent.id, "--pid", &pid, "--key", alice_key,
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(out.status.success(), "{out:?}");
     let printed = text(&out.stdout);
     assert!(printed.contains("pending: 1 of 2"), "{printed}");
@@ -366,7 +257,9 @@ async fn two_of_n_waits_for_a_second_distinct_key() {
     assert!(victim.running());
 
     // Alice approving her own action: refused by the CLI, and by the API when asked directly.
-    let out = cli(&deployment, &["approve", &id, "--key", alice_key]).await;
+    let out = deployment
+        .run_cli(&["approve", &id, "--key", alice_key])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(text(&out.stderr).contains("already signed"), "{out:?}");
     let again = deployment
@@ -389,7 +282,9 @@ async fn two_of_n_waits_for_a_second_distinct_key() {
     assert!(victim.running());
 
     // Bob approves: now two distinct keys, so it runs.
-    let out = cli(&deployment, &["approve", &id, "--key", bob_key]).await;
+    let out = deployment
+        .run_cli(&["approve", &id, "--key", bob_key])
+        .await;
     assert!(out.status.success(), "{out:?}");
     let printed = text(&out.stdout);
     assert!(printed.contains("approved with key"), "{printed}");
@@ -402,7 +297,9 @@ async fn two_of_n_waits_for_a_second_distinct_key() {
     assert!(done.receipt.is_some());
 
     // Done: no more approvals.
-    let out = cli(&deployment, &["approve", &id, "--key", bob_key]).await;
+    let out = deployment
+        .run_cli(&["approve", &id, "--key", bob_key])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
@@ -420,9 +317,8 @@ async fn untrusted_keys_and_bad_signatures_are_refused_early() {
     let pid = victim.pid_arg();
 
     // A key the agent does not trust: exit 3, with the reason, and nothing recorded.
-    let out = cli(
-        &deployment,
-        &[
+    let out = deployment
+        .run_cli(&[
             "kill",
             "--agent",
             &agent.id,
@@ -430,9 +326,8 @@ async fn untrusted_keys_and_bad_signatures_are_refused_early() {
             &pid,
             "--key",
             mallory.file.to_str().expect("utf-8"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let err = text(&out.stderr);
     assert!(
@@ -443,9 +338,8 @@ async fn untrusted_keys_and_bad_signatures_are_refused_early() {
         "{err}"
     );
     // A trusted key, but not for this action.
-    let out = cli(
-        &deployment,
-        &[
+    let out = deployment
+        .run_cli(&[
             "kill",
             "--agent",
             &agent.id,
@@ -453,9 +347,8 @@ async fn untrusted_keys_and_bad_signatures_are_refused_early() {
             &pid,
             "--key",
             carol.file.to_str().expect("utf-8"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(text(&out.stderr).contains("it may sign: block"), "{out:?}");
 
@@ -592,7 +485,9 @@ async fn the_automation_key_runs_only_what_agent_policy_trusts_it_for() {
     assert!(ended.receipt.is_none());
     assert!(victim.running(), "an action the agent refused must not run");
     // A refused action is exit code 3 for scripts.
-    let out = cli(&deployment, &["actions", "show", &submitted.id]).await;
+    let out = deployment
+        .run_cli(&["actions", "show", &submitted.id])
+        .await;
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     // The agent's hello told the controller: the next one is refused at once.
     let refused = deployment
@@ -830,8 +725,8 @@ fn the_quickstart_responder_can_kill_on_the_local_agent() {
     assert!(printed.contains("signing key:"), "{printed}");
 
     let config = data_dir.join("responder.toml");
-    let text = std::fs::read_to_string(&config).expect("responder config");
-    assert!(text.contains("signing_key"), "{text}");
+    let written = std::fs::read_to_string(&config).expect("responder config");
+    assert!(written.contains("signing_key"), "{written}");
     let cordon = |args: &[&str]| {
         Command::new(binary("e2e-cordon"))
             .args(args)
@@ -863,7 +758,7 @@ fn the_quickstart_responder_can_kill_on_the_local_agent() {
     let mut victim = Victim::spawn();
     let out = cordon(&["kill", "--agent", &agent_id, "--pid", &victim.pid_arg()]);
     assert!(out.status.success(), "{out:?}");
-    assert!(text_of(&out).contains(": done"), "{out:?}");
+    assert!(text(&out.stdout).contains(": done"), "{out:?}");
     let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
     assert_eq!(status.signal(), Some(9));
 
@@ -877,22 +772,13 @@ fn the_quickstart_responder_can_kill_on_the_local_agent() {
     }
 }
 
-fn text_of(out: &Output) -> String {
-    text(&out.stdout)
-}
-
 /// The same path on the PostgreSQL store (skipped loudly without `CORDON_TEST_DATABASE_URL`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_kill_on_postgres() {
-    let Some(base) = cordon_tests::postgres_url("a_signed_kill_on_postgres") else {
+    let Some(schema) = PgSchema::create("a_signed_kill_on_postgres").await else {
         return;
     };
-    // A schema of its own, dropped at the end, so runs never see each other's rows.
-    let schema = format!("cordon_actions_{}", uuid::Uuid::new_v4().simple());
-    postgres_exec(&base, &format!("CREATE SCHEMA {schema}")).await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let mut deployment = Deployment::start_with_database(Some(url)).await;
+    let mut deployment = Deployment::start_with_database(Some(schema.url())).await;
     let mut agent = deployment.enroll_agent().await;
     let alice = generate_key(deployment.tmp.path(), "alice");
     trust(&agent, "alice", &alice.public_file, "kill");
@@ -927,16 +813,7 @@ async fn a_signed_kill_on_postgres() {
     assert_eq!(again.status, 409, "{again:?}");
     agent.stop().await;
     deployment.stop_controller().await;
-    postgres_exec(&base, &format!("DROP SCHEMA {schema} CASCADE")).await;
-}
-
-async fn postgres_exec(url: &str, sql: &str) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
+    schema.drop().await;
 }
 
 /// A TCP relay between an agent and its controller that can lose an answer: armed, it passes
@@ -1215,12 +1092,7 @@ async fn a_submitted_action_is_audited_with_it_and_not_made_without_it() {
     assert_eq!(verified["ok"], true, "{verified}");
 
     // The log cannot be written: the action is neither recorded nor sent.
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        deployment.data_dir.join("cordon.db").display()
-    ))
-    .await
-    .expect("open the controller's SQLite file");
+    let db = deployment.sqlite().await;
     sqlx::query(
         "CREATE TRIGGER audit_refuses BEFORE INSERT ON audit_log \
          BEGIN SELECT RAISE(ABORT, 'audit log unwritable'); END",

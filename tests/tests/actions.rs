@@ -3,19 +3,14 @@
 //! envelopes go straight through the controller's registry, the way the action API hands them
 //! on.
 
-use std::{
-    os::unix::process::ExitStatusExt,
-    path::Path,
-    process::{Child, Command},
-    time::Duration,
-};
+use std::{os::unix::process::ExitStatusExt, path::Path, process::Command, time::Duration};
 
 use cordon_controller::api::types::AgentStatus;
 use cordon_protocol::{
     action::{key_id, signing_bytes, Action, ActionRequest, ActionSignature, SignedAction},
     message::{Receipt, TaskError, TaskErrorCode, TaskKind, TaskOutput, TaskResult},
 };
-use cordon_tests::{Deployment, TestAgent};
+use cordon_tests::{simaction::random_key, Deployment, TestAgent, Victim};
 use ed25519_dalek::{
     pkcs8::{spki::der::pem::LineEnding, DecodePrivateKey, EncodePublicKey},
     Signer, SigningKey, Verifier,
@@ -25,42 +20,6 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn now_ms() -> i64 {
     cordon_agent::now_ms()
-}
-
-/// `sleep 300`, killed and reaped when the test ends whatever happened.
-struct Victim(Child);
-
-impl Victim {
-    fn spawn() -> Self {
-        Victim(
-            Command::new("sleep")
-                .arg("300")
-                .spawn()
-                .expect("spawn sleep"),
-        )
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn kill_action(&self) -> Action {
-        let start_time_ms = cordon_agent::collect::process::process_start_time_ms(self.pid())
-            .expect("start time of the spawned process");
-        Action::Kill {
-            pid: self.pid(),
-            start_time_ms,
-            tree: false,
-        }
-    }
-    fn running(&mut self) -> bool {
-        self.0.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn request(agent_id: &str, action: Action) -> ActionRequest {
@@ -76,11 +35,6 @@ fn request(agent_id: &str, action: Action) -> ActionRequest {
 
 fn rand_nonce() -> [u8; 16] {
     *uuid::Uuid::new_v4().as_bytes()
-}
-
-fn random_key() -> SigningKey {
-    let seed: Vec<u8> = [rand_nonce(), rand_nonce()].concat();
-    SigningKey::from_bytes(&seed.try_into().expect("32 bytes"))
 }
 
 fn sign(request: ActionRequest, key: &SigningKey) -> SignedAction {
@@ -193,7 +147,7 @@ async fn a_signed_kill_runs_once_with_a_receipt_and_forgeries_are_refused() {
         .expect("the receipt verifies under the agent's key");
     let before: serde_json::Value = serde_json::from_str(&receipt.before).expect("before JSON");
     assert_eq!(before["pid"], victim.pid());
-    let status = victim.0.wait().expect("wait");
+    let status = victim.wait();
     assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
 
     // The agent journaled it before and after.
@@ -483,7 +437,7 @@ async fn every_other_check_refuses_by_name_through_a_real_agent() {
     both.signatures
         .extend(sign(both.request.clone(), &bob).signatures);
     receipt(send(&deployment, &agent.id, both).await);
-    let status = victim.0.wait().expect("wait");
+    let status = victim.wait();
     assert_eq!(status.signal(), Some(9));
 }
 
@@ -606,7 +560,7 @@ async fn the_same_envelope_again_gets_the_same_receipt_and_anything_else_is_a_re
     let mut victim = Victim::spawn();
     let signed = sign(request(&agent.id, victim.kill_action()), &responder);
     let first = receipt(send(&deployment, &agent.id, signed.clone()).await);
-    assert_eq!(victim.0.wait().expect("wait").signal(), Some(9));
+    assert_eq!(victim.wait().signal(), Some(9));
 
     // Delivered again (a new task, as a requeued one gets): the very same signed receipt.
     let again = receipt(send(&deployment, &agent.id, signed.clone()).await);

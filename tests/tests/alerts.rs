@@ -10,8 +10,6 @@
 //! reporting an inventory with a chosen address), since the real agent's addresses are this
 //! machine's and a test cannot choose them.
 
-use std::{process::Stdio, time::Duration};
-
 use cordon_controller::{
     alerts::Received,
     api::{
@@ -19,13 +17,8 @@ use cordon_controller::{
     },
     store::AlertRecord,
 };
-use cordon_protocol::{
-    hello::HelloOutcome,
-    message::{AgentMessage, ControllerMessage},
-};
-use cordon_tests::{binary, postgres_url, Api, Deployment, TestAgent};
+use cordon_tests::{ok, text, Api, Deployment, PgSchema, SessionHost};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 const WAZUH_SSHD: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -88,60 +81,16 @@ async fn send(api: &Api, path: &str, alert: &Value, status: u16) -> Received {
 
 /// A host enrolled for real that holds its session with an inventory reporting
 /// [`SIM_ADDRESS`], and answers nothing.
-struct SimHost {
-    id: String,
-    _agent: TestAgent,
-    shutdown: CancellationToken,
-}
-
-impl Drop for SimHost {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn sim_host(deployment: &Deployment) -> SimHost {
-    let agent = deployment.enroll_agent().await;
-    let mut hello = cordon_tests::hello_for(&agent.id);
-    hello.inventory.hostname = "sim-db-host".into();
-    hello.inventory.addresses = vec!["10.99.0.1".into(), SIM_ADDRESS.into()];
-    let (outcome, mut conn) = cordon_tests::open_session(
-        deployment.agent_addr,
-        cordon_tests::agent_tls(agent.data_dir()),
-        &hello,
+async fn sim_host(deployment: &Deployment) -> SessionHost {
+    SessionHost::start(
+        deployment,
+        |hello| {
+            hello.inventory.hostname = "sim-db-host".into();
+            hello.inventory.addresses = vec!["10.99.0.1".into(), SIM_ADDRESS.into()];
+        },
+        |_, _| Vec::new(),
     )
     .await
-    .expect("simulated host session");
-    assert!(
-        matches!(outcome, HelloOutcome::Accepted { .. }),
-        "{outcome:?}"
-    );
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_millis(200));
-        let mut seq = 0;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ticker.tick() => {
-                    seq += 1;
-                    if conn.send(&AgentMessage::Heartbeat { seq }).await.is_err() { return; }
-                }
-                message = conn.recv::<ControllerMessage>() => match message {
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => return,
-                },
-            }
-        }
-    });
-    let id = agent.id.clone();
-    deployment.wait_for_status(&id, AgentStatus::Online).await;
-    SimHost {
-        id,
-        _agent: agent,
-        shutdown,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,52 +180,38 @@ async fn alerts_open_and_join_incidents_with_their_hosts() {
     let file = deployment.tmp.path().join("alert.json");
     std::fs::write(&file, alert.to_string()).expect("write alert file");
     let siem_token = token(&deployment, "siem-cli", "automation").await;
-    let out = cli_as(
-        &deployment,
-        &siem_token,
-        &["alerts", "send", "--format", "wazuh"],
-        Some(&file),
-    )
-    .await;
+    let file_arg = file.to_str().expect("utf-8 path");
+    let out = deployment
+        .run_cli_as(
+            &siem_token,
+            &["alerts", "send", "--format", "wazuh", file_arg],
+        )
+        .await;
     let stdout = ok(&out);
     assert!(
         stdout.starts_with(&format!("joined incident {}", opened.incident_id)),
         "{stdout}"
     );
     assert!(stdout.contains("3 alerts now"), "{stdout}");
-    let out = cli_as(
-        &deployment,
-        &deployment.admin_token,
-        &[
+    let out = deployment
+        .run_cli(&[
             "--json",
             "alerts",
             "list",
             "--incident",
             &opened.incident_id,
-        ],
-        None,
-    )
-    .await;
+        ])
+        .await;
     let listed: Vec<AlertRecord> = serde_json::from_str(&ok(&out)).expect("alert list JSON");
     assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|a| a.incident_id == opened.incident_id));
-    let out = cli_as(
-        &deployment,
-        &deployment.admin_token,
-        &["alerts", "show", &opened.alert_id],
-        None,
-    )
-    .await;
+    let out = deployment
+        .run_cli(&["alerts", "show", &opened.alert_id])
+        .await;
     let shown = ok(&out);
     assert!(shown.contains("payload as received"), "{shown}");
     assert!(shown.contains(&raw_sha), "{shown}");
-    let out = cli_as(
-        &deployment,
-        &deployment.admin_token,
-        &["alerts", "list"],
-        None,
-    )
-    .await;
+    let out = deployment.run_cli(&["alerts", "list"]).await;
     let table = ok(&out);
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains("brute_force"), "{table}");
@@ -326,15 +261,12 @@ async fn alerts_open_and_join_incidents_with_their_hosts() {
     assert_eq!(refused.body["detail"], "rule.level must be a number 0-16");
     let bad_file = deployment.tmp.path().join("bad-alert.json");
     std::fs::write(&bad_file, bad.to_string()).expect("write bad alert file");
-    let out = cli_as(
-        &deployment,
-        &siem_token,
-        &["alerts", "send"],
-        Some(&bad_file),
-    )
-    .await;
+    let bad_file_arg = bad_file.to_str().expect("utf-8 path");
+    let out = deployment
+        .run_cli_as(&siem_token, &["alerts", "send", bad_file_arg])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = text(&out.stderr);
     assert!(
         stderr.contains("rule.level must be a number 0-16"),
         "{stderr}"
@@ -450,61 +382,12 @@ async fn concurrent_identical_alerts_share_one_incident() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_alerts_share_one_incident_on_postgres() {
-    let Some(base) = postgres_url("concurrent_identical_alerts_share_one_incident_on_postgres")
-    else {
+    let test = "concurrent_identical_alerts_share_one_incident_on_postgres";
+    let Some(schema) = PgSchema::create(test).await else {
         return;
     };
-    let schema = format!("cordon_e2e_alerts_{}", uuid::Uuid::new_v4().simple());
-    sqlx_exec(&base, &format!("CREATE SCHEMA {schema}")).await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let mut deployment = Deployment::start_with_database(Some(url)).await;
+    let mut deployment = Deployment::start_with_database(Some(schema.url())).await;
     concurrent_identical_alerts_end_in_one_incident(&deployment, 8).await;
     deployment.stop_controller().await;
-    sqlx_exec(&base, &format!("DROP SCHEMA {schema} CASCADE")).await;
-}
-
-async fn sqlx_exec(url: &str, sql: &str) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
-}
-
-/// Runs the real CLI with `token` (off the async workers), with `file` as its last argument
-/// when given.
-async fn cli_as(
-    deployment: &Deployment,
-    token: &str,
-    args: &[&str],
-    file: Option<&std::path::Path>,
-) -> std::process::Output {
-    let mut command = std::process::Command::new(binary("e2e-cordon"));
-    command
-        .args(args)
-        .env("CORDON_URL", deployment.api_url())
-        .env("CORDON_TOKEN", token)
-        .env("CORDON_CA", deployment.ca_cert_path())
-        .env_remove("CORDON_CONFIG")
-        .env("HOME", deployment.tmp.path())
-        .stdin(Stdio::null());
-    if let Some(file) = file {
-        command.arg(file);
-    }
-    tokio::task::spawn_blocking(move || command.output().expect("run cordon"))
-        .await
-        .expect("CLI thread")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    schema.drop().await;
 }

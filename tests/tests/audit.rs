@@ -39,13 +39,6 @@ fn find<'a>(
         })
 }
 
-async fn open_database(deployment: &Deployment) -> sqlx::SqlitePool {
-    let path = deployment.data_dir.join("cordon.db");
-    sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("open the controller's SQLite file")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_chained_and_a_direct_edit_is_caught() {
     let deployment = Deployment::start().await;
@@ -159,7 +152,7 @@ async fn changes_are_chained_and_a_direct_edit_is_caught() {
 
     // Rewrite who queued the task, behind the controller's back.
     let edited = task_entry["seq"].as_i64().unwrap();
-    let db = open_database(&deployment).await;
+    let db = deployment.sqlite().await;
     sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = ?")
         .bind(edited)
         .execute(&db)
@@ -196,7 +189,7 @@ async fn a_change_that_cannot_be_audited_is_not_made() {
         api.get_json("/api/v1/enrollment-tokens").await.unwrap();
 
     // Make every audit append fail, as a full disk or a broken table would.
-    let db = open_database(&deployment).await;
+    let db = deployment.sqlite().await;
     sqlx::query(
         "CREATE TRIGGER audit_refuses BEFORE INSERT ON audit_log \
          BEGIN SELECT RAISE(ABORT, 'audit log unwritable'); END",

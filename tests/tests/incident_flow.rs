@@ -10,11 +10,7 @@
 //! runs at once instead. A bad playbook file is refused by `cordon playbooks validate`, by a
 //! reload (the set in force stays) and by `serve`, each naming the file and line.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use cordon_controller::{
     actions::ActionView,
@@ -27,89 +23,11 @@ use cordon_controller::{
     store::ActionState,
 };
 use cordon_protocol::action::Action;
-use cordon_tests::{binary, Api, Deployment, TestAgent};
+use cordon_tests::{generate_key, text, Api, Deployment, PgSchema, TestAgent, Victim};
 use serde_json::{json, Value};
 
-/// `sleep` with a unique duration, so its command line names this test run; killed and reaped
-/// when the test ends whatever happened.
-struct Marker {
-    child: Child,
-    arg: String,
-}
-
-impl Marker {
-    fn spawn() -> Self {
-        let arg = format!("600.{}", std::process::id());
-        let child = Command::new("sleep")
-            .arg(&arg)
-            .spawn()
-            .expect("spawn the marker process");
-        Marker { child, arg }
-    }
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn exits_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.child.try_wait().expect("try_wait").is_some() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for Marker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A responder key made by the real `cordon keys generate`: (private file, public file, id).
-fn responder_key(dir: &Path) -> (PathBuf, PathBuf, String) {
-    let file = dir.join("responder.key");
-    let out = Command::new(binary("e2e-cordon"))
-        .args(["--json", "keys", "generate", "--out"])
-        .arg(&file)
-        .env_remove("CORDON_CONFIG")
-        .env("HOME", dir)
-        .output()
-        .expect("run cordon keys generate");
-    assert!(out.status.success(), "{out:?}");
-    let info: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    (
-        file,
-        PathBuf::from(info["public_key_file"].as_str().expect("public file")),
-        info["key_id"].as_str().expect("key id").to_owned(),
-    )
-}
-
-/// Runs the real CLI off the async workers (it waits on the in-process agent).
-async fn cli(deployment: &Deployment, args: &[&str]) -> Output {
-    let mut command = Command::new(binary("e2e-cordon"));
-    command
-        .args(args)
-        .env("CORDON_URL", deployment.api_url())
-        .env("CORDON_TOKEN", &deployment.admin_token)
-        .env("CORDON_CA", deployment.ca_cert_path())
-        .env_remove("CORDON_CONFIG")
-        .env_remove("CORDON_SIGNING_KEY")
-        .env("HOME", deployment.tmp.path())
-        .stdin(Stdio::null());
-    tokio::task::spawn_blocking(move || command.output().expect("run cordon"))
-        .await
-        .expect("CLI thread")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// A Wazuh auditd alert in the `malware` group about `pid` on the host named `hostname`.
-fn wazuh_alert(hostname: &str, marker: &Marker) -> Value {
+fn wazuh_alert(hostname: &str, marker: &Victim) -> Value {
     let exe = std::fs::read_link(format!("/proc/{}/exe", marker.pid()))
         .expect("the marker's executable")
         .display()
@@ -131,7 +49,7 @@ fn wazuh_alert(hostname: &str, marker: &Marker) -> Value {
                 "command": "sleep",
             }
         },
-        "full_log": format!("type=EXECVE msg=audit: argc=2 a0=\"sleep\" a1=\"{}\"", marker.arg),
+        "full_log": format!("type=EXECVE msg=audit: argc=2 a0=\"sleep\" a1=\"{}\"", marker.arg()),
         "location": "/var/log/audit/audit.log",
     })
 }
@@ -195,13 +113,6 @@ fn playbook_entries(
         .collect()
 }
 
-async fn sqlite(deployment: &Deployment) -> sqlx::SqlitePool {
-    let path = deployment.data_dir.join("cordon.db");
-    sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .expect("open the controller's SQLite file")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
     let mut deployment = Deployment::start().await;
@@ -214,12 +125,12 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
     assert_eq!(names, ["brute-force", "c2", "malware", "ransomware"]);
 
     // A host whose owner trusts the responder's key for kills (at most 10 minutes).
-    let (key_file, public_file, key_id) = responder_key(deployment.tmp.path());
+    let key = generate_key(deployment.tmp.path(), "responder");
     let mut agent: TestAgent = deployment.enroll_agent().await;
     cordon_agent::trust::add(
         agent.data_dir(),
         &cordon_agent::trust::AddOptions {
-            public_key_file: &public_file,
+            public_key_file: &key.public_file,
             actions: "kill",
             max_ttl: Some("10m"),
             name: Some("alice"),
@@ -228,7 +139,7 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
     .expect("trust the responder key");
     agent.start();
     let hostname = deployment.wait_for_inventory(&agent.id).await;
-    let mut marker = Marker::spawn();
+    let mut marker = Victim::spawn();
 
     // The SIEM's alert opens a malware incident on the agent's host.
     let siem: ApiTokenCreated = admin
@@ -320,7 +231,7 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
         .await
         .unwrap();
     deployment.stop_controller().await;
-    let db = sqlite(&deployment).await;
+    let db = deployment.sqlite().await;
     sqlx::query("UPDATE stage_entries SET playbook_state = 'pending' WHERE id = ?")
         .bind(&collection_entry)
         .execute(&db)
@@ -387,23 +298,18 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
         response_entry.contains("could not quarantine"),
         "{response_entry}"
     );
-    assert!(
-        marker.child.try_wait().unwrap().is_none(),
-        "nothing runs before approval"
-    );
+    assert!(marker.running(), "nothing runs before approval");
 
     // The responder approves with their key, exactly as `cordon approve` does; it dies.
-    let approved = cli(
-        &deployment,
-        &[
+    let approved = deployment
+        .run_cli(&[
             "approve",
             &action_id,
             "--key",
-            key_file.to_str().unwrap(),
+            key.file.to_str().unwrap(),
             "--yes",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         approved.status.success(),
         "{}\n{}",
@@ -411,7 +317,7 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
         text(&approved.stderr)
     );
     assert!(
-        marker.exits_within(Duration::from_secs(20)),
+        marker.exited_within(Duration::from_secs(20)),
         "the marker was not killed"
     );
 
@@ -435,7 +341,7 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
         .expect("the kill is in the report");
     assert_eq!(action.state, "done");
     assert_eq!(action.signers.len(), 1);
-    assert_eq!(action.signers[0].key_id, key_id);
+    assert_eq!(action.signers[0].key_id, key.id);
     assert_eq!(action.signers[0].name, "alice");
     let receipt = action.receipt.as_ref().expect("a receipt");
     assert!(receipt.signature_verified, "{receipt:?}");
@@ -475,7 +381,7 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
     let verified: AuditVerifyView = admin.get_json("/api/v1/audit/verify").await.unwrap();
     assert!(verified.ok, "{verified:?}");
     let edited = verified.entries / 2 + 1;
-    let db = sqlite(&deployment).await;
+    let db = deployment.sqlite().await;
     sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = ?")
         .bind(edited)
         .execute(&db)
@@ -485,7 +391,7 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
     let broken: AuditVerifyView = admin.get_json("/api/v1/audit/verify").await.unwrap();
     assert!(!broken.ok);
     assert_eq!(broken.first_broken.expect("a broken link").seq, edited);
-    let out = cli(&deployment, &["audit", "verify"]).await;
+    let out = deployment.run_cli(&["audit", "verify"]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         text(&out.stderr).contains(&format!("broken at entry {edited}")),
@@ -507,11 +413,9 @@ async fn a_bad_playbook_is_refused_with_its_file_and_line() {
     .unwrap();
 
     // `cordon playbooks validate` checks files without a controller.
-    let out = cli(
-        &deployment,
-        &["playbooks", "validate", dir.to_str().unwrap()],
-    )
-    .await;
+    let out = deployment
+        .run_cli(&["playbooks", "validate", dir.to_str().unwrap()])
+        .await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = text(&out.stderr);
     assert!(
@@ -559,14 +463,14 @@ async fn a_bad_playbook_is_refused_with_its_file_and_line() {
     )
     .unwrap();
     deployment.start_controller().await;
-    let out = cli(&deployment, &["playbooks", "show", "bad"]).await;
+    let out = deployment.run_cli(&["playbooks", "show", "bad"]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(
         text(&out.stdout).contains("propose  isolate ttl_secs=900 on all host(s)"),
         "{}",
         text(&out.stdout)
     );
-    let listed = cli(&deployment, &["playbooks", "list"]).await;
+    let listed = deployment.run_cli(&["playbooks", "list"]).await;
     assert!(text(&listed.stdout).contains("ransomware"), "{listed:?}");
 }
 
@@ -578,24 +482,11 @@ async fn where_the_agent_trusts_the_automation_key_the_kill_runs_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn where_the_agent_trusts_the_automation_key_the_kill_runs_at_once_on_postgres() {
     let test = "where_the_agent_trusts_the_automation_key_the_kill_runs_at_once_on_postgres";
-    let Some(base) = cordon_tests::postgres_url(test) else {
+    let Some(schema) = PgSchema::create(test).await else {
         return;
     };
-    let schema = format!("cordon_e2e_playbooks_{}", uuid::Uuid::new_v4().simple());
-    postgres_exec(&base, &format!("CREATE SCHEMA {schema}")).await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    automation_kill(Deployment::start_with_database(Some(url)).await).await;
-    postgres_exec(&base, &format!("DROP SCHEMA {schema} CASCADE")).await;
-}
-
-async fn postgres_exec(url: &str, sql: &str) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
+    automation_kill(Deployment::start_with_database(Some(schema.url())).await).await;
+    schema.drop().await;
 }
 
 /// Alert → response → the playbook's kill, signed by the automation key, kills the marker.
@@ -615,7 +506,7 @@ async fn automation_kill(mut deployment: Deployment) {
     .expect("trust the automation key");
     agent.start();
     deployment.wait_for_inventory(&agent.id).await;
-    let mut marker = Marker::spawn();
+    let mut marker = Victim::spawn();
 
     // A generic alert by agent id, naming the marker by pid and command line.
     let sent = admin
@@ -625,7 +516,7 @@ async fn automation_kill(mut deployment: Deployment) {
                 "title": "marker flagged", "kind": "malware", "severity": "high",
                 "host": { "agent_id": agent.id },
                 "process": { "pid": marker.pid(), "name": "sleep",
-                             "command_line": format!("sleep {}", marker.arg) },
+                             "command_line": format!("sleep {}", marker.arg()) },
             })
             .to_string()
             .into_bytes(),
@@ -637,7 +528,7 @@ async fn automation_kill(mut deployment: Deployment) {
     move_to(&admin, &id, "response").await;
     let view = playbooks_ran(&admin, &id, "response").await;
     assert!(
-        marker.exits_within(Duration::from_secs(30)),
+        marker.exited_within(Duration::from_secs(30)),
         "the automation-signed kill did not run"
     );
     let action_id = view

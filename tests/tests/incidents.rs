@@ -14,11 +14,7 @@
 //! the controller's whole signed-action path and the incident's containment rule run for real
 //! here; the agent's nftables side is covered by its own netns tests.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use cordon_controller::{
     actions::ActionView,
@@ -31,155 +27,25 @@ use cordon_controller::{
     store::ActionState,
 };
 use cordon_protocol::{
-    action::{
-        key_id, signing_bytes, Action, ActionKind, PolicySummary, SignedAction, SignerSummary,
-    },
-    hello::HelloOutcome,
-    message::{
-        AgentMessage, ControllerMessage, Receipt, TaskError, TaskErrorCode, TaskKind, TaskOutput,
-        TaskResult,
-    },
+    action::{Action, ActionKind, PolicySummary, SignedAction, SignerSummary},
+    message::{AgentMessage, TaskError, TaskErrorCode, TaskKind, TaskOutput, TaskResult},
 };
-use cordon_tests::{binary, Deployment, TestAgent};
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use cordon_tests::{
+    fails, generate_key, json_of, ok,
+    simaction::{check_signed, signed_receipt},
+    Deployment, PgSchema, ResponderKey, SessionHost, Victim,
+};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
-
-/// Runs the real CLI with `token`, off the async workers (it may wait on an in-process agent).
-async fn cli_as(deployment: &Deployment, token: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(binary("e2e-cordon"));
-    command
-        .args(args)
-        .env("CORDON_URL", deployment.api_url())
-        .env("CORDON_TOKEN", token)
-        .env("CORDON_CA", deployment.ca_cert_path())
-        .env_remove("CORDON_CONFIG")
-        .env_remove("CORDON_SIGNING_KEY")
-        .env("HOME", deployment.tmp.path())
-        .stdin(Stdio::null());
-    tokio::task::spawn_blocking(move || command.output().expect("run cordon"))
-        .await
-        .expect("CLI thread")
-}
-
-async fn cli(deployment: &Deployment, args: &[&str]) -> Output {
-    cli_as(deployment, &deployment.admin_token, args).await
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Stdout of a command that must succeed.
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Stderr of a command that must fail with `code`.
-fn fails(out: &Output, code: i32) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}:\nstdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stderr)
-}
-
-fn json_of<T: serde::de::DeserializeOwned>(out: &Output) -> T {
-    let stdout = ok(out);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not the JSON expected: {e}\n{stdout}"))
-}
-
-/// `sleep 300`, killed and reaped when the test ends whatever happened.
-struct Victim(Child);
-
-impl Victim {
-    fn spawn() -> Self {
-        Victim(
-            Command::new("sleep")
-                .arg("300")
-                .spawn()
-                .expect("spawn sleep"),
-        )
-    }
-    fn exited_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.0.try_wait().expect("try_wait").is_some() {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A responder key made by the real `cordon keys generate`: its file, public key file, id,
-/// and the key itself.
-struct Key {
-    file: PathBuf,
-    public_file: PathBuf,
-    id: String,
-    public: VerifyingKey,
-}
-
-fn generate_key(dir: &Path, name: &str) -> Key {
-    use ed25519_dalek::pkcs8::DecodePrivateKey;
-    let file = dir.join(format!("{name}.key"));
-    let out = Command::new(binary("e2e-cordon"))
-        .args(["--json", "keys", "generate", "--out"])
-        .arg(&file)
-        .env_remove("CORDON_CONFIG")
-        .env("HOME", dir)
-        .output()
-        .expect("run cordon keys generate");
-    let info: serde_json::Value = json_of(&out);
-    let pem = std::fs::read_to_string(&file).expect("private key");
-    let signing = SigningKey::from_pkcs8_pem(&pem).expect("PKCS#8 PEM");
-    Key {
-        public_file: PathBuf::from(info["public_key_file"].as_str().expect("public file")),
-        id: info["key_id"].as_str().expect("key id").to_string(),
-        public: signing.verifying_key(),
-        file,
-    }
-}
 
 /// A host that holds a real session and answers isolate/release with receipts signed by its
 /// own (pinned) key, acting on nothing. Every other task is answered `unsupported`.
-struct SimHost {
-    id: String,
-    _agent: TestAgent,
-    shutdown: CancellationToken,
-}
-
-impl Drop for SimHost {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn sim_host(deployment: &Deployment, trusted: &Key, signer_name: &str) -> SimHost {
-    let agent = deployment.enroll_agent().await;
-    let mut hello = cordon_tests::hello_for(&agent.id);
-    hello.inventory.action_policy = PolicySummary {
+async fn sim_host(
+    deployment: &Deployment,
+    trusted: &ResponderKey,
+    signer_name: &str,
+) -> SessionHost {
+    let policy = PolicySummary {
         signers: vec![SignerSummary {
             name: signer_name.into(),
             key_id: trusted.id.clone(),
@@ -188,58 +54,33 @@ async fn sim_host(deployment: &Deployment, trusted: &Key, signer_name: &str) -> 
         }],
         required_signers: vec![],
     };
-    let (outcome, mut conn) = cordon_tests::open_session(
-        deployment.agent_addr,
-        cordon_tests::agent_tls(agent.data_dir()),
-        &hello,
+    let trusted = trusted.public();
+    SessionHost::start(
+        deployment,
+        |hello| hello.inventory.action_policy = policy,
+        move |agent_id, task| {
+            let mut replies = Vec::new();
+            let outcome = match task.kind {
+                TaskKind::Action(signed) => {
+                    replies.push(AgentMessage::TaskStarted {
+                        task_id: task.task_id.clone(),
+                    });
+                    let key = cordon_tests::simulated_signing_key(agent_id);
+                    answer(agent_id, &key, &trusted, &signed)
+                }
+                _ => Err(TaskError {
+                    code: TaskErrorCode::Unsupported,
+                    message: "simulated host".into(),
+                }),
+            };
+            replies.push(AgentMessage::TaskResult(TaskResult {
+                task_id: task.task_id,
+                outcome,
+            }));
+            replies
+        },
     )
     .await
-    .expect("simulated host session");
-    assert!(
-        matches!(outcome, HelloOutcome::Accepted { .. }),
-        "{outcome:?}"
-    );
-    let id = agent.id.clone();
-    let key = cordon_tests::simulated_signing_key(&id);
-    let trusted = trusted.public;
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let agent_id = id.clone();
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_millis(200));
-        let mut seq = 0;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = ticker.tick() => {
-                    seq += 1;
-                    if conn.send(&AgentMessage::Heartbeat { seq }).await.is_err() { return; }
-                }
-                message = conn.recv::<ControllerMessage>() => match message {
-                    Ok(Some(ControllerMessage::Task(task))) => {
-                        let outcome = match task.kind {
-                            TaskKind::Action(signed) => {
-                                let started = AgentMessage::TaskStarted { task_id: task.task_id.clone() };
-                                if conn.send(&started).await.is_err() { return; }
-                                answer(&agent_id, &key, &trusted, &signed)
-                            }
-                            _ => Err(TaskError { code: TaskErrorCode::Unsupported, message: "simulated host".into() }),
-                        };
-                        let reply = AgentMessage::TaskResult(TaskResult { task_id: task.task_id, outcome });
-                        if conn.send(&reply).await.is_err() { return; }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => return,
-                },
-            }
-        }
-    });
-    deployment.wait_for_status(&id, AgentStatus::Online).await;
-    SimHost {
-        id,
-        _agent: agent,
-        shutdown,
-    }
 }
 
 /// The simulated host's answer: the signature checked as an agent checks it, then a receipt.
@@ -249,24 +90,7 @@ fn answer(
     trusted: &VerifyingKey,
     signed: &SignedAction,
 ) -> Result<TaskOutput, TaskError> {
-    let refuse = |message: String| TaskError {
-        code: TaskErrorCode::Unauthorized,
-        message,
-    };
-    if signed.request.agent_id != agent_id || signed.signatures.is_empty() {
-        return Err(refuse("wrong agent or no signature".into()));
-    }
-    let bytes = signing_bytes(&signed.request).map_err(|e| refuse(e.to_string()))?;
-    for s in &signed.signatures {
-        let sig = ed25519_dalek::Signature::from_slice(&s.signature)
-            .map_err(|e| refuse(e.to_string()))?;
-        if s.key_id != key_id(&trusted.to_bytes()) || trusted.verify_strict(&bytes, &sig).is_err() {
-            return Err(refuse(format!(
-                "untrusted or bad signature from {}",
-                s.key_id
-            )));
-        }
-    }
+    check_signed(agent_id, trusted, signed)?;
     let (before, done, after) = match &signed.request.action {
         Action::Isolate { ttl_secs } => (
             r#"{"isolated":false}"#.to_owned(),
@@ -285,22 +109,7 @@ fn answer(
             })
         }
     };
-    let mut receipt = Receipt {
-        action_id: signed.request.action_id.to_string(),
-        agent_id: agent_id.to_string(),
-        at_ms: cordon_agent::now_ms(),
-        before,
-        done,
-        after,
-        agent_public_key: key.verifying_key().to_bytes().to_vec(),
-        signature: Vec::new(),
-    };
-    let bytes = receipt.signing_bytes().map_err(|e| TaskError {
-        code: TaskErrorCode::Internal,
-        message: e.to_string(),
-    })?;
-    receipt.signature = key.sign(&bytes).to_bytes().to_vec();
-    Ok(TaskOutput::Receipt(receipt))
+    signed_receipt(agent_id, key, signed, before, done, after)
 }
 
 /// Queues a task through the API (not waiting for it).
@@ -316,7 +125,11 @@ async fn queue_task(deployment: &Deployment, agent_id: &str, task: serde_json::V
 }
 
 async fn show(deployment: &Deployment, id: &str) -> IncidentView {
-    json_of(&cli(deployment, &["--json", "incidents", "show", id]).await)
+    json_of(
+        &deployment
+            .run_cli(&["--json", "incidents", "show", id])
+            .await,
+    )
 }
 
 fn kinds(view: &IncidentView) -> Vec<String> {
@@ -342,7 +155,7 @@ async fn wait_for_entry(deployment: &Deployment, id: &str, kind: &str) -> Incide
 }
 
 async fn move_to(deployment: &Deployment, id: &str, stage: &str) {
-    ok(&cli(deployment, &["incidents", "stage", id, stage]).await);
+    ok(&deployment.run_cli(&["incidents", "stage", id, stage]).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,28 +167,13 @@ async fn an_incident_from_open_to_closed_through_the_cli() {
 /// The same on the PostgreSQL store (skipped loudly without `CORDON_TEST_DATABASE_URL`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_from_open_to_closed_on_postgres() {
-    let Some(base) = cordon_tests::postgres_url("an_incident_from_open_to_closed_on_postgres")
-    else {
+    let Some(schema) = PgSchema::create("an_incident_from_open_to_closed_on_postgres").await else {
         return;
     };
-    // A schema of its own, dropped at the end, so runs never see each other's rows.
-    let schema = format!("cordon_incidents_{}", uuid::Uuid::new_v4().simple());
-    postgres_exec(&base, &format!("CREATE SCHEMA {schema}")).await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let mut deployment = Deployment::start_with_database(Some(url)).await;
+    let mut deployment = Deployment::start_with_database(Some(schema.url())).await;
     open_to_closed(&mut deployment).await;
     deployment.stop_controller().await;
-    postgres_exec(&base, &format!("DROP SCHEMA {schema} CASCADE")).await;
-}
-
-async fn postgres_exec(url: &str, sql: &str) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
+    schema.drop().await;
 }
 
 /// Opened by hand, through every stage to closed, with a real agent and a simulated host, the
@@ -403,9 +201,8 @@ async fn open_to_closed(deployment: &mut Deployment) {
 
     // Open it.
     let created: IncidentView = json_of(
-        &cli(
-            deployment,
-            &[
+        &deployment
+            .run_cli(&[
                 "--json",
                 "incidents",
                 "create",
@@ -423,9 +220,8 @@ async fn open_to_closed(deployment: &mut Deployment) {
                 "env=test",
                 "--description",
                 "seen by the proxy\n# twice",
-            ],
-        )
-        .await,
+            ])
+            .await,
     );
     let id = created.incident.id.clone();
     assert_eq!(created.incident.stage, "alert");
@@ -434,51 +230,52 @@ async fn open_to_closed(deployment: &mut Deployment) {
     assert_eq!(created.hosts.len(), 1);
     assert_eq!(created.hosts[0].agent_id, agent.id);
     // A table for people, too.
-    let listed = ok(&cli(deployment, &["incidents", "list", "--open"]).await);
+    let listed = ok(&deployment.run_cli(&["incidents", "list", "--open"]).await);
     assert!(
         listed.contains(&id) && listed.contains("beacon | from web-1"),
         "{listed}"
     );
-    let by_agent = ok(&cli(deployment, &["incidents", "list", "--agent", &agent.id]).await);
+    let by_agent = ok(&deployment
+        .run_cli(&["incidents", "list", "--agent", &agent.id])
+        .await);
     assert!(by_agent.contains(&id), "{by_agent}");
-    let none_in_response =
-        ok(&cli(deployment, &["incidents", "list", "--stage", "response"]).await);
+    let none_in_response = ok(&deployment
+        .run_cli(&["incidents", "list", "--stage", "response"])
+        .await);
     assert_eq!(none_in_response, "no incidents\n");
 
     // Stages: forward, then the illegal moves refused, naming the rule.
-    ok(&cli(
-        deployment,
-        &[
+    ok(&deployment
+        .run_cli(&[
             "incidents",
             "stage",
             &id,
             "assessment",
             "--reason",
             "triage",
-        ],
-    )
-    .await);
-    let back = cli(deployment, &["incidents", "stage", &id, "alert"]).await;
+        ])
+        .await);
+    let back = deployment
+        .run_cli(&["incidents", "stage", &id, "alert"])
+        .await;
     let err = fails(&back, 1);
     assert!(err.contains("cannot move back to alert"), "{err}");
-    let unknown = cli(deployment, &["incidents", "stage", &id, "triage"]).await;
+    let unknown = deployment
+        .run_cli(&["incidents", "stage", &id, "triage"])
+        .await;
     assert!(fails(&unknown, 2).contains("unknown stage"), "{unknown:?}");
-    let missing = cli(
-        deployment,
-        &["incidents", "stage", "no-such-incident", "analysis"],
-    )
-    .await;
+    let missing = deployment
+        .run_cli(&["incidents", "stage", "no-such-incident", "analysis"])
+        .await;
     assert!(fails(&missing, 4).contains("no incident no-such-incident"));
     move_to(deployment, &id, "collection").await;
 
     // Collection: a processes task attached while it runs shows its end on the timeline; a
     // fetched file and a snapshot (attached by hash) are evidence.
     let processes = queue_task(deployment, &agent.id, json!({ "type": "processes" })).await;
-    ok(&cli(
-        deployment,
-        &["incidents", "attach", &id, "--task", &processes.id],
-    )
-    .await);
+    ok(&deployment
+        .run_cli(&["incidents", "attach", &id, "--task", &processes.id])
+        .await);
     let view = wait_for_entry(deployment, &id, "task.done").await;
     let done = view
         .timeline
@@ -498,11 +295,9 @@ async fn open_to_closed(deployment: &mut Deployment) {
         )
         .await;
     assert_eq!(fetch.state.as_str(), "done", "{fetch:?}");
-    ok(&cli(
-        deployment,
-        &["incidents", "attach", &id, "--task", &fetch.id],
-    )
-    .await);
+    ok(&deployment
+        .run_cli(&["incidents", "attach", &id, "--task", &fetch.id])
+        .await);
     let snapshot = deployment
         .run_task(&agent.id, json!({ "type": "snapshot" }))
         .await;
@@ -510,20 +305,16 @@ async fn open_to_closed(deployment: &mut Deployment) {
         .as_str()
         .expect("sha256")
         .to_owned();
-    ok(&cli(
-        deployment,
-        &["incidents", "attach", &id, "--evidence", &snapshot_sha],
-    )
-    .await);
+    ok(&deployment
+        .run_cli(&["incidents", "attach", &id, "--evidence", &snapshot_sha])
+        .await);
     let view = wait_for_entry(deployment, &id, "evidence.stored").await;
     assert!(kinds(&view).iter().filter(|k| *k == "task").count() == 2);
     assert!(kinds(&view).contains(&"evidence".to_owned()));
     // Attaching what does not exist: not found.
-    let bogus = cli(
-        deployment,
-        &["incidents", "attach", &id, "--task", "no-such-task"],
-    )
-    .await;
+    let bogus = deployment
+        .run_cli(&["incidents", "attach", &id, "--task", "no-such-task"])
+        .await;
     assert!(fails(&bogus, 4).contains("no task no-such-task"));
 
     for stage in ["analysis", "escalation", "response"] {
@@ -531,11 +322,12 @@ async fn open_to_closed(deployment: &mut Deployment) {
     }
 
     // Assign, escalate, comment.
-    ok(&cli(deployment, &["incidents", "assign", &id, "alice"]).await);
+    ok(&deployment
+        .run_cli(&["incidents", "assign", &id, "alice"])
+        .await);
     let escalated: IncidentView = json_of(
-        &cli(
-            deployment,
-            &[
+        &deployment
+            .run_cli(&[
                 "--json",
                 "incidents",
                 "escalate",
@@ -544,57 +336,51 @@ async fn open_to_closed(deployment: &mut Deployment) {
                 "ir-team",
                 "--reason",
                 "needs forensics",
-            ],
-        )
-        .await,
+            ])
+            .await,
     );
     assert_eq!(escalated.incident.tier, 2);
     assert_eq!(escalated.incident.escalated_to.as_deref(), Some("ir-team"));
     assert_eq!(escalated.incident.assignee.as_deref(), Some("alice"));
-    ok(&cli(
-        deployment,
-        &[
+    ok(&deployment
+        .run_cli(&[
             "incidents",
             "comment",
             &id,
             "killed it | line two\nand more",
-        ],
-    )
-    .await);
+        ])
+        .await);
 
     // Response: a signed kill of the marker process on the real agent, attached.
     let mut victim = Victim::spawn();
     let killed: ActionView = json_of(
-        &cli(
-            deployment,
-            &[
+        &deployment
+            .run_cli(&[
                 "--json",
                 "kill",
                 "--agent",
                 &agent.id,
                 "--pid",
-                &victim.0.id().to_string(),
+                &victim.pid_arg(),
                 "--key",
                 alice.file.to_str().expect("utf-8"),
-            ],
-        )
-        .await,
+            ])
+            .await,
     );
     assert_eq!(killed.state, ActionState::Done, "{killed:?}");
     assert!(victim.exited_within(Duration::from_secs(10)));
-    ok(&cli(
-        deployment,
-        &["incidents", "attach", &id, "--action", &killed.id],
-    )
-    .await);
+    ok(&deployment
+        .run_cli(&["incidents", "attach", &id, "--action", &killed.id])
+        .await);
 
     // A second host, isolated with alice's key (simulated host; see the module docs).
     let sim = sim_host(deployment, &alice, "alice").await;
-    ok(&cli(deployment, &["incidents", "hosts", "add", &id, &sim.id]).await);
+    ok(&deployment
+        .run_cli(&["incidents", "hosts", "add", &id, &sim.id])
+        .await);
     let isolated: ActionView = json_of(
-        &cli(
-            deployment,
-            &[
+        &deployment
+            .run_cli(&[
                 "--json",
                 "isolate",
                 "--agent",
@@ -603,26 +389,29 @@ async fn open_to_closed(deployment: &mut Deployment) {
                 "30m",
                 "--key",
                 alice.file.to_str().expect("utf-8"),
-            ],
-        )
-        .await,
+            ])
+            .await,
     );
     assert_eq!(isolated.state, ActionState::Done, "{isolated:?}");
     assert!(isolated.receipt.is_some());
 
     // Closing: from response only when forced with a reason; with the host isolated, not
     // even from remediation.
-    let early = cli(deployment, &["incidents", "close", &id]).await;
+    let early = deployment.run_cli(&["incidents", "close", &id]).await;
     let err = fails(&early, 1);
     assert!(err.contains("skips remediation"), "{err}");
     assert!(err.contains("--force --reason"), "{err}");
-    let silent = cli(deployment, &["incidents", "close", &id, "--force"]).await;
+    let silent = deployment
+        .run_cli(&["incidents", "close", &id, "--force"])
+        .await;
     assert!(fails(&silent, 1).contains("forcing a move needs a reason"));
-    let fp = cli(deployment, &["incidents", "close", &id, "--false-positive"]).await;
+    let fp = deployment
+        .run_cli(&["incidents", "close", &id, "--false-positive"])
+        .await;
     assert!(fails(&fp, 1).contains("cannot be a false positive"));
     move_to(deployment, &id, "investigation").await;
     move_to(deployment, &id, "remediation").await;
-    let contained = cli(deployment, &["incidents", "close", &id]).await;
+    let contained = deployment.run_cli(&["incidents", "close", &id]).await;
     let err = fails(&contained, 1);
     assert!(
         err.contains("containment is still active")
@@ -630,15 +419,18 @@ async fn open_to_closed(deployment: &mut Deployment) {
             && err.contains("isolated"),
         "{err}"
     );
-    let shown = ok(&cli(deployment, &["incidents", "show", &id]).await);
+    let shown = ok(&deployment.run_cli(&["incidents", "show", &id]).await);
     assert!(shown.contains("containment still active:"), "{shown}");
     assert!(shown.contains(&isolated.id), "{shown}");
     // The comment keeps to one line of the table.
     assert!(shown.contains("killed it | line two↵and more"), "{shown}");
 
     // The report while the host is isolated: JSON.
-    let report: IncidentReport =
-        json_of(&cli(deployment, &["--json", "incidents", "report", &id]).await);
+    let report: IncidentReport = json_of(
+        &deployment
+            .run_cli(&["--json", "incidents", "report", &id])
+            .await,
+    );
     assert_eq!(report.summary.id, id);
     assert_eq!(report.summary.stage, "remediation");
     assert_eq!(report.summary.tier, 2);
@@ -684,9 +476,7 @@ async fn open_to_closed(deployment: &mut Deployment) {
         .iter()
         .find(|a| a.id == killed.id)
         .expect("the kill");
-    assert!(kill
-        .what
-        .starts_with(&format!("kill pid {}", victim.0.id())));
+    assert!(kill.what.starts_with(&format!("kill pid {}", victim.pid())));
     let timeline_kinds: Vec<&str> = report.timeline.iter().map(|t| t.kind.as_str()).collect();
     for kind in [
         "created",
@@ -710,29 +500,25 @@ async fn open_to_closed(deployment: &mut Deployment) {
 
     // Markdown, to a file.
     let out_file = marker_dir.path().join("report.md");
-    let written = ok(&cli(
-        deployment,
-        &[
+    let written = ok(&deployment
+        .run_cli(&[
             "incidents",
             "report",
             &id,
             "--out",
             out_file.to_str().expect("utf-8"),
-        ],
-    )
-    .await);
+        ])
+        .await);
     assert!(written.contains("written to"), "{written}");
-    let again = cli(
-        deployment,
-        &[
+    let again = deployment
+        .run_cli(&[
             "incidents",
             "report",
             &id,
             "--out",
             out_file.to_str().expect("utf-8"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(fails(&again, 2).contains("already exists"));
     let md = std::fs::read_to_string(&out_file).expect("report file");
     assert!(
@@ -758,43 +544,39 @@ async fn open_to_closed(deployment: &mut Deployment) {
 
     // Released: now it closes.
     let released: ActionView = json_of(
-        &cli(
-            deployment,
-            &[
+        &deployment
+            .run_cli(&[
                 "--json",
                 "release",
                 "--agent",
                 &sim.id,
                 "--key",
                 alice.file.to_str().expect("utf-8"),
-            ],
-        )
-        .await,
+            ])
+            .await,
     );
     assert_eq!(released.state, ActionState::Done, "{released:?}");
     let closed: IncidentView = json_of(
-        &cli(
-            deployment,
-            &[
+        &deployment
+            .run_cli(&[
                 "--json",
                 "incidents",
                 "close",
                 &id,
                 "--reason",
                 "cleaned up",
-            ],
-        )
-        .await,
+            ])
+            .await,
     );
     assert_eq!(closed.incident.stage, "closed");
     assert!(closed.incident.closed_at_ms.is_some());
     assert!(closed.active_containment.is_empty());
-    let closed_md = ok(&cli(deployment, &["incidents", "report", &id]).await);
+    let closed_md = ok(&deployment.run_cli(&["incidents", "report", &id]).await);
     assert!(
         closed_md.contains("None: no host is isolated"),
         "{closed_md}"
     );
-    assert!(!ok(&cli(deployment, &["incidents", "list", "--open"]).await).contains(&id));
+    assert!(!ok(&deployment.run_cli(&["incidents", "list", "--open"]).await).contains(&id));
 
     // A restart loses nothing.
     let before = show(deployment, &id).await;
@@ -836,38 +618,38 @@ async fn viewers_read_incidents_and_responders_change_them() {
     let (viewer, responder) = (&tokens[0], &tokens[1]);
 
     // A viewer may not open one.
-    let refused = cli_as(
-        &deployment,
-        viewer,
-        &[
-            "incidents",
-            "create",
-            "--title",
-            "t",
-            "--kind",
-            "roles-test",
-        ],
-    )
-    .await;
-    assert!(fails(&refused, 3).contains("forbidden"), "{refused:?}");
-
-    let created: IncidentView = json_of(
-        &cli_as(
-            &deployment,
-            responder,
+    let refused = deployment
+        .run_cli_as(
+            viewer,
             &[
-                "--json",
                 "incidents",
                 "create",
                 "--title",
                 "t",
                 "--kind",
                 "roles-test",
-                "--agent",
-                &agent.id,
             ],
         )
-        .await,
+        .await;
+    assert!(fails(&refused, 3).contains("forbidden"), "{refused:?}");
+
+    let created: IncidentView = json_of(
+        &deployment
+            .run_cli_as(
+                responder,
+                &[
+                    "--json",
+                    "incidents",
+                    "create",
+                    "--title",
+                    "t",
+                    "--kind",
+                    "roles-test",
+                    "--agent",
+                    &agent.id,
+                ],
+            )
+            .await,
     );
     let id = created.incident.id.clone();
     assert_eq!(created.incident.created_by, "responder-1");
@@ -884,7 +666,7 @@ async fn viewers_read_incidents_and_responders_change_them() {
         &["incidents", "attach", &id, "--hunt", "h1"],
     ];
     for args in changes {
-        let out = cli_as(&deployment, viewer, args).await;
+        let out = deployment.run_cli_as(viewer, args).await;
         fails(&out, 3);
     }
     let unchanged: IncidentView = admin
@@ -895,26 +677,26 @@ async fn viewers_read_incidents_and_responders_change_them() {
     assert_eq!(unchanged.timeline, created.timeline);
 
     // A viewer reads: show, list, report.
-    ok(&cli_as(&deployment, viewer, &["incidents", "show", &id]).await);
-    ok(&cli_as(&deployment, viewer, &["incidents", "list"]).await);
-    let md = ok(&cli_as(&deployment, viewer, &["incidents", "report", &id]).await);
+    ok(&deployment
+        .run_cli_as(viewer, &["incidents", "show", &id])
+        .await);
+    ok(&deployment.run_cli_as(viewer, &["incidents", "list"]).await);
+    let md = ok(&deployment
+        .run_cli_as(viewer, &["incidents", "report", &id])
+        .await);
     assert!(md.starts_with("# Incident report: t\n"), "{md}");
 
     // A responder changes it, named on the timeline.
-    ok(&cli_as(
-        &deployment,
-        responder,
-        &["incidents", "comment", &id, "on it"],
-    )
-    .await);
-    ok(&cli_as(&deployment, responder, &["incidents", "assign", &id, "bob"]).await);
+    ok(&deployment
+        .run_cli_as(responder, &["incidents", "comment", &id, "on it"])
+        .await);
+    ok(&deployment
+        .run_cli_as(responder, &["incidents", "assign", &id, "bob"])
+        .await);
     let unassigned: IncidentView = json_of(
-        &cli_as(
-            &deployment,
-            responder,
-            &["--json", "incidents", "assign", &id, "--none"],
-        )
-        .await,
+        &deployment
+            .run_cli_as(responder, &["--json", "incidents", "assign", &id, "--none"])
+            .await,
     );
     assert_eq!(unassigned.incident.assignee, None);
     let comment = unassigned
@@ -928,8 +710,6 @@ async fn viewers_read_incidents_and_responders_change_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_endpoint_serves_markdown_and_json() {
-    use rustls_pki_types::{pem::PemObject, CertificateDer};
-
     let deployment = Deployment::start().await;
     let created: IncidentView = deployment
         .api()
@@ -941,33 +721,10 @@ async fn the_report_endpoint_serves_markdown_and_json() {
         .expect("created");
     let id = created.incident.id;
 
-    let ca = CertificateDer::from_pem_file(deployment.ca_cert_path()).expect("CA");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).expect("root");
-    let tls = rustls::ClientConfig::builder_with_provider(cordon_controller::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .expect("client");
+    let api = deployment.api();
     let get = |query: String| {
-        let request = http
-            .get(format!("{}/api/v1/incidents/{query}", deployment.api_url()))
-            .bearer_auth(&deployment.admin_token);
-        async move {
-            let response = request.send().await.expect("request");
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            (status, content_type, response.text().await.expect("body"))
-        }
+        let api = &api;
+        async move { api.get_text(&format!("/api/v1/incidents/{query}")).await }
     };
 
     let (status, content_type, body) = get(format!("{id}/report?format=markdown")).await;

@@ -241,7 +241,8 @@ async fn the_cli_creates_api_tokens_and_refuses_other_roles() {
     // The viewer token reads, but may not make tokens: exit code 3, the server's reason.
     let viewer = deployment.api().with_token(&token);
     let _: Vec<AgentView> = viewer.get_json("/api/v1/agents").await.unwrap();
-    let refused = std::process::Command::new(cordon_tests::binary("e2e-cordon"))
+    let refused = deployment
+        .cli_command(&token)
         .args([
             "tokens",
             "api-create",
@@ -250,11 +251,6 @@ async fn the_cli_creates_api_tokens_and_refuses_other_roles() {
             "--name",
             "escalate",
         ])
-        .env("CORDON_URL", deployment.api_url())
-        .env("CORDON_TOKEN", &token)
-        .env("CORDON_CA", deployment.ca_cert_path())
-        .env_remove("CORDON_CONFIG")
-        .env("HOME", deployment.tmp.path())
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(3), "{refused:?}");

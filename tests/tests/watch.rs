@@ -18,7 +18,7 @@ use cordon_controller::{
     },
     watches::WatchStatus,
 };
-use cordon_tests::{binary, Api, Deployment};
+use cordon_tests::{Api, Deployment};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -339,7 +339,8 @@ async fn the_cli_starts_follows_lists_and_stops_a_watch() {
     let dir = tempfile::tempdir().unwrap();
 
     // `cordon watch` follows: one JSON line per change, until Ctrl-C.
-    let mut follower = Command::new(binary("e2e-cordon"))
+    let mut follower = deployment
+        .cli_command(&deployment.admin_token)
         .args([
             "watch",
             "--json",
@@ -347,12 +348,6 @@ async fn the_cli_starts_follows_lists_and_stops_a_watch() {
             &agent.id,
             dir.path().to_str().unwrap(),
         ])
-        .env("CORDON_URL", deployment.api_url())
-        .env("CORDON_TOKEN", &deployment.admin_token)
-        .env("CORDON_CA", deployment.ca_cert_path())
-        .env_remove("CORDON_CONFIG")
-        .env("HOME", deployment.tmp.path())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

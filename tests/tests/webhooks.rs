@@ -12,7 +12,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
-    process::{Command, Output, Stdio},
+    process::Stdio,
     sync::{
         atomic::{AtomicU16, Ordering},
         Arc, Mutex,
@@ -25,7 +25,7 @@ use cordon_controller::{
     store::webhooks::{DeliveryRecord, DeliveryState, WebhookRecord},
     webhooks::WebhookCreated,
 };
-use cordon_tests::{binary, postgres_url, Deployment};
+use cordon_tests::{ok, text, Deployment, PgSchema};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::{
@@ -310,6 +310,16 @@ async fn open_events(
     token: &str,
     query: &str,
 ) -> Result<mpsc::UnboundedReceiver<Sse>, (u16, Value)> {
+    open_events_after(deployment, token, query, None).await
+}
+
+/// [`open_events`], resuming after the event `last_event_id` when given.
+async fn open_events_after(
+    deployment: &Deployment,
+    token: &str,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> Result<mpsc::UnboundedReceiver<Sse>, (u16, Value)> {
     use rustls_pki_types::{pem::PemObject, CertificateDer};
     let ca = CertificateDer::from_pem_file(deployment.ca_cert_path()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
@@ -323,12 +333,13 @@ async fn open_events(
         .use_preconfigured_tls(tls)
         .build()
         .unwrap();
-    let mut response = http
+    let mut request = http
         .get(format!("{}/api/v1/events{query}", deployment.api_url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("events request");
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    let mut response = request.send().await.expect("events request");
     if !response.status().is_success() {
         let status = response.status().as_u16();
         return Err((status, response.json().await.unwrap_or(Value::Null)));
@@ -610,27 +621,14 @@ async fn failed_deliveries_are_retried_resumed_after_a_restart_and_given_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_deliveries_are_retried_resumed_and_given_up_on_postgres() {
-    let Some(base) = postgres_url("failed_deliveries_are_retried_resumed_and_given_up_on_postgres")
-    else {
+    let test = "failed_deliveries_are_retried_resumed_and_given_up_on_postgres";
+    let Some(schema) = PgSchema::create(test).await else {
         return;
     };
-    let schema = format!("cordon_e2e_webhooks_{}", uuid::Uuid::new_v4().simple());
-    sqlx_exec(&base, &format!("CREATE SCHEMA {schema}")).await;
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let mut deployment = Deployment::start_with_database(Some(url)).await;
+    let mut deployment = Deployment::start_with_database(Some(schema.url())).await;
     retried_resumed_and_given_up(&mut deployment).await;
     deployment.stop_controller().await;
-    sqlx_exec(&base, &format!("DROP SCHEMA {schema} CASCADE")).await;
-}
-
-async fn sqlx_exec(url: &str, sql: &str) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(sql).execute(&pool).await.expect(sql);
-    pool.close().await;
+    schema.drop().await;
 }
 
 async fn retried_resumed_and_given_up(deployment: &mut Deployment) {
@@ -735,34 +733,6 @@ async fn retried_resumed_and_given_up(deployment: &mut Deployment) {
     failing.quiet_for(Duration::from_millis(300)).await;
 }
 
-/// Runs the real CLI with `token`, off the async workers.
-async fn cli_as(deployment: &Deployment, token: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(binary("e2e-cordon"));
-    command
-        .args(args)
-        .env("CORDON_URL", deployment.api_url())
-        .env("CORDON_TOKEN", token)
-        .env("CORDON_CA", deployment.ca_cert_path())
-        .env_remove("CORDON_CONFIG")
-        .env_remove("CORDON_WEBHOOK_SECRET")
-        .env("HOME", deployment.tmp.path())
-        .stdin(Stdio::null());
-    tokio::task::spawn_blocking(move || command.output().expect("run cordon"))
-        .await
-        .expect("CLI thread")
-}
-
-fn stdout_of(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_webhooks_and_follows_events() {
     let deployment = Deployment::start().await;
@@ -771,9 +741,8 @@ async fn the_cli_manages_webhooks_and_follows_events() {
     let mut receiver = Receiver::start(&[], 204).await;
     let url = receiver.url();
 
-    let added = stdout_of(
-        &cli_as(
-            &deployment,
+    let added = ok(&deployment
+        .run_cli_as(
             &admin,
             &[
                 "webhooks",
@@ -786,11 +755,10 @@ async fn the_cli_manages_webhooks_and_follows_events() {
                 "--json",
             ],
         )
-        .await,
-    );
+        .await);
     let created: WebhookCreated = serde_json::from_str(&added).expect("JSON");
     assert_eq!(created.webhook.name, "soar");
-    let listed = stdout_of(&cli_as(&deployment, &admin, &["webhooks", "list"]).await);
+    let listed = ok(&deployment.run_cli_as(&admin, &["webhooks", "list"]).await);
     assert!(
         listed.contains("soar") && listed.contains("incident.*"),
         "{listed}"
@@ -799,15 +767,9 @@ async fn the_cli_manages_webhooks_and_follows_events() {
 
     // `cordon events --count 1` prints the first event and exits.
     let follower = {
-        let mut command = Command::new(binary("e2e-cordon"));
+        let mut command = deployment.cli_command(&admin);
         command
             .args(["events", "--kinds", "incident.*", "--count", "1", "--json"])
-            .env("CORDON_URL", deployment.api_url())
-            .env("CORDON_TOKEN", &admin)
-            .env("CORDON_CA", deployment.ca_cert_path())
-            .env_remove("CORDON_CONFIG")
-            .env("HOME", deployment.tmp.path())
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let child = command.spawn().expect("spawn cordon events");
@@ -819,34 +781,24 @@ async fn the_cli_manages_webhooks_and_follows_events() {
         .await
         .expect("cordon events exits after one event")
         .unwrap();
-    let line = stdout_of(&followed);
+    let line = ok(&followed);
     let event: Value = serde_json::from_str(line.trim()).expect("one JSON event");
     assert_eq!(event["kind"], "incident.created");
     assert_eq!(event["incident_id"], incident.incident.id.as_str());
 
     receiver.next().await.verified(&created.secret);
     settled(&deployment, &created.webhook.id, "incident.created").await;
-    let shown = stdout_of(
-        &cli_as(
-            &deployment,
-            &admin,
-            &["webhooks", "deliveries", &created.webhook.id],
-        )
-        .await,
-    );
+    let shown = ok(&deployment
+        .run_cli_as(&admin, &["webhooks", "deliveries", &created.webhook.id])
+        .await);
     assert!(
         shown.contains("incident.created") && shown.contains("delivered") && shown.contains("204"),
         "{shown}"
     );
 
-    let tested = stdout_of(
-        &cli_as(
-            &deployment,
-            &admin,
-            &["webhooks", "test", &created.webhook.id],
-        )
-        .await,
-    );
+    let tested = ok(&deployment
+        .run_cli_as(&admin, &["webhooks", "test", &created.webhook.id])
+        .await);
     assert!(tested.contains("queued"), "{tested}");
     assert_eq!(
         receiver.next().await.header("x-cordon-event"),
@@ -855,36 +807,22 @@ async fn the_cli_manages_webhooks_and_follows_events() {
 
     // Only admins: a viewer is refused with exit code 3.
     let viewer = token(&deployment, "viewer").await;
-    let refused = cli_as(
-        &deployment,
-        &viewer,
-        &["webhooks", "add", "--name", "x", &url],
-    )
-    .await;
+    let refused = deployment
+        .run_cli_as(&viewer, &["webhooks", "add", "--name", "x", &url])
+        .await;
     assert_eq!(refused.status.code(), Some(3), "{refused:?}");
     // A bad URL is a usage error naming the field.
-    let bad = cli_as(
-        &deployment,
-        &admin,
-        &["webhooks", "add", "--name", "x", "gopher://h/"],
-    )
-    .await;
+    let bad = deployment
+        .run_cli_as(&admin, &["webhooks", "add", "--name", "x", "gopher://h/"])
+        .await;
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("url:"),
-        "{bad:?}"
-    );
+    assert!(text(&bad.stderr).contains("url:"), "{bad:?}");
 
-    let removed = stdout_of(
-        &cli_as(
-            &deployment,
-            &admin,
-            &["webhooks", "remove", &created.webhook.id],
-        )
-        .await,
-    );
+    let removed = ok(&deployment
+        .run_cli_as(&admin, &["webhooks", "remove", &created.webhook.id])
+        .await);
     assert!(removed.contains("removed"), "{removed}");
-    let listed = stdout_of(&cli_as(&deployment, &admin, &["webhooks", "list"]).await);
+    let listed = ok(&deployment.run_cli_as(&admin, &["webhooks", "list"]).await);
     assert!(!listed.contains("soar"), "{listed}");
 }
 
@@ -922,4 +860,115 @@ async fn task_ends_reach_webhooks_and_the_live_stream() {
     let body = got.verified(&created.secret);
     assert_eq!(body["task_id"], task.id.as_str());
     agent.stop().await;
+}
+
+/// The incident an `incident.created` event is about.
+fn incident_of(sse: &Sse) -> String {
+    assert_eq!(sse.event, "incident.created", "{sse:?}");
+    let event: Value = serde_json::from_str(&sse.data).expect("event JSON");
+    event["incident_id"]
+        .as_str()
+        .expect("incident id")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_consumer_that_reconnects_gets_what_it_missed_once() {
+    let deployment = Deployment::start().await;
+    let admin = deployment.admin_token.clone();
+    let query = "?kinds=incident.created";
+    let mut live = open_events(&deployment, &admin, query)
+        .await
+        .expect("stream");
+    consumers(&deployment, 1).await;
+    let first = open_incident(&deployment, "before the break").await;
+    let seen = next_sse(&mut live).await;
+    assert_eq!(incident_of(&seen), first.incident.id);
+    assert!(!seen.id.is_empty(), "events carry an id to resume from");
+    drop(live);
+
+    // Published while the consumer is away.
+    let mut missed = Vec::new();
+    for title in ["while away 1", "while away 2"] {
+        missed.push(open_incident(&deployment, title).await.incident.id);
+    }
+
+    // Back with Last-Event-ID: what it missed, in order, then live events, nothing twice.
+    let mut resumed = open_events_after(&deployment, &admin, query, Some(&seen.id))
+        .await
+        .expect("resumed stream");
+    for expected in &missed {
+        assert_eq!(&incident_of(&next_sse(&mut resumed).await), expected);
+    }
+    let later = open_incident(&deployment, "after the return").await;
+    assert_eq!(
+        incident_of(&next_sse(&mut resumed).await),
+        later.incident.id
+    );
+    quiet(&mut resumed).await;
+
+    // A resume point that is not kept is said to be so, with no id to resume from.
+    let mut stale = open_events_after(&deployment, &admin, query, Some("no-such-event"))
+        .await
+        .expect("stream");
+    let note = next_sse(&mut stale).await;
+    assert_eq!(note.event, "events.lagged", "{note:?}");
+    assert!(note.id.is_empty(), "{note:?}");
+    assert!(note.data.contains("no-such-event"), "{note:?}");
+}
+
+/// Nothing more arrives on `events` for a while.
+async fn quiet(events: &mut mpsc::UnboundedReceiver<Sse>) {
+    if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+        panic!("an event arrived twice or unasked: {extra:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_events_reconnects_after_a_controller_restart() {
+    let mut deployment = Deployment::start().await;
+    let admin = deployment.admin_token.clone();
+    let follower = {
+        let mut command = deployment.cli_command(&admin);
+        command
+            .args(["events", "--kinds", "incident.*", "--count", "3", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command.spawn().expect("spawn cordon events");
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("cordon events"))
+    };
+    consumers(&deployment, 1).await;
+    let before = open_incident(&deployment, "before the restart").await;
+    // Let the CLI read it before the controller goes away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    deployment.stop_controller().await;
+    deployment.start_controller().await;
+    // The CLI reconnects by itself; the new controller kept nothing to resume from.
+    consumers(&deployment, 1).await;
+    let after = open_incident(&deployment, "after the restart").await;
+
+    let followed = tokio::time::timeout(PATIENCE, follower)
+        .await
+        .expect("cordon events exits after three events")
+        .unwrap();
+    let out = ok(&followed);
+    let events: Vec<Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["incident.created", "events.lagged", "incident.created"],
+        "{out}"
+    );
+    assert_eq!(events[0]["incident_id"], before.incident.id.as_str());
+    assert_eq!(events[2]["incident_id"], after.incident.id.as_str());
+    assert!(
+        text(&followed.stderr).contains("reconnecting"),
+        "{}",
+        text(&followed.stderr)
+    );
+    deployment.stop_controller().await;
 }
