@@ -205,13 +205,17 @@ impl Deployment {
     }
 
     /// Waits until `agent_id` is online and its inventory (with its containment policy) is
-    /// stored, so the controller's checks see the agent's real policy; returns its host name.
-    pub async fn wait_for_inventory(&self, agent_id: &str) -> String {
+    /// stored, so the controller's checks see the agent's real policy (the session is up a
+    /// moment before the inventory is stored); returns the inventory.
+    pub async fn wait_for_inventory(
+        &self,
+        agent_id: &str,
+    ) -> cordon_protocol::inventory::Inventory {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let view = self.wait_for_status(agent_id, AgentStatus::Online).await;
             if let Some(inventory) = view.inventory {
-                return inventory.hostname;
+                return inventory;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

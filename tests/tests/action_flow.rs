@@ -747,10 +747,13 @@ fn the_quickstart_responder_can_kill_on_the_local_agent() {
             let shown = cordon(&["--json", "agents", "show", &agent.id]);
             let agent: cordon_controller::api::types::AgentView =
                 serde_json::from_slice(&shown.stdout).expect("agent JSON");
-            let policy = &agent.inventory.as_ref().expect("inventory").action_policy;
-            assert_eq!(policy.signers.len(), 1, "{policy:?}");
-            assert_eq!(policy.signers[0].actions.len(), 7, "every action");
-            break agent.id.clone();
+            // Online a moment before its inventory (and policy) is stored.
+            if let Some(inventory) = &agent.inventory {
+                let policy = &inventory.action_policy;
+                assert_eq!(policy.signers.len(), 1, "{policy:?}");
+                assert_eq!(policy.signers[0].actions.len(), 7, "every action");
+                break agent.id.clone();
+            }
         }
         assert!(Instant::now() < deadline, "local agent never online");
         std::thread::sleep(Duration::from_millis(100));
@@ -954,9 +957,7 @@ async fn a_receipt_lost_with_the_session_arrives_when_the_action_is_sent_again()
     config.reconnect_initial = Duration::from_millis(100);
     config.reconnect_max = Duration::from_millis(500);
     let running = tokio::spawn(cordon_agent::run(config, shutdown.clone()));
-    deployment
-        .wait_for_status(&agent.id, AgentStatus::Online)
-        .await;
+    deployment.wait_for_inventory(&agent.id).await;
 
     relay.arm();
     let mut victim = Victim::spawn();

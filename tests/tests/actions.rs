@@ -122,11 +122,8 @@ async fn a_signed_kill_runs_once_with_a_receipt_and_forgeries_are_refused() {
     let responder = random_key();
     trust(&agent, "responder", &responder, "kill", "10m");
     agent.start();
-    let online = deployment
-        .wait_for_status(&agent.id, AgentStatus::Online)
-        .await;
     // The hello told the controller whom the agent trusts (ids only).
-    let summary = online.inventory.expect("inventory").action_policy;
+    let summary = deployment.wait_for_inventory(&agent.id).await.action_policy;
     assert_eq!(summary.signers.len(), 1);
     assert_eq!(
         summary.signers[0].key_id,

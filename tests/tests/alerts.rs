@@ -12,9 +12,7 @@
 
 use cordon_controller::{
     alerts::Received,
-    api::{
-        alerts::AlertView, api_tokens::ApiTokenCreated, incidents::IncidentView, types::AgentStatus,
-    },
+    api::{alerts::AlertView, api_tokens::ApiTokenCreated, incidents::IncidentView},
     store::AlertRecord,
 };
 use cordon_tests::{ok, text, Api, Deployment, PgSchema, SessionHost};
@@ -98,14 +96,7 @@ async fn alerts_open_and_join_incidents_with_their_hosts() {
     let deployment = Deployment::start().await;
     let mut agent = deployment.enroll_agent().await;
     agent.start();
-    let view = deployment
-        .wait_for_status(&agent.id, AgentStatus::Online)
-        .await;
-    let hostname = view
-        .inventory
-        .as_ref()
-        .map(|i| i.hostname.clone())
-        .expect("the agent reported its inventory");
+    let hostname = deployment.wait_for_inventory(&agent.id).await.hostname;
     let siem = deployment
         .api()
         .with_token(&token(&deployment, "siem", "automation").await);

@@ -138,7 +138,7 @@ async fn an_alert_runs_its_playbooks_through_to_a_signed_kill_and_a_report() {
     )
     .expect("trust the responder key");
     agent.start();
-    let hostname = deployment.wait_for_inventory(&agent.id).await;
+    let hostname = deployment.wait_for_inventory(&agent.id).await.hostname;
     let mut marker = Victim::spawn();
 
     // The SIEM's alert opens a malware incident on the agent's host.

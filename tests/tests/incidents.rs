@@ -18,11 +18,7 @@ use std::time::{Duration, Instant};
 
 use cordon_controller::{
     actions::ActionView,
-    api::{
-        api_tokens::ApiTokenCreated,
-        incidents::IncidentView,
-        types::{AgentStatus, TaskView},
-    },
+    api::{api_tokens::ApiTokenCreated, incidents::IncidentView, types::TaskView},
     incidents::report::IncidentReport,
     store::ActionState,
 };
@@ -195,9 +191,7 @@ async fn open_to_closed(deployment: &mut Deployment) {
     )
     .expect("trust add");
     agent.start();
-    deployment
-        .wait_for_status(&agent.id, AgentStatus::Online)
-        .await;
+    deployment.wait_for_inventory(&agent.id).await;
 
     // Open it.
     let created: IncidentView = json_of(

@@ -10,15 +10,10 @@ async fn agent_process_online_killed_offline_restarted_online_same_id() {
     let agent = deployment.enroll_agent().await;
 
     let mut process = agent.spawn_process();
+    let hostname = deployment.wait_for_inventory(&agent.id).await.hostname;
     let online = deployment
         .wait_for_status(&agent.id, AgentStatus::Online)
         .await;
-    let hostname = online
-        .inventory
-        .as_ref()
-        .expect("inventory")
-        .hostname
-        .clone();
     assert_eq!(hostname, cordon_agent::inventory::hostname());
     assert!(online.peer.is_some());
 
