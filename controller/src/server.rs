@@ -148,6 +148,7 @@ pub async fn start(
         audit_refusals: crate::audit::RefusalBudget::default(),
         playbooks,
         events: crate::events::Events::new(),
+        watch_change_limit: crate::watches::MAX_CHANGES_PER_WATCH.into(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(gateway::serve(

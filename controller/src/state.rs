@@ -41,6 +41,9 @@ pub struct Controller {
     pub playbooks: crate::playbooks::Playbooks,
     /// Live events and the webhook outbox's publisher (see [`crate::events`]).
     pub events: crate::events::Events,
+    /// Changes one watch stores before it is stopped: [`crate::watches::MAX_CHANGES_PER_WATCH`]
+    /// unless a test lowers it.
+    pub watch_change_limit: std::sync::atomic::AtomicI64,
 }
 
 pub type Shared = Arc<Controller>;

@@ -37,6 +37,9 @@ const RESEND_TTL: Duration = Duration::from_secs(3600);
 const CHANGE_QUEUE: usize = 4096;
 /// Most changes stored in one transaction.
 const CHANGE_BATCH: usize = 512;
+/// Changes one watch stores; at this many the controller stops it (and tells the agent), so a
+/// watch on a busy directory cannot fill the store. Start a narrower watch to go on.
+pub const MAX_CHANGES_PER_WATCH: i64 = 100_000;
 /// Most stale watches one session is told to stop (an agent cannot make the controller queue
 /// tasks without bound by naming made-up watches).
 const MAX_UNWATCH_PER_SESSION: usize = 64;
@@ -322,7 +325,9 @@ impl ChangeWriter {
 
 /// Stores a session's changes in batches. A change that is not kept means the agent runs a
 /// watch the controller does not (stopped while the agent was away longer than the `Unwatch`
-/// could wait, or unknown here): the agent is told to stop it, once per watch and session.
+/// could wait, stopped at its change limit, or unknown here): the agent is told to stop it,
+/// once per watch and session. A watch the batch took to [`MAX_CHANGES_PER_WATCH`] is stopped
+/// on the agent at once.
 async fn write_changes(
     controller: Shared,
     agent_id: String,
@@ -331,27 +336,47 @@ async fn write_changes(
     let mut batch = Vec::with_capacity(CHANGE_BATCH);
     let mut told_to_stop: HashSet<String> = HashSet::new();
     while rx.recv_many(&mut batch, CHANGE_BATCH).await > 0 {
-        let kept = match controller.store.insert_watch_events(&batch).await {
-            Ok(kept) => kept,
+        let stored = match controller
+            .store
+            .insert_watch_events(
+                &batch,
+                controller
+                    .watch_change_limit
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                now_ms(),
+            )
+            .await
+        {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::error!(agent_id, changes = batch.len(), error = %e, "cannot store file changes");
                 batch.clear();
                 continue;
             }
         };
-        let mut dropped: BTreeMap<&str, usize> = BTreeMap::new();
-        for (change, kept) in batch.iter().zip(kept) {
-            if !kept {
-                *dropped.entry(change.watch_id.as_str()).or_default() += 1;
-            }
-        }
-        for (watch_id, count) in dropped {
-            tracing::info!(
+        let mut to_stop: BTreeMap<&str, usize> = BTreeMap::new();
+        for watch_id in &stored.limit_reached {
+            tracing::warn!(
                 agent_id,
                 watch_id,
-                count,
-                "file changes for an unknown, foreign or stopped watch dropped"
+                "watch stopped: it reached its change limit"
             );
+            to_stop.insert(watch_id.as_str(), 0);
+        }
+        for (change, kept) in batch.iter().zip(stored.kept) {
+            if !kept {
+                *to_stop.entry(change.watch_id.as_str()).or_default() += 1;
+            }
+        }
+        for (watch_id, dropped) in to_stop {
+            if dropped > 0 {
+                tracing::info!(
+                    agent_id,
+                    watch_id,
+                    count = dropped,
+                    "file changes for an unknown, foreign or stopped watch dropped"
+                );
+            }
             if told_to_stop.len() >= MAX_UNWATCH_PER_SESSION || told_to_stop.contains(watch_id) {
                 continue;
             }
@@ -384,6 +409,7 @@ mod tests {
             task_id: Some("t".into()),
             stopped_at_ms: stopped.then_some(1),
             stopped_by: None,
+            changes: 0,
         }
     }
 

@@ -484,3 +484,63 @@ async fn an_agent_reporting_for_a_watch_the_controller_stopped_is_told_to_stop_i
     );
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_reaches_its_change_limit_is_stopped_here_and_on_the_agent() {
+    let deployment = Deployment::start().await;
+    deployment
+        .controller()
+        .watch_change_limit
+        .store(3, std::sync::atomic::Ordering::Relaxed);
+    let mut agent = deployment.enroll_agent().await;
+    agent.start();
+    deployment
+        .wait_for_status(&agent.id, AgentStatus::Online)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let api = deployment.api();
+    let created: WatchView = api
+        .post_json(
+            "/api/v1/watches",
+            json!({ "agent_id": agent.id, "paths": [s(dir.path())] }),
+        )
+        .await
+        .unwrap();
+    wait_for_watch(&api, &created.id, WatchStatus::Active, None).await;
+
+    // A burst of changes: three are kept, then the watch stops.
+    for n in 0..10 {
+        std::fs::write(dir.path().join(format!("busy-{n}.txt")), b"x").unwrap();
+    }
+    let stopped = wait_for_watch(&api, &created.id, WatchStatus::Stopped, None).await;
+    assert_eq!(stopped.changes, 3, "{stopped:?}");
+    assert_eq!(
+        stopped.stopped_by.as_deref(),
+        Some(cordon_controller::store::STOPPED_AT_LIMIT)
+    );
+    // The agent is told to stop too.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let tasks: Vec<TaskView> = api
+            .get_json(&format!("/api/v1/tasks?agent_id={}", agent.id))
+            .await
+            .unwrap();
+        if tasks.iter().any(|t| {
+            t.kind == "unwatch" && t.state.as_str() == "done" && t.created_by == "controller"
+        }) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{tasks:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(dir.path().join("after.txt"), b"x").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let kept = all_events(&api, &created.id).await;
+    assert_eq!(kept.len(), 3, "nothing stored past the limit: {kept:?}");
+    let shown = deployment.run_cli(&["watches", "show", &created.id]).await;
+    assert!(
+        cordon_tests::text(&shown.stdout).contains("change limit reached"),
+        "{shown:?}"
+    );
+    agent.stop().await;
+}

@@ -46,7 +46,11 @@ pub struct WatchView {
     pub created_at_ms: i64,
     pub created_by: String,
     pub stopped_at_ms: Option<i64>,
+    /// Who stopped it: a token name, or the controller when it reached its change limit.
     pub stopped_by: Option<String>,
+    /// Changes stored for it (at most [`crate::watches::MAX_CHANGES_PER_WATCH`]).
+    #[serde(default)]
+    pub changes: i64,
     /// The latest task that (re)started the watch on the agent, its state and error.
     pub task_id: Option<String>,
     pub task_state: Option<TaskState>,
@@ -126,6 +130,7 @@ async fn view(state: &AppState, watch: WatchRecord) -> Result<WatchView, ApiErro
         created_by: watch.created_by,
         stopped_at_ms: watch.stopped_at_ms,
         stopped_by: watch.stopped_by,
+        changes: watch.changes,
         task_id: watch.task_id,
     })
 }

@@ -285,6 +285,7 @@ pub async fn run(client: &Client, command: WatchesCommand, json: bool) -> Result
                     ),
                 ],
                 vec!["task".into(), w.task_id.clone().unwrap_or_default()],
+                vec!["changes".into(), w.changes.to_string()],
             ];
             if let Some(at) = w.stopped_at_ms {
                 rows.push(vec![

@@ -463,6 +463,13 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_a
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, created_at);
 ";
 
+/// Version 11: how many changes each watch has stored, so a runaway watch is stopped at its
+/// limit without counting rows on every insert.
+const WATCH_CHANGES_V11: &str = "
+ALTER TABLE watches ADD COLUMN changes BIGINT NOT NULL DEFAULT 0;
+UPDATE watches SET changes = (SELECT COUNT(*) FROM watch_events WHERE watch_events.watch_id = watches.id);
+";
+
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
 pub const SQLITE: &[Migration] = &[
@@ -515,6 +522,11 @@ pub const SQLITE: &[Migration] = &[
         version: 10,
         description: "webhooks and their deliveries",
         sql: WEBHOOKS_V10,
+    },
+    Migration {
+        version: 11,
+        description: "change counts on watches",
+        sql: WATCH_CHANGES_V11,
     },
 ];
 
@@ -569,6 +581,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 10,
         description: "webhooks and their deliveries",
         sql: WEBHOOKS_V10,
+    },
+    Migration {
+        version: 11,
+        description: "change counts on watches",
+        sql: WATCH_CHANGES_V11,
     },
 ];
 

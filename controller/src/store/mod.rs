@@ -50,7 +50,9 @@ pub use incidents::{
 };
 pub use tasks::{NewTask, TaskEnd, TaskRecord, TaskState};
 pub use tokens::{ApiTokenRecord, EnrollmentTokenRecord, NewEnrollmentToken, ParseRoleError, Role};
-pub use watches::{NewWatch, NewWatchEvent, WatchEventRecord, WatchRecord};
+pub use watches::{
+    NewWatch, NewWatchEvent, StoredChanges, WatchEventRecord, WatchRecord, STOPPED_AT_LIMIT,
+};
 
 /// Connections kept to a SQLite file. SQLite serialises writers anyway; a few connections let
 /// readers proceed alongside a writer (WAL).

@@ -3,7 +3,9 @@
 //! A watch belongs to one agent and runs until it is stopped; `task_id` names the latest
 //! `Watch` task sent for it (the first, or a re-send after the agent reconnected). Changes are
 //! stored only for a watch of the agent that reports them and, once the watch is stopped, only
-//! if they happened before it was; event ids only grow, so a client pages with `after=`.
+//! if they happened before it was; event ids only grow, so a client pages with `after=`. Each
+//! watch counts the changes it stored; one that reaches its limit is stopped by the controller
+//! (a watch on a busy directory must not fill the store).
 
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
@@ -32,7 +34,22 @@ pub struct WatchRecord {
     pub task_id: Option<String>,
     pub stopped_at_ms: Option<i64>,
     pub stopped_by: Option<String>,
+    /// Changes stored for it.
+    #[serde(default)]
+    pub changes: i64,
 }
+
+/// What storing a batch of changes did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StoredChanges {
+    /// For each change, whether it was kept.
+    pub kept: Vec<bool>,
+    /// Watches this batch took to their change limit, now stopped.
+    pub limit_reached: Vec<String>,
+}
+
+/// Who a watch stopped at its change limit is stopped by.
+pub const STOPPED_AT_LIMIT: &str = "controller (change limit reached)";
 
 /// A change an agent reported.
 #[derive(Debug, Clone)]
@@ -60,7 +77,7 @@ pub struct WatchEventRecord {
 }
 
 const WATCH_COLUMNS: &str =
-    "id, agent_id, paths, created_at, created_by, task_id, stopped_at, stopped_by";
+    "id, agent_id, paths, created_at, created_by, task_id, stopped_at, stopped_by, changes";
 const EVENT_COLUMNS: &str = "id, watch_id, agent_id, path, kind, changed_at, received_at";
 
 impl Store {
@@ -154,36 +171,71 @@ impl Store {
         Ok(touched(&result))
     }
 
-    /// Stores a batch of changes in one transaction. Returns, for each, whether it was kept: a
-    /// change for an unknown watch, another agent's watch, or after its watch was stopped is not.
+    /// Stores a batch of changes in one transaction. A change is kept only for the reporting
+    /// agent's own watch, not after the watch was stopped, and while the watch has stored
+    /// fewer than `limit`; a watch that reaches `limit` is stopped (at `now_ms`, by
+    /// [`STOPPED_AT_LIMIT`]).
     pub async fn insert_watch_events(
         &self,
         events: &[NewWatchEvent],
-    ) -> Result<Vec<bool>, StoreError> {
+        limit: i64,
+        now_ms: i64,
+    ) -> Result<StoredChanges, StoreError> {
+        let mut stored = StoredChanges::default();
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(stored);
         }
         let mut tx = self.begin_write("begin storing watch events").await?;
-        let mut kept = Vec::with_capacity(events.len());
+        let mut counted: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
         for event in events {
-            let result = sqlx::query(
-                "INSERT INTO watch_events (watch_id, agent_id, path, kind, changed_at, received_at) \
-                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM watches \
-                 WHERE id = $1 AND agent_id = $2 AND (stopped_at IS NULL OR stopped_at >= $5))",
+            let counts = sqlx::query(
+                "UPDATE watches SET changes = changes + 1 WHERE id = $1 AND agent_id = $2 \
+                 AND (stopped_at IS NULL OR stopped_at >= $3) AND changes < $4",
             )
             .bind(&event.watch_id)
             .bind(&event.agent_id)
-            .bind(&event.path)
-            .bind(&event.kind)
             .bind(event.changed_at_ms)
-            .bind(event.received_at_ms)
+            .bind(limit)
             .execute(&mut *tx)
             .await
-            .map_err(db_err("store watch event"))?;
-            kept.push(touched(&result));
+            .map_err(db_err("count watch event"))?;
+            let kept = touched(&counts);
+            if kept {
+                sqlx::query(
+                    "INSERT INTO watch_events (watch_id, agent_id, path, kind, changed_at, \
+                     received_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&event.watch_id)
+                .bind(&event.agent_id)
+                .bind(&event.path)
+                .bind(&event.kind)
+                .bind(event.changed_at_ms)
+                .bind(event.received_at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err("store watch event"))?;
+                counted.insert(&event.watch_id);
+            }
+            stored.kept.push(kept);
+        }
+        for watch_id in counted {
+            let stopped = sqlx::query(
+                "UPDATE watches SET stopped_at = $1, stopped_by = $2 \
+                 WHERE id = $3 AND stopped_at IS NULL AND changes >= $4",
+            )
+            .bind(now_ms)
+            .bind(STOPPED_AT_LIMIT)
+            .bind(watch_id)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("stop watch at its change limit"))?;
+            if touched(&stopped) {
+                stored.limit_reached.push(watch_id.to_owned());
+            }
         }
         tx.commit().await.map_err(db_err("commit watch events"))?;
-        Ok(kept)
+        Ok(stored)
     }
 
     /// A watch's changes with ids above `after`, oldest first, at most `limit`.
@@ -222,6 +274,7 @@ fn watch_from_row(row: &AnyRow) -> Result<WatchRecord, StoreError> {
         task_id: row.try_get("task_id").map_err(get())?,
         stopped_at_ms: row.try_get("stopped_at").map_err(get())?,
         stopped_by: row.try_get("stopped_by").map_err(get())?,
+        changes: row.try_get("changes").map_err(get())?,
     })
 }
 
@@ -331,31 +384,44 @@ mod tests {
         enrolled_agent(store, "a1", NOW).await;
         enrolled_agent(store, "a2", NOW).await;
         store.insert_watch(&watch("w1", "a1", NOW)).await.unwrap();
-        let kept = store
-            .insert_watch_events(&[
-                change("w1", "a1", "/etc/one", NOW + 1),
-                change("w1", "a2", "/etc/intruder", NOW + 2),
-                change("unknown", "a1", "/etc/two", NOW + 3),
-                change("w1", "a1", "/etc/three", NOW + 4),
-            ])
+        let stored = store
+            .insert_watch_events(
+                &[
+                    change("w1", "a1", "/etc/one", NOW + 1),
+                    change("w1", "a2", "/etc/intruder", NOW + 2),
+                    change("unknown", "a1", "/etc/two", NOW + 3),
+                    change("w1", "a1", "/etc/three", NOW + 4),
+                ],
+                LIMIT,
+                NOW + 5,
+            )
             .await
             .unwrap();
-        assert_eq!(kept, vec![true, false, false, true]);
-        assert!(store.insert_watch_events(&[]).await.unwrap().is_empty());
+        assert_eq!(stored.kept, vec![true, false, false, true]);
+        assert!(stored.limit_reached.is_empty());
+        assert_eq!(
+            store.insert_watch_events(&[], LIMIT, NOW).await.unwrap(),
+            StoredChanges::default()
+        );
 
         store.stop_watch("w1", "bob", NOW + 10).await.unwrap();
-        let kept = store
-            .insert_watch_events(&[
-                change("w1", "a1", "/etc/before-stop", NOW + 9),
-                change("w1", "a1", "/etc/after-stop", NOW + 11),
-            ])
+        let stored = store
+            .insert_watch_events(
+                &[
+                    change("w1", "a1", "/etc/before-stop", NOW + 9),
+                    change("w1", "a1", "/etc/after-stop", NOW + 11),
+                ],
+                LIMIT,
+                NOW + 12,
+            )
             .await
             .unwrap();
         assert_eq!(
-            kept,
+            stored.kept,
             vec![true, false],
             "a change seen before the stop still counts"
         );
+        assert_eq!(store.get_watch("w1").await.unwrap().unwrap().changes, 3);
 
         let all = store.watch_events("w1", 0, 100).await.unwrap();
         let paths: Vec<&str> = all.iter().map(|e| e.path.as_str()).collect();
@@ -373,8 +439,46 @@ mod tests {
         assert!(rest.is_empty());
     }
 
+    const LIMIT: i64 = 1000;
+
+    async fn a_watch_is_stopped_at_its_change_limit(store: &Store) {
+        enrolled_agent(store, "a1", NOW).await;
+        store.insert_watch(&watch("w1", "a1", NOW)).await.unwrap();
+        store.insert_watch(&watch("w2", "a1", NOW)).await.unwrap();
+        let stored = store
+            .insert_watch_events(
+                &[
+                    change("w1", "a1", "/tmp/1", NOW + 1),
+                    change("w2", "a1", "/var/1", NOW + 1),
+                    change("w1", "a1", "/tmp/2", NOW + 2),
+                    change("w1", "a1", "/tmp/3", NOW + 3),
+                ],
+                2,
+                NOW + 5,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.kept, vec![true, true, true, false]);
+        assert_eq!(stored.limit_reached, vec!["w1"]);
+        let w1 = store.get_watch("w1").await.unwrap().unwrap();
+        assert_eq!(w1.changes, 2);
+        assert_eq!(w1.stopped_at_ms, Some(NOW + 5));
+        assert_eq!(w1.stopped_by.as_deref(), Some(STOPPED_AT_LIMIT));
+        let w2 = store.get_watch("w2").await.unwrap().unwrap();
+        assert_eq!((w2.changes, w2.stopped_at_ms), (1, None));
+        // Nothing more is kept, even a change seen before the stop.
+        let stored = store
+            .insert_watch_events(&[change("w1", "a1", "/tmp/4", NOW + 4)], 2, NOW + 6)
+            .await
+            .unwrap();
+        assert_eq!(stored.kept, vec![false]);
+        assert!(stored.limit_reached.is_empty(), "stopped once");
+        assert_eq!(store.watch_events("w1", 0, 100).await.unwrap().len(), 2);
+    }
+
     backend_tests!(
         watches_are_created_listed_and_stopped,
-        events_are_kept_only_for_the_agents_own_running_watch
+        events_are_kept_only_for_the_agents_own_running_watch,
+        a_watch_is_stopped_at_its_change_limit
     );
 }
