@@ -192,7 +192,7 @@ pub enum Command {
     /// Outgoing webhooks (admin): add, list, remove, deliveries, test.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
-    /// Follow the live event stream (incidents, tasks, actions) until Ctrl-C.
+    /// Follow live events (incidents, tasks, actions) until Ctrl-C, resuming after a break.
     Events(events::EventsArgs),
     /// Check that the controller answers.
     Health,
