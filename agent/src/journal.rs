@@ -76,48 +76,7 @@ pub struct Entry {
 }
 
 /// A receipt as journaled: every field, keys and signature in hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReceiptRecord {
-    pub action_id: String,
-    pub agent_id: String,
-    pub at_ms: i64,
-    pub before: String,
-    pub done: String,
-    pub after: String,
-    pub agent_public_key: String,
-    pub signature: String,
-}
-
-impl From<&Receipt> for ReceiptRecord {
-    fn from(r: &Receipt) -> Self {
-        ReceiptRecord {
-            action_id: r.action_id.clone(),
-            agent_id: r.agent_id.clone(),
-            at_ms: r.at_ms,
-            before: r.before.clone(),
-            done: r.done.clone(),
-            after: r.after.clone(),
-            agent_public_key: hex::encode(&r.agent_public_key),
-            signature: hex::encode(&r.signature),
-        }
-    }
-}
-
-impl ReceiptRecord {
-    /// The receipt as it was sent; `None` if the hex was damaged on disk.
-    pub fn to_receipt(&self) -> Option<Receipt> {
-        Some(Receipt {
-            action_id: self.action_id.clone(),
-            agent_id: self.agent_id.clone(),
-            at_ms: self.at_ms,
-            before: self.before.clone(),
-            done: self.done.clone(),
-            after: self.after.clone(),
-            agent_public_key: hex::decode(&self.agent_public_key).ok()?,
-            signature: hex::decode(&self.signature).ok()?,
-        })
-    }
-}
+pub type ReceiptRecord = cordon_protocol::receipt::ReceiptText;
 
 impl Entry {
     fn new(phase: Phase, task_id: &str, action: &VerifiedAction, at_ms: i64) -> Entry {

@@ -23,6 +23,7 @@ pub mod hello;
 pub mod hunt;
 pub mod inventory;
 pub mod message;
+pub mod receipt;
 
 pub use error::ProtocolError;
 

@@ -4,8 +4,6 @@
 //! restart, another replica's session), so the action and its task always agree in the end.
 
 use cordon_protocol::message::Receipt;
-use ed25519_dalek::{Signature, VerifyingKey};
-use serde::{Deserialize, Serialize};
 
 use crate::{
     now_ms,
@@ -50,92 +48,8 @@ fn receipt_audit_entry(
 }
 
 /// A receipt as stored and shown: every signed field as the agent sent it, keys and signature
-/// in hex, so anyone can verify it again with [`StoredReceipt::verify`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredReceipt {
-    pub action_id: String,
-    pub agent_id: String,
-    pub at_ms: i64,
-    /// JSON text: what the agent found before acting.
-    pub before: String,
-    /// What it did.
-    pub done: String,
-    /// JSON text: what it saw after.
-    pub after: String,
-    /// Hex of the agent's Ed25519 public key and of its signature.
-    pub agent_public_key: String,
-    pub signature: String,
-}
-
-impl From<&Receipt> for StoredReceipt {
-    fn from(r: &Receipt) -> Self {
-        StoredReceipt {
-            action_id: r.action_id.clone(),
-            agent_id: r.agent_id.clone(),
-            at_ms: r.at_ms,
-            before: r.before.clone(),
-            done: r.done.clone(),
-            after: r.after.clone(),
-            agent_public_key: hex::encode(&r.agent_public_key),
-            signature: hex::encode(&r.signature),
-        }
-    }
-}
-
-impl StoredReceipt {
-    /// Checks that this is a receipt for `action_id` from `agent_id`, signed (`verify_strict`)
-    /// by `pinned_key_hex`, the key the controller pinned for that agent.
-    pub fn verify(
-        &self,
-        action_id: &str,
-        agent_id: &str,
-        pinned_key_hex: &str,
-    ) -> Result<(), String> {
-        if self.action_id != action_id {
-            return Err(format!(
-                "the receipt is for action {}, not {action_id}",
-                self.action_id
-            ));
-        }
-        if self.agent_id != agent_id {
-            return Err(format!(
-                "the receipt names agent {}, not {agent_id}",
-                self.agent_id
-            ));
-        }
-        if !self.agent_public_key.eq_ignore_ascii_case(pinned_key_hex) {
-            return Err(format!(
-                "the receipt is signed by key {}, not agent {agent_id}'s pinned key {pinned_key_hex}",
-                self.agent_public_key
-            ));
-        }
-        let public: [u8; 32] = hex::decode(&self.agent_public_key)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or("the receipt's public key is not 32 bytes")?;
-        let key = VerifyingKey::from_bytes(&public)
-            .map_err(|_| "the receipt's public key is not an Ed25519 key".to_string())?;
-        let signature: [u8; 64] = hex::decode(&self.signature)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or("the receipt's signature is not 64 bytes")?;
-        let receipt = Receipt {
-            action_id: self.action_id.clone(),
-            agent_id: self.agent_id.clone(),
-            at_ms: self.at_ms,
-            before: self.before.clone(),
-            done: self.done.clone(),
-            after: self.after.clone(),
-            agent_public_key: public.to_vec(),
-            signature: signature.to_vec(),
-        };
-        let bytes = receipt
-            .signing_bytes()
-            .map_err(|e| format!("cannot encode the receipt: {e}"))?;
-        key.verify_strict(&bytes, &Signature::from_bytes(&signature))
-            .map_err(|_| "the receipt's signature does not verify".to_string())
-    }
-}
+/// in hex, so anyone can verify it again ([`cordon_protocol::receipt::ReceiptText::verify`]).
+pub type StoredReceipt = cordon_protocol::receipt::ReceiptText;
 
 impl Controller {
     /// The agent answered an action's task with a receipt: keep it on the action if it checks
