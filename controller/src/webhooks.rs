@@ -28,6 +28,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    error_chain,
     events::{check_pattern, kind, Event},
     now_ms,
     state::{Controller, Shared},
@@ -561,17 +562,6 @@ fn bounded(text: &str) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_ERROR_CHARS)
         .collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ use reqwest::{Method, StatusCode};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::cli::{config::Resolved, CliError};
+use crate::{
+    cli::{config::Resolved, CliError},
+    error_chain,
+};
 
 pub struct Client {
     http: reqwest::Client,
@@ -96,25 +99,13 @@ impl Client {
         bytes: Vec<u8>,
     ) -> Result<T, CliError> {
         let url = format!("{}{path}", self.base);
-        let response = self
+        let request = self
             .http
             .post(&url)
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CliError::Unreachable(format!("{url}: reading response: {e}")))?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| CliError::Other(format!("{url}: unexpected response: {e}")));
-        }
-        Err(api_error(status, &bytes))
+            .body(bytes);
+        send(&url, request).await
     }
 
     pub async fn put<B: Serialize, T: DeserializeOwned>(
@@ -229,21 +220,29 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CliError::Unreachable(format!("{url}: reading response: {e}")))?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| CliError::Other(format!("{url}: unexpected response: {e}")));
-        }
-        Err(api_error(status, &bytes))
+        send(&url, request).await
     }
+}
+
+/// Sends `request` (to `url`) and reads its JSON answer, or the API's error.
+async fn send<T: DeserializeOwned>(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<T, CliError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| CliError::Unreachable(format!("{url}: reading response: {e}")))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Other(format!("{url}: unexpected response: {e}")));
+    }
+    Err(api_error(status, &bytes))
 }
 
 /// Longest a download may take.
@@ -263,15 +262,4 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => CliError::Usage(detail),
         _ => CliError::Other(format!("{status}: {detail}")),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
