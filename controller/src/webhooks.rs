@@ -149,7 +149,9 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Checks a webhook URL: `http` or `https`, with a host.
+/// Checks a webhook URL: `https` with a host, or plain `http` to a receiver on this host
+/// (loopback) only — events name hosts, processes and files, and must not cross a network in
+/// clear text.
 pub fn check_url(url: &str) -> Result<reqwest::Url, WebhookError> {
     let url = url.trim();
     if url.chars().count() > MAX_URL_CHARS {
@@ -173,7 +175,27 @@ pub fn check_url(url: &str) -> Result<reqwest::Url, WebhookError> {
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid("url", "has no host"));
     }
+    if parsed.scheme() == "http" && !is_loopback(&parsed) {
+        return Err(invalid(
+            "url",
+            "plain http is only accepted for a receiver on this host (127.0.0.0/8, ::1, \
+             localhost); use https",
+        ));
+    }
     Ok(parsed)
+}
+
+/// Whether `url`'s host is this machine's loopback.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // IPv6 hosts come bracketed; IP hosts come normalised (`127.1` is `127.0.0.1`).
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 /// Checks the event patterns; all events (`*`) when none are given.
@@ -594,7 +616,13 @@ mod tests {
     fn urls_must_be_http_or_https_with_a_host() {
         assert!(check_url("https://hooks.example.com/x?y=1").is_ok());
         assert!(check_url("http://127.0.0.1:8080/hook").is_ok());
+        assert!(check_url("http://[::1]:8080/hook").is_ok());
+        assert!(check_url("http://localhost/hook").is_ok());
+        assert!(check_url("https://soar.example.org/hook").is_ok());
         for bad in [
+            "http://soar.example.org/hook",
+            "http://10.0.0.5/hook",
+            "http://127.0.0.1.example.org/hook",
             "ftp://example.com/",
             "example.com/hook",
             "https://",

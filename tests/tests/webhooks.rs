@@ -423,6 +423,11 @@ async fn incident_changes_reach_a_signed_webhook_and_the_live_stream() {
             "url:",
         ),
         (json!({ "name": "x", "url": "not a url" }), "url:"),
+        // Events must not cross a network in clear text.
+        (
+            json!({ "name": "x", "url": "http://soar.example.org/hook" }),
+            "url: plain http",
+        ),
         (
             json!({ "name": "x", "url": receiver.url(), "events": ["Incident"] }),
             "events:",

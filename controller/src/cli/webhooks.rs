@@ -17,8 +17,8 @@ pub enum WebhooksCommand {
         /// A name for people.
         #[arg(long)]
         name: String,
-        /// Where to POST events: http:// or https://. (Positional: `--url` names the
-        /// controller.)
+        /// Where to POST events: https://, or http:// to a receiver on the controller's own
+        /// host. (Positional: `--url` names the controller.)
         #[arg(value_name = "URL")]
         endpoint: String,
         /// Event kinds to send, e.g. `incident.*`, `task.failed` (repeat, or comma-separate);
