@@ -437,9 +437,11 @@ async fn the_cli_starts_follows_lists_and_stops_a_watch() {
     agent.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_reporting_for_a_watch_the_controller_stopped_is_told_to_stop_it() {
-    let deployment = Deployment::start().await;
+/// A started agent watching a new temporary directory: the agent, the directory, the watch
+/// (active).
+async fn watching_a_new_dir(
+    deployment: &Deployment,
+) -> (cordon_tests::TestAgent, tempfile::TempDir, WatchView) {
     let mut agent = deployment.enroll_agent().await;
     agent.start();
     deployment
@@ -455,6 +457,32 @@ async fn an_agent_reporting_for_a_watch_the_controller_stopped_is_told_to_stop_i
         .await
         .unwrap();
     wait_for_watch(&api, &created.id, WatchStatus::Active, None).await;
+    (agent, dir, created)
+}
+
+/// Waits until an `unwatch` the controller queued by itself ran on `agent_id`.
+async fn controller_unwatch_done(api: &Api, agent_id: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let tasks: Vec<TaskView> = api
+            .get_json(&format!("/api/v1/tasks?agent_id={agent_id}"))
+            .await
+            .unwrap();
+        if tasks.iter().any(|t| {
+            t.kind == "unwatch" && t.state.as_str() == "done" && t.created_by == "controller"
+        }) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{tasks:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reporting_for_a_watch_the_controller_stopped_is_told_to_stop_it() {
+    let deployment = Deployment::start().await;
+    let (mut agent, dir, created) = watching_a_new_dir(&deployment).await;
+    let api = deployment.api();
 
     // Stopped behind the agent's back (as when its `unwatch` expired while it was away).
     let store = &deployment.controller().store;
@@ -463,21 +491,7 @@ async fn an_agent_reporting_for_a_watch_the_controller_stopped_is_told_to_stop_i
         .await
         .unwrap());
     std::fs::write(dir.path().join("stale.txt"), b"x").unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let tasks: Vec<TaskView> = api
-            .get_json(&format!("/api/v1/tasks?agent_id={}", agent.id))
-            .await
-            .unwrap();
-        let done = tasks.iter().any(|t| {
-            t.kind == "unwatch" && t.state.as_str() == "done" && t.created_by == "controller"
-        });
-        if done {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{tasks:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    controller_unwatch_done(&api, &agent.id).await;
     assert!(
         all_events(&api, &created.id).await.is_empty(),
         "the change after the stop was not stored"
@@ -492,21 +506,8 @@ async fn a_watch_that_reaches_its_change_limit_is_stopped_here_and_on_the_agent(
         .controller()
         .watch_change_limit
         .store(3, std::sync::atomic::Ordering::Relaxed);
-    let mut agent = deployment.enroll_agent().await;
-    agent.start();
-    deployment
-        .wait_for_status(&agent.id, AgentStatus::Online)
-        .await;
-    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, dir, created) = watching_a_new_dir(&deployment).await;
     let api = deployment.api();
-    let created: WatchView = api
-        .post_json(
-            "/api/v1/watches",
-            json!({ "agent_id": agent.id, "paths": [s(dir.path())] }),
-        )
-        .await
-        .unwrap();
-    wait_for_watch(&api, &created.id, WatchStatus::Active, None).await;
 
     // A burst of changes: three are kept, then the watch stops.
     for n in 0..10 {
@@ -519,20 +520,7 @@ async fn a_watch_that_reaches_its_change_limit_is_stopped_here_and_on_the_agent(
         Some(cordon_controller::store::STOPPED_AT_LIMIT)
     );
     // The agent is told to stop too.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let tasks: Vec<TaskView> = api
-            .get_json(&format!("/api/v1/tasks?agent_id={}", agent.id))
-            .await
-            .unwrap();
-        if tasks.iter().any(|t| {
-            t.kind == "unwatch" && t.state.as_str() == "done" && t.created_by == "controller"
-        }) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{tasks:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    controller_unwatch_done(&api, &agent.id).await;
     std::fs::write(dir.path().join("after.txt"), b"x").unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let kept = all_events(&api, &created.id).await;
