@@ -129,11 +129,14 @@ impl Containment {
         Ok(guard.0.clone())
     }
 
-    /// The paths collection may not read: the policy's `denied_paths` and the data directory
-    /// (see [`crate::collect::deny`]).
-    pub fn denied_paths(&self) -> crate::collect::deny::DeniedPaths {
+    /// The gate collection reads through: the built-in denied paths, the policy's
+    /// `denied_paths` and the data directory (see [`crate::collect::gate`]).
+    pub fn gate(&self) -> crate::collect::gate::Gate {
         let policy = self.policy();
-        crate::collect::deny::DeniedPaths::new(policy.denied_paths.as_deref(), Some(&self.data_dir))
+        crate::collect::gate::Gate::new(
+            policy.denied_paths.as_deref().unwrap_or_default(),
+            Some(&self.data_dir),
+        )
     }
 
     /// The policy as last loaded.

@@ -7,7 +7,7 @@ use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::collect::{self, deny::DeniedPaths};
+use crate::collect::{self, gate::Gate};
 
 /// What a task may use beyond its request. Cheap to clone.
 #[derive(Clone)]
@@ -26,12 +26,12 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
-    /// The paths collection may not read, as the policy on disk says now (nothing in a
+    /// The gate collection reads through, as the policy on disk says now (nothing denied in a
     /// detached context).
-    pub fn denied_paths(&self) -> DeniedPaths {
+    pub fn gate(&self) -> Gate {
         self.containment
             .as_ref()
-            .map_or_else(DeniedPaths::none, |c| c.denied_paths())
+            .map_or_else(Gate::none, |c| c.gate())
     }
 
     /// A context whose output goes to the returned receiver (tests, benchmarks).
@@ -71,7 +71,11 @@ pub async fn execute(
             Ok(TaskOutput::Inventory(inventory))
         }
         TaskKind::Processes { hash_exes } => {
-            collect_json("processes", move || collect::process::list(hash_exes)).await
+            let gate = ctx.gate();
+            collect_json("processes", move || {
+                collect::process::list(hash_exes, &gate.index())
+            })
+            .await
         }
         TaskKind::ProcessDetail { pid, environment } => {
             collect_json("process detail", move || {
@@ -82,51 +86,35 @@ pub async fn execute(
         TaskKind::Network => collect_json("network", collect::network::snapshot).await,
         TaskKind::System => collect_json("system", collect::system::collect).await,
         TaskKind::FileStat { path } => {
-            let denied = ctx.denied_paths();
+            let gate = ctx.gate();
             collect_json("file stat", move || {
-                check_path(&denied, &path)?;
-                collect::file::stat(&path)
+                collect::file::stat(&gate.index(), &path)
             })
             .await
         }
         TaskKind::FileHash { path } => {
-            let denied = ctx.denied_paths();
+            let gate = ctx.gate();
             collect_json("file hash", move || {
-                check_path(&denied, &path)?;
-                collect::file::hash(&path)
+                collect::file::hash(&gate.index(), &path)
             })
             .await
         }
         TaskKind::ListDir(request) => {
-            let denied = ctx.denied_paths();
+            let gate = ctx.gate();
             collect_json("directory listing", move || {
-                check_path(&denied, &request.path)?;
-                collect::listing::list(&request, &denied)
+                collect::listing::list(&request, &gate.index())
             })
             .await
         }
         TaskKind::FetchFile { path, max_bytes } => {
-            check_path(&ctx.denied_paths(), &path)?;
             collect::fetch::fetch(task_id, path, max_bytes, ctx).await
         }
         TaskKind::Snapshot => collect::snapshot::snapshot(task_id, ctx).await,
         TaskKind::Hunt(query) => {
-            let denied = ctx.denied_paths();
-            collect_json("hunt", move || {
-                if let Some(path) = &query.file_path {
-                    check_path(&denied, path)?;
-                }
-                collect::hunt::hunt(&query)
-            })
-            .await
+            let gate = ctx.gate();
+            collect_json("hunt", move || collect::hunt::hunt(&query, &gate.index())).await
         }
-        TaskKind::Watch { watch_id, paths } => {
-            let denied = ctx.denied_paths();
-            for path in &paths {
-                check_path(&denied, path)?;
-            }
-            ctx.watches.watch(watch_id, paths).await
-        }
+        TaskKind::Watch { watch_id, paths } => ctx.watches.watch(watch_id, paths, ctx.gate()).await,
         TaskKind::Unwatch { watch_id } => ctx.watches.unwatch(&watch_id),
         TaskKind::Action(signed) => match &ctx.containment {
             Some(containment) => {
@@ -137,13 +125,6 @@ pub async fn execute(
             None => Err(unsupported(&TaskKind::Action(signed))),
         },
     }
-}
-
-/// Validates a path from the controller (see [`collect::validate_path`]), then checks it
-/// against the agent's path policy. Blocking: resolving symlinks reads the file system.
-fn check_path(denied: &DeniedPaths, path: &str) -> Result<(), TaskError> {
-    let p = collect::validate_path(path)?;
-    denied.check(&p)
 }
 
 /// The answer to a task this agent cannot do.

@@ -115,6 +115,14 @@ impl DataDir {
         })
     }
 
+    /// Marks the directory so no agent on this host collects from it (keys, tokens, evidence).
+    pub fn mark_private(&self) -> Result<(), DeploymentError> {
+        secret::mark_private_dir(&self.root).map_err(|source| DeploymentError::Io {
+            path: self.root.clone(),
+            source,
+        })
+    }
+
     fn write_private(&self, path: &Path, contents: &str) -> Result<(), DeploymentError> {
         secret::write_private_file(path, contents.as_bytes()).map_err(|source| {
             DeploymentError::Io {
@@ -206,6 +214,7 @@ pub async fn init(dir: &DataDir, options: &InitOptions) -> Result<InitReport, De
             path: root.to_path_buf(),
             source,
         })?;
+    dir.mark_private()?;
     let mut created = false;
 
     let ca = if dir.ca_cert().exists() && dir.ca_key().exists() {

@@ -1,5 +1,6 @@
-//! Secrets: bearer and enrolment tokens (random, shown once, stored only as SHA-256), and files
-//! holding private keys (created 0600, written whole or not at all).
+//! Secrets: bearer and enrolment tokens (random, shown once, stored only as SHA-256), files
+//! holding private keys (created 0600, written whole or not at all), and the marker that tells
+//! agents a directory holds secrets.
 
 use std::{
     fs,
@@ -54,6 +55,17 @@ pub fn write_file_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Marks `dir` as holding Cordon secrets, so that no Cordon agent on this host collects
+/// anything in it (see [`cordon_protocol::collect::PRIVATE_DIR_MARKER`]). Idempotent.
+pub fn mark_private_dir(dir: &Path) -> io::Result<()> {
+    use cordon_protocol::collect::{PRIVATE_DIR_MARKER, PRIVATE_DIR_MARKER_TEXT};
+    let marker = dir.join(PRIVATE_DIR_MARKER);
+    if marker.exists() {
+        return Ok(());
+    }
+    write_file_mode(&marker, PRIVATE_DIR_MARKER_TEXT.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

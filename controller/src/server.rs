@@ -90,6 +90,8 @@ pub async fn start(
 ) -> Result<Running, ServeError> {
     let dir = DataDir::new(&config.data_dir);
     let settings = dir.load_settings()?;
+    // Deployments made before the marker existed get it at their next start.
+    dir.mark_private()?;
     // A bad playbook stops the start, naming file and line, before anything listens.
     let playbooks =
         crate::playbooks::Playbooks::load(&dir.root().join(crate::playbooks::DIR_NAME))?;

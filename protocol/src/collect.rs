@@ -4,6 +4,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The name of the file Cordon puts into every directory it keeps secrets in (a controller's
+/// data directory, the quickstart's, a responder's key directory). An agent denies collection
+/// of any directory holding one, wherever it is; the file's contents do not matter.
+pub const PRIVATE_DIR_MARKER: &str = ".cordon-private";
+
+/// What the marker file says to a person who finds it.
+pub const PRIVATE_DIR_MARKER_TEXT: &str = "This directory holds Cordon secrets. Cordon agents \
+refuse to collect anything in it (stat, hash, list, fetch, watch, hunt). Do not remove this file.\n";
+
 /// One process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {

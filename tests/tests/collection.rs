@@ -293,13 +293,32 @@ async fn the_agents_path_policy_denies_its_data_dir_and_the_shadow_files() {
     let link = link_dir.path().join("innocent-looking");
     std::os::unix::fs::symlink(key, &link).unwrap();
     let link = link.to_str().unwrap();
+    // The same file under another name: a hard link (where the temp dirs share a file system).
+    let hard = link_dir.path().join("hard-link");
+    let hard = std::fs::hard_link(key, &hard)
+        .ok()
+        .map(|()| hard.to_str().unwrap().to_string());
+    // The controller's own secrets, through the agent on the controller's host: its data
+    // directory is marked, wherever it is.
+    let ca_key = deployment.data_dir.join("ca.key");
+    let ca_key = ca_key.to_str().unwrap();
+    let controller_dir = deployment.data_dir.to_str().unwrap();
 
-    for task in [
+    let mut tasks = vec![
         json!({ "type": "fetch_file", "path": key }),
         json!({ "type": "file_hash", "path": link }),
         json!({ "type": "file_stat", "path": "/etc/shadow" }),
         json!({ "type": "fetch_file", "path": "/etc/shadow" }),
-    ] {
+        json!({ "type": "fetch_file", "path": ca_key }),
+        json!({ "type": "file_hash", "path": ca_key }),
+        json!({ "type": "file_stat", "path": ca_key }),
+        json!({ "type": "list_dir", "path": controller_dir, "max_depth": 3, "max_entries": 100 }),
+    ];
+    if let Some(hard) = &hard {
+        tasks.push(json!({ "type": "fetch_file", "path": hard }));
+        tasks.push(json!({ "type": "file_hash", "path": hard }));
+    }
+    for task in tasks {
         let view = run_task(&deployment, &agent.id, task.clone()).await;
         assert_eq!(view.state.as_str(), "failed", "{task}: {view:?}");
         let error = view.error.unwrap();
@@ -310,6 +329,19 @@ async fn the_agents_path_policy_denies_its_data_dir_and_the_shadow_files() {
             error.message
         );
     }
+    // A listing of the directory the controller's data dir is in reports it, and lists nothing
+    // from inside it.
+    let parent = deployment.data_dir.parent().unwrap().to_str().unwrap();
+    let listing = run_task(
+        &deployment,
+        &agent.id,
+        json!({ "type": "list_dir", "path": parent, "max_depth": 3, "max_entries": 1000 }),
+    )
+    .await;
+    assert_eq!(listing.state.as_str(), "done", "{listing:?}");
+    let result = serde_json::to_string(&listing.result).unwrap();
+    assert!(!result.contains("ca.key"), "{result}");
+    assert!(result.contains("Cordon private directory"), "{result}");
     // Nothing partial became evidence, and the agent still answers.
     let ok = run_task(
         &deployment,

@@ -1,38 +1,42 @@
 //! Files: stat (`TaskKind::FileStat`) and SHA-256 (`TaskKind::FileHash`). Directory listings
 //! are in [`super::listing`].
 //!
-//! Reading evidence must not change it: files are opened with `O_NOATIME` where the kernel allows
-//! it, so hashing a file leaves its access time as the attacker left it.
+//! Reading evidence must not change it: files are opened (by [`super::gate`]) with `O_NOATIME`
+//! where the kernel allows it, so hashing a file leaves its access time as the attacker left it.
 
 use std::{
-    fs::{File, Metadata, OpenOptions},
+    fs::{File, Metadata},
     io::{self, Read},
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
-    path::Path,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
 };
 
 use cordon_protocol::{
     collect::{FileHash, FileKind, FileStat},
-    message::{TaskError, TaskErrorCode},
+    message::TaskError,
 };
 use sha2::{Digest, Sha256};
 
-use super::{epoch_ms, io_error, task_error, validate_path, IdNames};
+use super::{
+    epoch_ms,
+    gate::{Index, Want},
+    io_error, IdNames,
+};
 
 /// Read size when hashing.
 const HASH_BUFFER: usize = 64 * 1024;
 
-/// lstat of `path`: a symlink is reported as itself, with its target.
-pub fn stat(path: &str) -> Result<FileStat, TaskError> {
-    let p = validate_path(path)?;
-    let meta = std::fs::symlink_metadata(&p).map_err(|e| io_error(&p, &e))?;
-    let symlink_target = if kind_of(&meta) == FileKind::Symlink {
-        let target = std::fs::read_link(&p).map_err(|e| io_error(&p, &e))?;
-        Some(target.to_string_lossy().into_owned())
+/// lstat of `path` through the gate: a symlink is reported as itself, with its target.
+pub fn stat(index: &Index, path: &str) -> Result<FileStat, TaskError> {
+    let opened = index.open(path, Want::Entry)?;
+    let symlink_target = if kind_of(&opened.meta) == FileKind::Symlink {
+        let target = rustix::fs::readlinkat(&opened.parent, &opened.name, Vec::new())
+            .map_err(|e| io_error(Path::new(path), &e.into()))?;
+        Some(String::from_utf8_lossy(target.as_bytes()).into_owned())
     } else {
         None
     };
-    Ok(describe(path, &meta, symlink_target))
+    Ok(describe(path, &opened.meta, symlink_target))
 }
 
 /// A [`FileStat`] from metadata already read.
@@ -57,8 +61,8 @@ pub(crate) fn describe(path: &str, meta: &Metadata, symlink_target: Option<Strin
 
 /// SHA-256 of a regular file (a symlink is followed). A directory or a device, FIFO or socket
 /// → `InvalidInput`: their "contents" are not evidence and may never end.
-pub fn hash(path: &str) -> Result<FileHash, TaskError> {
-    let (mut file, p, _) = open_regular(path)?;
+pub fn hash(index: &Index, path: &str) -> Result<FileHash, TaskError> {
+    let (mut file, p, _) = open_regular(index, path)?;
     let (size, sha256) = sha256_reader(&mut file).map_err(|e| io_error(&p, &e))?;
     Ok(FileHash {
         path: path.to_string(),
@@ -67,36 +71,15 @@ pub fn hash(path: &str) -> Result<FileHash, TaskError> {
     })
 }
 
-/// Validates `path` and opens it for reading as evidence; anything but a regular file (after
-/// following symlinks) is `InvalidInput`. Returns the file, the path and its metadata.
-pub(crate) fn open_regular(path: &str) -> Result<(File, std::path::PathBuf, Metadata), TaskError> {
-    let p = validate_path(path)?;
-    let file = open_evidence(&p).map_err(|e| io_error(&p, &e))?;
-    let meta = file.metadata().map_err(|e| io_error(&p, &e))?;
-    if meta.is_dir() {
-        return Err(task_error(
-            TaskErrorCode::InvalidInput,
-            format!("{path}: is a directory"),
-        ));
-    }
-    if !meta.is_file() {
-        return Err(task_error(
-            TaskErrorCode::InvalidInput,
-            format!("{path}: not a regular file"),
-        ));
-    }
-    Ok((file, p, meta))
-}
-
-/// Opens for reading without updating the access time, and without blocking: opening a FIFO
-/// would otherwise wait for a writer forever. `O_NOATIME` is refused (EPERM) on files the
-/// agent does not own unless it has CAP_FOWNER, so that case retries without it.
-fn open_evidence(path: &Path) -> io::Result<File> {
-    let open = |flags| OpenOptions::new().read(true).custom_flags(flags).open(path);
-    match open(libc::O_NONBLOCK | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(libc::O_NONBLOCK),
-        other => other,
-    }
+/// Opens `path` through the gate for reading as evidence, without updating its access time;
+/// anything but a regular file (after following symlinks) is `InvalidInput`. Returns the
+/// file, the path and its metadata.
+pub(crate) fn open_regular(
+    index: &Index,
+    path: &str,
+) -> Result<(File, PathBuf, Metadata), TaskError> {
+    let opened = index.open(path, Want::Regular)?;
+    Ok((opened.file, PathBuf::from(path), opened.meta))
 }
 
 /// Streams `reader` through SHA-256; returns the byte count and the lowercase hex digest.
@@ -138,6 +121,8 @@ mod tests {
 
     use sha2::{Digest, Sha256};
 
+    use cordon_protocol::message::TaskErrorCode;
+
     use super::*;
     use crate::collect::effective_uid;
 
@@ -154,7 +139,7 @@ mod tests {
         std::fs::write(&file, &content).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
 
-        let st = stat(s(&file)).unwrap();
+        let st = stat(&Index::none(), s(&file)).unwrap();
         assert_eq!(st.kind, FileKind::File);
         assert_eq!(st.size, 200_000);
         assert_eq!(st.mode & 0o7777, 0o640);
@@ -164,7 +149,7 @@ mod tests {
         assert!((st.modified_ms - crate::now_ms()).abs() < 60_000);
         assert_eq!(st.symlink_target, None);
 
-        let h = hash(s(&file)).unwrap();
+        let h = hash(&Index::none(), s(&file)).unwrap();
         assert_eq!(h.size, 200_000);
         assert_eq!(h.sha256, hex::encode(Sha256::digest(&content)));
         assert_eq!(h.path, s(&file));
@@ -175,11 +160,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("link");
         symlink("/nowhere/at/all", &link).unwrap();
-        let st = stat(s(&link)).unwrap();
+        let st = stat(&Index::none(), s(&link)).unwrap();
         assert_eq!(st.kind, FileKind::Symlink);
         assert_eq!(st.symlink_target.as_deref(), Some("/nowhere/at/all"));
         // Hashing follows it, and the target is missing.
-        assert_eq!(hash(s(&link)).unwrap_err().code, TaskErrorCode::NotFound);
+        assert_eq!(
+            hash(&Index::none(), s(&link)).unwrap_err().code,
+            TaskErrorCode::NotFound
+        );
     }
 
     #[test]
@@ -214,12 +202,18 @@ mod tests {
                 "not a regular file",
             ),
         ] {
-            let err = hash(&path).unwrap_err();
+            let err = hash(&Index::none(), &path).unwrap_err();
             assert_eq!(err.code, code, "{path:?}: {}", err.message);
             assert!(err.message.contains(says), "{path:?}: {}", err.message);
         }
-        assert_eq!(stat(s(&missing)).unwrap_err().code, TaskErrorCode::NotFound);
-        assert!(stat(s(&missing)).unwrap_err().message.contains(s(&missing)));
+        assert_eq!(
+            stat(&Index::none(), s(&missing)).unwrap_err().code,
+            TaskErrorCode::NotFound
+        );
+        assert!(stat(&Index::none(), s(&missing))
+            .unwrap_err()
+            .message
+            .contains(s(&missing)));
     }
 
     #[test]
@@ -232,7 +226,7 @@ mod tests {
             return;
         }
         assert_eq!(
-            hash(s(&fifo)).unwrap_err().code,
+            hash(&Index::none(), s(&fifo)).unwrap_err().code,
             TaskErrorCode::InvalidInput
         );
     }
@@ -247,7 +241,7 @@ mod tests {
         let file = dir.path().join("secret");
         std::fs::write(&file, b"x").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
-        let err = hash(s(&file)).unwrap_err();
+        let err = hash(&Index::none(), s(&file)).unwrap_err();
         assert_eq!(err.code, TaskErrorCode::PermissionDenied, "{}", err.message);
         assert!(err.message.contains(s(&file)));
     }

@@ -14,7 +14,6 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    io,
     net::IpAddr,
     path::Path,
 };
@@ -26,10 +25,12 @@ use cordon_protocol::{
 };
 
 use super::{
-    file, io_error, network,
+    file,
+    gate::{Index, Want},
+    io_error, network,
     process::{read_process, required_boot_time_ms, ExeHashes},
     procfs::{self, ReadBuf},
-    task_error, validate_path, IdNames,
+    task_error, IdNames,
 };
 
 /// A checked query, ready to test processes and sockets against.
@@ -217,10 +218,10 @@ fn push<T>(list: &mut Vec<T>, item: T, truncated: &mut bool) {
 }
 
 /// Runs a hunt on this host.
-pub fn hunt(query: &HuntQuery) -> Result<HuntMatches, TaskError> {
+pub fn hunt(query: &HuntQuery, index: &Index) -> Result<HuntMatches, TaskError> {
     let filter = Filter::new(query)?;
     let file = if filter.has_file_part() {
-        match find_file(query)? {
+        match find_file(query, index)? {
             Some(file) => Some(file),
             // The file part failed, so the host does not match: read nothing else.
             None => return Ok(evaluate(&filter, &[], &[], None, |_| None)),
@@ -250,7 +251,7 @@ pub fn hunt(query: &HuntQuery) -> Result<HuntMatches, TaskError> {
     } else {
         (Vec::new(), Vec::new())
     };
-    let mut hashes = ExeHashes::default();
+    let mut hashes = ExeHashes::new(index);
     let mut found = evaluate(&filter, &processes, &sockets, file, |p| hashes.hash(p.pid));
     if !found.processes.is_empty() {
         let names = IdNames::load();
@@ -263,31 +264,24 @@ pub fn hunt(query: &HuntQuery) -> Result<HuntMatches, TaskError> {
 
 /// The file part: `None` when the path is absent (or, with a hash, is not a regular file with
 /// that hash). A file the agent cannot read is an error: it cannot tell whether it matches.
-fn find_file(query: &HuntQuery) -> Result<Option<HuntFile>, TaskError> {
+fn find_file(query: &HuntQuery, index: &Index) -> Result<Option<HuntFile>, TaskError> {
     let Some(path) = &query.file_path else {
         return Ok(None);
     };
     let Some(want) = &query.file_sha256 else {
-        let p = validate_path(path)?;
-        return match std::fs::symlink_metadata(&p) {
-            Ok(meta) => Ok(Some(HuntFile {
+        // A denied path is an error, not "absent": the hunt must not reveal whether it exists.
+        return match index.open(path, Want::Entry) {
+            Ok(opened) => Ok(Some(HuntFile {
                 path: path.clone(),
-                kind: file::kind_of(&meta),
-                size: meta.len(),
+                kind: file::kind_of(&opened.meta),
+                size: opened.meta.len(),
                 sha256: None,
             })),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(io_error(&p, &e)),
+            Err(e) if e.code == TaskErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e),
         };
     };
-    match file::hash(path) {
+    match file::hash(index, path) {
         Ok(h) if h.sha256.eq_ignore_ascii_case(want) => Ok(Some(HuntFile {
             path: path.clone(),
             kind: FileKind::File,
@@ -295,8 +289,8 @@ fn find_file(query: &HuntQuery) -> Result<Option<HuntFile>, TaskError> {
             sha256: Some(h.sha256),
         })),
         Ok(_) => Ok(None),
-        // The path was checked above, so `InvalidInput` here means a directory, device or
-        // FIFO: not a file with that hash.
+        // `InvalidInput` from a valid path means a directory, device or FIFO: not a file with
+        // that hash. A bad path was refused by the query's own validation first.
         Err(e)
             if matches!(
                 e.code,
@@ -509,12 +503,15 @@ mod tests {
 
     #[test]
     fn a_bad_query_is_invalid_input() {
-        let err = hunt(&HuntQuery::default()).unwrap_err();
+        let err = hunt(&HuntQuery::default(), &Index::none()).unwrap_err();
         assert_eq!(err.code, TaskErrorCode::InvalidInput);
-        let err = hunt(&HuntQuery {
-            file_sha256: Some("00".repeat(32)),
-            ..Default::default()
-        })
+        let err = hunt(
+            &HuntQuery {
+                file_sha256: Some("00".repeat(32)),
+                ..Default::default()
+            },
+            &Index::none(),
+        )
         .unwrap_err();
         assert!(err.message.contains("file_path"), "{}", err.message);
     }
@@ -528,7 +525,7 @@ mod tests {
             cmdline_contains: Some(marker.clone()),
             ..Default::default()
         };
-        let found = hunt(&query).unwrap();
+        let found = hunt(&query, &Index::none()).unwrap();
         assert!(found.matched);
         assert_eq!(pids(&found), vec![child.pid()]);
         assert_eq!(found.processes[0].exe_sha256, None, "not hashed unasked");
@@ -536,20 +533,26 @@ mod tests {
 
         let exe = found.processes[0].exe.clone().unwrap();
         let sha = hex::encode(Sha256::digest(std::fs::read(&exe).unwrap()));
-        let with_hash = hunt(&HuntQuery {
-            exe_sha256: Some(sha.to_uppercase()),
-            ..query.clone()
-        })
+        let with_hash = hunt(
+            &HuntQuery {
+                exe_sha256: Some(sha.to_uppercase()),
+                ..query.clone()
+            },
+            &Index::none(),
+        )
         .unwrap();
         assert_eq!(pids(&with_hash), vec![child.pid()]);
         assert_eq!(
             with_hash.processes[0].exe_sha256.as_deref(),
             Some(sha.as_str())
         );
-        let wrong = hunt(&HuntQuery {
-            exe_sha256: Some("0".repeat(64)),
-            ..query
-        })
+        let wrong = hunt(
+            &HuntQuery {
+                exe_sha256: Some("0".repeat(64)),
+                ..query
+            },
+            &Index::none(),
+        )
         .unwrap();
         assert!(!wrong.matched);
     }
@@ -564,15 +567,18 @@ mod tests {
             remote_port: Some(port),
             ..Default::default()
         };
-        let found = hunt(&query).unwrap();
+        let found = hunt(&query, &Index::none()).unwrap();
         assert!(found.matched);
         assert_eq!(found.sockets.len(), 1, "{:?}", found.sockets);
         assert_eq!(found.sockets[0].pid, Some(std::process::id()));
         assert_eq!(pids(&found), vec![std::process::id()]);
-        let by_other = hunt(&HuntQuery {
-            process_name: Some("no-such-process-name".into()),
-            ..query
-        })
+        let by_other = hunt(
+            &HuntQuery {
+                process_name: Some("no-such-process-name".into()),
+                ..query
+            },
+            &Index::none(),
+        )
         .unwrap();
         assert!(!by_other.matched);
     }
@@ -588,26 +594,39 @@ mod tests {
             file_sha256: sha256.map(Into::into),
             ..Default::default()
         };
-        let found = hunt(&at(&path, None)).unwrap();
+        let found = hunt(&at(&path, None), &Index::none()).unwrap();
         assert!(found.matched);
         assert_eq!(
             found.file.as_ref().map(|f| (f.kind, f.size)),
             Some((FileKind::File, 10))
         );
-        let found = hunt(&at(&path, Some(&sha))).unwrap();
+        let found = hunt(&at(&path, Some(&sha)), &Index::none()).unwrap();
         assert_eq!(found.file.unwrap().sha256, Some(sha.clone()));
-        assert!(!hunt(&at(&path, Some(&"1".repeat(64)))).unwrap().matched);
-        assert!(!hunt(&at(&dir.path().join("absent"), None)).unwrap().matched);
         assert!(
-            !hunt(&at(dir.path(), Some(&sha))).unwrap().matched,
+            !hunt(&at(&path, Some(&"1".repeat(64))), &Index::none())
+                .unwrap()
+                .matched
+        );
+        assert!(
+            !hunt(&at(&dir.path().join("absent"), None), &Index::none())
+                .unwrap()
+                .matched
+        );
+        assert!(
+            !hunt(&at(dir.path(), Some(&sha)), &Index::none())
+                .unwrap()
+                .matched,
             "a directory"
         );
-        assert!(hunt(&at(dir.path(), None)).unwrap().matched, "exists");
+        assert!(
+            hunt(&at(dir.path(), None), &Index::none()).unwrap().matched,
+            "exists"
+        );
 
         if effective_uid() != Some(0) {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
-            let err = hunt(&at(&path, Some(&sha))).unwrap_err();
+            let err = hunt(&at(&path, Some(&sha)), &Index::none()).unwrap_err();
             assert_eq!(err.code, TaskErrorCode::PermissionDenied);
         }
     }

@@ -4,17 +4,22 @@
 
 use std::{
     collections::{HashSet, VecDeque},
-    os::unix::fs::MetadataExt,
-    path::Path,
+    ffi::OsStr,
+    fs::File,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
 };
 
 use cordon_protocol::{
     collect::{DirEntry, DirListing, ListProblem},
-    message::{ListDirRequest, TaskError, TaskErrorCode},
+    message::{ListDirRequest, TaskError},
 };
 
 use super::{
-    deny::DeniedPaths, epoch_ms, file::kind_of, glob::Glob, io_error, task_error, validate_path,
+    epoch_ms,
+    file::kind_of,
+    gate::{open_entry, open_subdir, Index, Want},
+    glob::Glob,
 };
 
 /// Deepest listing: depth 0 is the root's own entries.
@@ -32,20 +37,14 @@ const MAX_PROBLEMS: usize = 1_000;
 /// explicitly); below it, symlinks are entries, never followed. Unreadable directories and
 /// entries go to `problems`.
 ///
-/// Entries under a path the agent's path policy denies (`denied`, see [`super::deny`]) are
-/// reported in `problems` and neither listed nor descended into; the caller checks the root.
-pub fn list(req: &ListDirRequest, denied: &DeniedPaths) -> Result<DirListing, TaskError> {
-    let root = validate_path(&req.path)?;
+/// The root is opened through the gate (`index`); below it every directory is opened from its
+/// checked parent by descriptor, and every entry is judged by its identity: what the path policy
+/// denies (see [`super::gate`]) is reported in `problems`, neither listed nor descended into.
+pub fn list(req: &ListDirRequest, index: &Index) -> Result<DirListing, TaskError> {
     let glob = req.glob.as_deref().map(Glob::new).transpose()?;
+    let root = index.open(&req.path, Want::Dir)?;
     let max_depth = req.max_depth.min(MAX_DEPTH);
     let max_entries = req.max_entries.min(MAX_ENTRIES) as usize;
-    let root_meta = std::fs::metadata(&root).map_err(|e| io_error(&root, &e))?;
-    if !root_meta.is_dir() {
-        return Err(task_error(
-            TaskErrorCode::InvalidInput,
-            format!("{}: not a directory", req.path),
-        ));
-    }
 
     let mut out = Walk {
         listing: DirListing {
@@ -56,63 +55,60 @@ pub fn list(req: &ListDirRequest, denied: &DeniedPaths) -> Result<DirListing, Ta
         },
         problems_dropped: 0,
     };
-    let mut visited: HashSet<(u64, u64)> = HashSet::from([(root_meta.dev(), root_meta.ino())]);
-    let mut queue = VecDeque::from([(root, 0u32)]);
+    let mut visited: HashSet<(u64, u64)> = HashSet::from([(root.meta.dev(), root.meta.ino())]);
+    let mut queue = VecDeque::from([(root.file, PathBuf::from(&req.path), 0u32)]);
     let mut seen = 0usize;
-    'walk: while let Some((dir, depth)) = queue.pop_front() {
-        let reader = match std::fs::read_dir(&dir) {
-            Ok(r) => r,
+    'walk: while let Some((dir, dir_path, depth)) = queue.pop_front() {
+        let names = match read_names(&dir) {
+            Ok(names) => names,
             Err(e) => {
-                out.problem(&dir, e.to_string());
+                out.problem(&dir_path, e.to_string());
                 continue;
             }
         };
-        let mut children = Vec::new();
-        for entry in reader {
-            match entry {
-                Ok(e) => children.push(e),
-                Err(e) => out.problem(&dir, e.to_string()),
-            }
-        }
-        children.sort_by_key(|e| e.file_name());
-        for entry in children {
+        for name in names {
             seen += 1;
             if seen > MAX_VISITED {
                 out.listing.truncated = true;
                 out.problem(
-                    &dir,
+                    &dir_path,
                     format!("stopped after looking at {MAX_VISITED} entries"),
                 );
                 break 'walk;
             }
-            let path = entry.path();
-            if let Some((prefix, why)) = denied.denies_as_written(&path) {
-                let why = format!(
-                    "denied by the agent's path policy ({why}: {})",
-                    prefix.display()
-                );
-                out.problem(&path, why);
-                continue;
-            }
-            // DirEntry::metadata does not follow symlinks.
-            let meta = match entry.metadata() {
-                Ok(m) => m,
+            let path = dir_path.join(&name);
+            let (entry, meta) = match open_entry(&dir, &name).and_then(|f| {
+                let meta = f.metadata()?;
+                Ok((f, meta))
+            }) {
+                Ok(found) => found,
                 Err(e) => {
                     out.problem(&path, e.to_string());
                     continue;
                 }
             };
+            let judged = if meta.is_dir() {
+                index.check_child_dir(&entry, &meta)
+            } else {
+                index.check_identity(&meta)
+            };
+            if let Err(denial) = judged {
+                out.problem(&path, denial.reason().to_string());
+                continue;
+            }
             if meta.is_dir() && depth < max_depth {
-                if visited.insert((meta.dev(), meta.ino())) {
-                    queue.push_back((path.clone(), depth + 1));
-                } else {
+                if !visited.insert((meta.dev(), meta.ino())) {
                     out.problem(
                         &path,
                         "directory already listed (loop); not descended".into(),
                     );
+                } else {
+                    match open_subdir(&dir, &name, &meta) {
+                        Ok(sub) => queue.push_back((sub, path.clone(), depth + 1)),
+                        Err(e) => out.problem(&path, e.to_string()),
+                    }
                 }
             }
-            let name = entry.file_name();
             if glob
                 .as_ref()
                 .is_some_and(|g| !g.matches(&name.to_string_lossy()))
@@ -134,6 +130,20 @@ pub fn list(req: &ListDirRequest, denied: &DeniedPaths) -> Result<DirListing, Ta
         }
     }
     Ok(out.finish())
+}
+
+/// The names in an opened directory, sorted, without `.` and `..`.
+fn read_names(dir: &File) -> std::io::Result<Vec<PathBuf>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(PathBuf::from(OsStr::from_bytes(name)));
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// A listing in progress, with its bounded problem list.
@@ -170,7 +180,7 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn list_all(req: &ListDirRequest) -> Result<DirListing, TaskError> {
-        list(req, &DeniedPaths::none())
+        list(req, &Index::none())
     }
 
     #[test]
@@ -180,11 +190,22 @@ mod tests {
         std::fs::write(dir.path().join("secret/key"), b"k").unwrap();
         std::fs::write(dir.path().join("open.txt"), b"o").unwrap();
         let secret = dir.path().join("secret");
-        let denied = DeniedPaths::new(Some(&[secret.display().to_string()]), None);
-        let listing = list(&request(dir.path(), None, 5, 100), &denied).unwrap();
+        // Also a hard link to the denied key, and a marked directory.
+        std::fs::hard_link(secret.join("key"), dir.path().join("linked")).unwrap();
+        std::fs::create_dir(dir.path().join("marked")).unwrap();
+        std::fs::write(dir.path().join("marked").join(PRIVATE_DIR_MARKER), b"").unwrap();
+        let gate = Gate::new(&[secret.display().to_string()], None);
+        let listing = list(&request(dir.path(), None, 5, 100), &gate.index()).unwrap();
         let paths: Vec<&str> = listing.entries.iter().map(|e| e.path.as_str()).collect();
         assert!(paths.iter().any(|p| p.ends_with("open.txt")), "{paths:?}");
-        assert!(!paths.iter().any(|p| p.contains("secret")), "{paths:?}");
+        for hidden in ["secret", "linked", "marked"] {
+            assert!(!paths.iter().any(|p| p.contains(hidden)), "{paths:?}");
+            assert!(
+                listing.problems.iter().any(|p| p.path.ends_with(hidden)),
+                "{hidden}: {:?}",
+                listing.problems
+            );
+        }
         let problem = listing
             .problems
             .iter()
@@ -197,10 +218,11 @@ mod tests {
         );
     }
 
-    use cordon_protocol::collect::FileKind;
+    use cordon_protocol::{collect::FileKind, collect::PRIVATE_DIR_MARKER, message::TaskErrorCode};
 
     use super::*;
     use crate::collect::effective_uid;
+    use crate::collect::gate::Gate;
 
     fn s(p: &Path) -> &str {
         p.to_str().unwrap()

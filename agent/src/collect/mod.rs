@@ -6,9 +6,9 @@
 //! This module holds what they share: path validation, I/O error mapping, and uid/gid → name
 //! lookup; `procfs` holds the fast `/proc` reading the process and socket collectors share.
 
-pub mod deny;
 pub mod fetch;
 pub mod file;
+pub mod gate;
 pub mod glob;
 pub mod hunt;
 pub mod listing;
@@ -118,6 +118,14 @@ impl IdNames {
     /// The user name of `uid`, if the passwd file has it.
     pub fn user(&self, uid: u32) -> Option<String> {
         self.users.get(&uid).cloned()
+    }
+
+    /// The uid of user `name`, if the passwd file has it.
+    pub fn uid_of(&self, name: &str) -> Option<u32> {
+        self.users
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(&uid, _)| uid)
     }
 
     /// The group name of `gid`, if the group file has it.

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     fetch::{self, CancelOnDrop, StreamError},
+    gate::Index,
     network, process, system, task_error,
 };
 use crate::tasks::TaskContext;
@@ -32,7 +33,7 @@ pub async fn snapshot(task_id: &str, ctx: &TaskContext) -> Result<TaskOutput, Ta
     let ctx = ctx.clone();
     let task_id = task_id.to_string();
     tokio::task::spawn_blocking(move || {
-        let (bundle, sections, problems) = collect_bundle();
+        let (bundle, sections, problems) = collect_bundle(&ctx.gate().index());
         if sections.is_empty() {
             return Err(task_error(
                 TaskErrorCode::Internal,
@@ -74,11 +75,12 @@ pub async fn snapshot(task_id: &str, ctx: &TaskContext) -> Result<TaskOutput, Ta
     .map_err(|e| task_error(TaskErrorCode::Internal, format!("snapshot failed: {e}")))?
 }
 
-/// Runs every collector; returns the bundle text, its sections and what failed.
-fn collect_bundle() -> (Vec<u8>, Vec<ManifestSection>, Vec<String>) {
+/// Runs every collector (executables hashed through the gate's `index`); returns the bundle
+/// text, its sections and what failed.
+fn collect_bundle(index: &Index) -> (Vec<u8>, Vec<ManifestSection>, Vec<String>) {
     let parts = [
         ("system", section(system::collect())),
-        ("processes", section(process::list(true))),
+        ("processes", section(process::list(true, index))),
         ("network", section(network::snapshot())),
     ];
 
@@ -117,7 +119,7 @@ mod tests {
 
     #[test]
     fn the_bundle_is_json_whose_sections_match_the_manifest() {
-        let (bundle, sections, problems) = collect_bundle();
+        let (bundle, sections, problems) = collect_bundle(&Index::none());
         assert!(problems.is_empty(), "{problems:?}");
         let doc: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
             serde_json::from_slice(&bundle).unwrap();

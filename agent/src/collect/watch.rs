@@ -33,7 +33,10 @@ use notify::{
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, RecommendedCache};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use super::{io_error, task_error, validate_path};
+use super::{
+    gate::{Gate, Index, Want},
+    io_error, task_error,
+};
 
 /// Changes held for the controller while no session takes them; beyond this they are dropped.
 pub const MAX_BUFFERED_EVENTS: usize = 10_000;
@@ -127,12 +130,25 @@ impl WatchRegistry {
     /// Starts watch `watch_id` on `paths` (recursively for directories). A watch with the same
     /// id is replaced, or kept as it is when it already watches the same paths, so the
     /// controller may send the same watch again after a reconnect.
+    ///
+    /// Each path is opened through `gate` first (a denied one fails the watch), and every change
+    /// is checked against it before it is reported: a recursive watch on a parent directory
+    /// never reports what happens inside a denied one.
     pub async fn watch(
         &self,
         watch_id: String,
         paths: Vec<String>,
+        gate: Gate,
     ) -> Result<TaskOutput, TaskError> {
-        let paths = check_request(&watch_id, &paths)?;
+        let paths = {
+            let gate = gate.clone();
+            let id = watch_id.clone();
+            tokio::task::spawn_blocking(move || check_request(&id, &paths, &gate.index()))
+                .await
+                .map_err(|e| {
+                    task_error(TaskErrorCode::Internal, format!("checking watch: {e}"))
+                })??
+        };
         {
             let watches = lock(&self.inner.watches);
             match watches.get(&watch_id) {
@@ -149,7 +165,7 @@ impl WatchRegistry {
         let id = watch_id.clone();
         let watched = paths.clone();
         // Adding a recursive watch walks the tree: a blocking job.
-        let debouncer = tokio::task::spawn_blocking(move || start(&id, &watched, sink))
+        let debouncer = tokio::task::spawn_blocking(move || start(&id, &watched, sink, gate))
             .await
             .map_err(|e| task_error(TaskErrorCode::Internal, format!("starting watch: {e}")))??;
         let mut watches = lock(&self.inner.watches);
@@ -258,9 +274,13 @@ fn too_many() -> TaskError {
     )
 }
 
-/// Checks a watch request: a sensible id, 1 to [`MAX_PATHS_PER_WATCH`] valid, existing paths.
-/// Duplicate paths count once.
-fn check_request(watch_id: &str, paths: &[String]) -> Result<Vec<PathBuf>, TaskError> {
+/// Checks a watch request: a sensible id, 1 to [`MAX_PATHS_PER_WATCH`] valid, existing paths
+/// that the gate's `index` allows. Duplicate paths count once.
+fn check_request(
+    watch_id: &str,
+    paths: &[String],
+    index: &Index,
+) -> Result<Vec<PathBuf>, TaskError> {
     if watch_id.is_empty() || watch_id.len() > MAX_WATCH_ID_LEN {
         return Err(task_error(
             TaskErrorCode::InvalidInput,
@@ -284,8 +304,8 @@ fn check_request(watch_id: &str, paths: &[String]) -> Result<Vec<PathBuf>, TaskE
     }
     let mut checked: Vec<PathBuf> = Vec::with_capacity(paths.len());
     for path in paths {
-        let path = validate_path(path)?;
-        std::fs::metadata(&path).map_err(|e| io_error(&path, &e))?;
+        index.open(path, Want::Follow)?;
+        let path = PathBuf::from(path);
         if !checked.contains(&path) {
             checked.push(path);
         }
@@ -294,15 +314,22 @@ fn check_request(watch_id: &str, paths: &[String]) -> Result<Vec<PathBuf>, TaskE
 }
 
 /// Starts a debounced recursive watch on `paths` whose changes go to `sink`.
-fn start(watch_id: &str, paths: &[PathBuf], sink: Arc<Sink>) -> Result<Debouncer, TaskError> {
+fn start(
+    watch_id: &str,
+    paths: &[PathBuf],
+    sink: Arc<Sink>,
+    gate: Gate,
+) -> Result<Debouncer, TaskError> {
     let id = watch_id.to_string();
     let handler = move |result: DebounceEventResult| match result {
         Ok(events) => {
+            // One index per batch: the batch's changes are judged as the file system is now.
+            let index = gate.index();
             for event in &events {
                 if event.need_rescan() {
                     tracing::warn!(watch_id = %id, "the kernel dropped file-watch events (queue overflow); some changes were missed");
                 }
-                for message in messages(&id, event) {
+                for message in messages(&id, event, &index) {
                     sink.push(message);
                 }
             }
@@ -370,12 +397,14 @@ fn changes(kind: &EventKind, paths: &[PathBuf]) -> Vec<(FileChangeKind, PathBuf)
     }
 }
 
-/// The messages for one debounced event, stamped with the wall-clock time it happened.
-fn messages(watch_id: &str, event: &DebouncedEvent) -> Vec<AgentMessage> {
+/// The messages for one debounced event, stamped with the wall-clock time it happened; changes
+/// the gate's `index` does not permit are left out.
+fn messages(watch_id: &str, event: &DebouncedEvent, index: &Index) -> Vec<AgentMessage> {
     let age = i64::try_from(event.time.elapsed().as_millis()).unwrap_or(0);
     let at_ms = crate::now_ms().saturating_sub(age);
     changes(&event.kind, &event.paths)
         .into_iter()
+        .filter(|(_, path)| index.permits_change(path))
         .map(|(kind, path)| {
             AgentMessage::Event(AgentEvent::FileChanged {
                 watch_id: watch_id.to_string(),
@@ -525,11 +554,18 @@ mod tests {
                 TaskErrorCode::InvalidInput,
             ),
         ] {
-            let err = registry.watch(id.into(), paths.clone()).await.unwrap_err();
+            let err = registry
+                .watch(id.into(), paths.clone(), Gate::none())
+                .await
+                .unwrap_err();
             assert_eq!(err.code, code, "{paths:?}: {}", err.message);
         }
         let err = registry
-            .watch("w".into(), vec!["/definitely/not/here".into()])
+            .watch(
+                "w".into(),
+                vec!["/definitely/not/here".into()],
+                Gate::none(),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -550,7 +586,7 @@ mod tests {
         let sub = dir.path().join("sub");
         std::fs::create_dir(&sub).unwrap();
         let out = registry
-            .watch("w1".into(), vec![s(dir.path())])
+            .watch("w1".into(), vec![s(dir.path())], Gate::none())
             .await
             .unwrap();
         assert_eq!(out, TaskOutput::Done);
@@ -579,18 +615,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_watch_on_a_parent_reports_nothing_inside_denied_directories() {
+        let registry = WatchRegistry::new();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        let marked = dir.path().join("marked");
+        std::fs::create_dir(&secret).unwrap();
+        std::fs::create_dir(&marked).unwrap();
+        std::fs::write(
+            marked.join(cordon_protocol::collect::PRIVATE_DIR_MARKER),
+            b"",
+        )
+        .unwrap();
+        let gate = Gate::new(&[s(&secret)], None);
+        // The denied directory itself cannot be watched.
+        let err = registry
+            .watch("denied".into(), vec![s(&secret)], gate.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::PermissionDenied, "{}", err.message);
+        registry
+            .watch("w".into(), vec![s(dir.path())], gate)
+            .await
+            .unwrap();
+        for inside in [secret.join("new.key"), marked.join("ca.key")] {
+            std::fs::write(&inside, b"k").unwrap();
+            std::fs::write(&inside, b"changed").unwrap();
+            std::fs::rename(&inside, inside.with_extension("old")).unwrap();
+        }
+        let outside = dir.path().join("after.txt");
+        std::fs::write(&outside, b"x").unwrap();
+        // Well past the debounce: every change above has been reported or left out by now.
+        let seen = drain(&registry, Duration::from_secs(3)).await;
+        assert!(
+            seen.iter().any(|(_, _, p)| *p == s(&outside)),
+            "the free file's change was reported: {seen:?}"
+        );
+        for (_, _, path) in &seen {
+            assert!(
+                !path.contains("secret") && !path.contains("marked"),
+                "reported a change inside a denied directory: {seen:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn the_same_watch_again_is_kept_and_new_paths_replace_it() {
         let registry = WatchRegistry::new();
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        registry.watch("w".into(), vec![s(a.path())]).await.unwrap();
-        registry.watch("w".into(), vec![s(a.path())]).await.unwrap();
+        registry
+            .watch("w".into(), vec![s(a.path())], Gate::none())
+            .await
+            .unwrap();
+        registry
+            .watch("w".into(), vec![s(a.path())], Gate::none())
+            .await
+            .unwrap();
         assert_eq!(
             registry.active(),
             vec![("w".to_string(), vec![a.path().to_path_buf()])]
         );
 
-        registry.watch("w".into(), vec![s(b.path())]).await.unwrap();
+        registry
+            .watch("w".into(), vec![s(b.path())], Gate::none())
+            .await
+            .unwrap();
         assert_eq!(
             registry.active(),
             vec![("w".to_string(), vec![b.path().to_path_buf()])]
@@ -611,7 +701,7 @@ mod tests {
         let registry = WatchRegistry::new();
         let dir = tempfile::tempdir().unwrap();
         registry
-            .watch("w".into(), vec![s(dir.path())])
+            .watch("w".into(), vec![s(dir.path())], Gate::none())
             .await
             .unwrap();
         let first = dir.path().join("first");
@@ -662,19 +752,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for n in 0..MAX_WATCHES {
             registry
-                .watch(format!("w{n}"), vec![s(dir.path())])
+                .watch(format!("w{n}"), vec![s(dir.path())], Gate::none())
                 .await
                 .unwrap();
         }
         let err = registry
-            .watch("one-more".into(), vec![s(dir.path())])
+            .watch("one-more".into(), vec![s(dir.path())], Gate::none())
             .await
             .unwrap_err();
         assert_eq!(err.code, TaskErrorCode::TooLarge);
         // Replacing an existing one is still allowed.
         let other = tempfile::tempdir().unwrap();
         registry
-            .watch("w0".into(), vec![s(other.path())])
+            .watch("w0".into(), vec![s(other.path())], Gate::none())
             .await
             .unwrap();
         assert_eq!(registry.active().len(), MAX_WATCHES);

@@ -108,11 +108,18 @@ pub fn generate_key_file(path: &Path) -> Result<PublicKeyInfo, CliError> {
         }
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // A directory made for the key holds only keys: mark it so no agent on this machine
+        // collects from it. A directory that was there already (a home) is left as it is.
+        let made = !dir.exists();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| CliError::Other(format!("{}: {e}", dir.display())))?;
+        if made {
+            crate::secret::mark_private_dir(dir)
+                .map_err(|e| CliError::Other(format!("{}: {e}", dir.display())))?;
+        }
     }
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let pem = key
