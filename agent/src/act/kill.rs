@@ -1,5 +1,6 @@
 //! Kill a process, bound to its start time so a recycled pid is never hit; optionally its whole
-//! tree. Never pid 1, the agent itself or its ancestors, or a protected process.
+//! tree. Never pid 1, the agent itself or its ancestors, or a protected process — protected by
+//! what it runs and as whom ([`protect`]), never by a name it can set.
 //!
 //! **Binding.** The action names a pid *and* the time that process started. The agent opens a
 //! pidfd on the pid and only then compares the start time: a pidfd designates the process it was
@@ -19,9 +20,11 @@
 //! growing. (Killing children first without freezing would let the parent fork new ones; killing
 //! the parent first would hand the children to init, out of reach of the tree walk.) Each member
 //! is bound by its own pidfd and start time when it is found. Then SIGKILL, deepest first, root
-//! last. If a rail forbids any member, nothing is killed and every process this action stopped
-//! is continued.
+//! last. A member a rail forbids (a protected executable or user, pid 1, the agent) is spared:
+//! never stopped, never signalled, and named in the receipt with the reason; the rest of the
+//! tree, its own descendants included, is killed. If a rail forbids the root, nothing is killed.
 
+mod protect;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -39,7 +42,7 @@ use rustix::{
 };
 use serde_json::json;
 
-use self::tree::freeze_tree;
+use self::{protect::Protected, tree::freeze_tree};
 use super::{refused_by_rail, ActEnv, Outcome};
 use crate::collect::{
     process::{boot_time_ms, process_start_time_ms},
@@ -53,8 +56,6 @@ const EXIT_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(10);
 /// Longest parent chain followed from the agent (guards against a loop in a racing `/proc`).
 const MAX_ANCESTRY: usize = 4096;
-/// `TASK_COMM_LEN - 1`: the kernel keeps this many bytes of a process name.
-const COMM_LEN: usize = 15;
 
 /// Kills `pid` if it still is the process that started at `start_time_ms`; with `tree`, its
 /// descendants too. Returns what was there, what was done, and `/proc` afterwards.
@@ -62,9 +63,11 @@ pub fn kill(pid: u32, start_time_ms: i64, tree: bool, env: &ActEnv) -> Result<Ou
     // NotFound for a missing pid, and for a thread id (a thread is not a process).
     let detail = process_detail::detail(pid, false)?;
     let info = detail.process;
+    let protected =
+        Protected::resolve(&env.policy.protected_processes, &env.policy.protected_users);
     // Rails first: they hold whatever the start time says, and name the reason a responder
     // most needs to hear.
-    check_rails(pid, &info.name, env)?;
+    check_rails(pid, &info.name, env, &protected)?;
     let state = read_stat(pid);
     if state
         .as_ref()
@@ -103,7 +106,7 @@ pub fn kill(pid: u32, start_time_ms: i64, tree: bool, env: &ActEnv) -> Result<Ou
         });
     }
 
-    let (members, complete) = freeze_tree(root, env)?;
+    let (members, complete, spared) = freeze_tree(root, env, &protected)?;
     before["descendants"] = members[1..]
         .iter()
         .map(|m| {
@@ -117,38 +120,56 @@ pub fn kill(pid: u32, start_time_ms: i64, tree: bool, env: &ActEnv) -> Result<Ou
         .collect::<Vec<_>>()
         .into();
     before["tree_complete"] = complete.into();
+    before["spared"] = spared
+        .iter()
+        .map(|s| json!({ "pid": s.pid, "name": s.name, "why": s.why }))
+        .collect::<Vec<_>>()
+        .into();
     // Deepest first, root last. Everything is stopped, so this order only keeps children
     // from being handed to init while they still wait for their signal.
     for m in members.iter().rev() {
         match m.bound.signal(Signal::KILL) {
             Ok(()) | Err(Errno::SRCH) => {}
-            Err(e) => return Err(signal_error(&m.bound, "SIGKILL", e)),
+            Err(e) => {
+                // Nothing is left frozen by a kill that could not finish.
+                tree::resume(&members);
+                return Err(signal_error(&m.bound, "SIGKILL", e));
+            }
         }
     }
     let bounds: Vec<Bound> = members.into_iter().map(|m| m.bound).collect();
     wait_gone(&bounds)?;
     let descendants = bounds.len() - 1;
+    let mut done = format!(
+        "killed pid {pid} ({}) and its {descendants} descendant{}",
+        bounds[0].name,
+        if descendants == 1 { "" } else { "s" }
+    );
+    if !spared.is_empty() {
+        let named: Vec<String> = spared
+            .iter()
+            .map(|s| format!("pid {} ({}): {}", s.pid, s.name, s.why))
+            .collect();
+        done.push_str(&format!("; spared {}", named.join("; ")));
+    }
     Ok(Outcome {
         before,
-        done: format!(
-            "killed pid {pid} ({}) and its {descendants} descendant{}",
-            bounds[0].name,
-            if descendants == 1 { "" } else { "s" }
-        ),
+        done,
         after: json!({
             "pid": pid,
             "running": false,
             "reaped": !exists(&bounds[0]),
             "descendants_killed": descendants,
+            "descendants_spared": spared.len(),
             "descendants_running": 0,
         }),
     })
 }
 
 /// The rails for the process a kill names: not pid 1, not the agent, not one of the agent's
-/// ancestors (its supervisor, whose death could take the agent down), not a protected name.
-fn check_rails(pid: u32, name: &str, env: &ActEnv) -> Result<(), TaskError> {
-    check_member_rails(pid, name, env)?;
+/// ancestors (its supervisor, whose death could take the agent down), not protected.
+fn check_rails(pid: u32, name: &str, env: &ActEnv, protected: &Protected) -> Result<(), TaskError> {
+    check_member_rails(pid, name, env, protected).map_err(refused_by_rail)?;
     if agent_ancestors(env.agent_pid).contains(&pid) {
         return Err(refused_by_rail(format!(
             "pid {pid} ({name}) is an ancestor of the Cordon agent (pid {}): never killed",
@@ -158,32 +179,27 @@ fn check_rails(pid: u32, name: &str, env: &ActEnv) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// The rails every member of a tree must pass.
-fn check_member_rails(pid: u32, name: &str, env: &ActEnv) -> Result<(), TaskError> {
+/// The rails every member of a tree must pass; `Err` says why one is spared.
+fn check_member_rails(
+    pid: u32,
+    name: &str,
+    env: &ActEnv,
+    protected: &Protected,
+) -> Result<(), String> {
     if pid == 1 {
-        return Err(refused_by_rail(format!(
-            "pid 1 ({name}) is the init process: never killed"
-        )));
+        return Err(format!("pid 1 ({name}) is the init process: never killed"));
     }
     if pid == env.agent_pid {
-        return Err(refused_by_rail(format!(
+        return Err(format!(
             "pid {pid} ({name}) is the Cordon agent itself: never killed"
-        )));
+        ));
     }
-    if is_protected(name, &env.policy.protected_processes) {
-        return Err(refused_by_rail(format!(
-            "pid {pid} ({name}) is a protected process (policy protected_processes): never killed"
-        )));
+    if let Some(why) = protected.why(pid) {
+        return Err(format!(
+            "pid {pid} ({name}) is protected: {why}; never killed"
+        ));
     }
     Ok(())
-}
-
-/// Whether a process name (as in `/proc/PID/comm`) is protected. The kernel cuts names to 15
-/// bytes, so a longer protected name also covers its first 15 bytes.
-fn is_protected(comm: &str, protected: &[String]) -> bool {
-    protected
-        .iter()
-        .any(|p| p == comm || (p.len() > COMM_LEN && comm.len() == COMM_LEN && p.starts_with(comm)))
 }
 
 /// The agent's parent, grandparent, … up to (not including) pid 0.

@@ -4,9 +4,10 @@
 //! isolation allowlist) and the paths no collection may read. The controller cannot change it.
 //!
 //! ```toml
-//! protected_processes = ["sshd"]
+//! protected_processes = ["sshd", "/opt/db/bin/postgres"]   # by executable, not by name
+//! protected_users = ["postgres"]
 //! protected_paths = ["/etc"]
-//! denied_paths = ["/etc/shadow", "/root/.ssh"]   # absent: the shadow files; the data dir always
+//! denied_paths = ["/root/.ssh", "/srv/*/secrets"]  # added to the built-in ones (collect::gate)
 //! isolation_allowlist = ["10.0.0.53"]
 //!
 //! [required_signers]          # distinct signers per action; absent means 1
@@ -93,13 +94,17 @@ pub struct Policy {
     pub signers: Vec<TrustedSigner>,
     /// Distinct signers an action needs, by action name; absent means 1.
     pub required_signers: BTreeMap<String, u32>,
-    /// Process names (as in /proc/PID/comm) never killed, besides pid 1 and the agent.
+    /// Executables whose processes are never killed, besides pid 1 and the agent: an absolute
+    /// path, or a bare name for a root-owned program in the system directories (see
+    /// `act::kill::protect`). Matched by file identity, never by process name.
     pub protected_processes: Vec<String>,
+    /// Users (names or uids) whose processes are never killed.
+    pub protected_users: Vec<String>,
     /// Path prefixes never quarantined.
     pub protected_paths: Vec<String>,
-    /// Path prefixes no collection task may read (stat, hash, list, fetch, watch, hunt);
-    /// absent means [`crate::collect::deny::DEFAULT_DENIED`]. The agent's data directory is
-    /// denied whatever this says.
+    /// Paths (with `*` globs within a component) no collection task may read (stat, hash,
+    /// list, fetch, watch, hunt), in addition to [`crate::collect::gate::BUILTIN_DENIED`], the
+    /// agent's data directory and marked Cordon directories, which are denied whatever this says.
     pub denied_paths: Option<Vec<String>>,
     /// Addresses or CIDRs that stay reachable during isolation, besides loopback and the
     /// controller.

@@ -13,6 +13,10 @@ use crate::{
 };
 
 fn env_with(protected: &[&str]) -> ActEnv {
+    env_protecting(protected, &[])
+}
+
+fn env_protecting(protected: &[&str], users: &[&str]) -> ActEnv {
     ActEnv {
         data_dir: std::env::temp_dir(),
         agent_id: "agent-test".into(),
@@ -20,6 +24,7 @@ fn env_with(protected: &[&str]) -> ActEnv {
         agent_pid: std::process::id(),
         policy: Arc::new(Policy {
             protected_processes: protected.iter().map(|s| s.to_string()).collect(),
+            protected_users: users.iter().map(|s| s.to_string()).collect(),
             ..Policy::default()
         }),
     }
@@ -30,9 +35,33 @@ struct Spawned(Child);
 
 impl Spawned {
     fn new(program: &str, args: &[&str]) -> Self {
-        let child = Command::new(program).args(args).spawn().unwrap();
+        // A program copied a moment ago may still be open for writing in a child another test
+        // thread forked meanwhile (ETXTBSY): try again shortly.
+        let mut tries = 0;
+        let child = loop {
+            match Command::new(program).args(args).spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(POLL);
+                }
+                other => break other.unwrap(),
+            }
+        };
         wait_for_exec(child.id());
         Self(child)
+    }
+
+    /// Waits until the process calls itself `comm` (it renames itself, or execs).
+    fn wait_for_comm(&self, comm: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while read_stat(self.pid()).map(|(s, _)| s.comm).as_deref() != Some(comm) {
+            assert!(
+                Instant::now() < deadline,
+                "pid {} never became {comm}",
+                self.pid()
+            );
+            std::thread::sleep(POLL);
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -119,6 +148,7 @@ fn a_protected_process_is_refused_and_lives() {
     let err = kill(sleep.pid(), sleep.start(), false, &env_with(&["sleep"])).unwrap_err();
     assert_eq!(err.code, TaskErrorCode::PolicyDenied);
     assert!(err.message.contains("protected"), "{}", err.message);
+    assert!(err.message.contains(&system_sleep()), "{}", err.message);
     std::thread::sleep(Duration::from_millis(50));
     assert!(sleep.is_alive());
 }
@@ -163,36 +193,137 @@ fn a_tree_kill_ends_the_children_too() {
     assert!(!still || matches!(state_of(child), Some(b'Z' | b'X')));
 }
 
-#[test]
-fn a_tree_with_a_protected_member_is_refused_and_resumed() {
-    let (mut sh, child, _) = shell_with_child();
-    let err = kill(sh.pid(), sh.start(), true, &env_with(&["sleep"])).unwrap_err();
-    assert_eq!(err.code, TaskErrorCode::PolicyDenied);
-    assert!(
-        err.message.contains(&format!("pid {child} (sleep)")),
-        "{}",
-        err.message
-    );
-    assert!(
-        err.message.contains("nothing was killed"),
-        "{}",
-        err.message
-    );
-    assert!(sh.is_alive());
-    // Continued, not left stopped.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while state_of(sh.pid()) == Some(b'T') && Instant::now() < deadline {
-        std::thread::sleep(POLL);
-    }
-    assert_ne!(state_of(sh.pid()), Some(b'T'));
-    assert_ne!(state_of(child), Some(b'T'));
+/// The `sleep` program's real path (what a bare `sleep` protects).
+fn system_sleep() -> String {
+    protect::SYSTEM_DIRS
+        .iter()
+        .map(|d| format!("{d}/sleep"))
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("sleep in a system directory")
+}
+
+/// A copy of `sleep` named `name` in a fresh temp dir: the same program under a name it chose.
+fn impostor(name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::copy(system_sleep(), &path).unwrap();
+    (dir, path.display().to_string())
 }
 
 #[test]
-fn long_protected_names_cover_the_kernels_cut() {
-    let protected = vec!["cordon-controller-main".to_string()];
-    assert!(is_protected("cordon-controll", &protected));
-    assert!(!is_protected("cordon", &protected));
-    assert!(is_protected("sshd", &["sshd".to_string()]));
-    assert!(!is_protected("sshd2", &["sshd".to_string()]));
+fn a_process_named_like_a_protected_one_is_not_protected() {
+    // A copy of sleep called `sleep`: its comm and argv[0] are `sleep`, its file is not.
+    let (_dir, fake) = impostor("sleep");
+    let mut renamed = Spawned::new(&fake, &["100"]);
+    assert_eq!(read_stat(renamed.pid()).unwrap().0.comm, "sleep");
+    let out = kill(renamed.pid(), renamed.start(), false, &env_with(&["sleep"])).unwrap();
+    assert!(out.done.starts_with("killed"), "{}", out.done);
+    assert!(!renamed.is_alive());
+
+    // A process that writes a protected name into its own comm.
+    let mut named = Spawned::new("sh", &["-c", RENAME_AND_WAIT, "sh", "sshd"]);
+    named.wait_for_comm("sshd");
+    kill(
+        named.pid(),
+        named.start(),
+        false,
+        &env_with(&["sshd", "sleep"]),
+    )
+    .unwrap();
+    assert!(!named.is_alive());
+}
+
+/// A shell script that renames its own process to `$1` and then waits.
+const RENAME_AND_WAIT: &str = "printf %s \"$1\" > /proc/$$/comm; while :; do sleep 1; done";
+
+#[test]
+fn a_process_running_a_protected_executable_is_refused_whatever_it_is_called() {
+    // The shell renames itself after it started: it still runs the protected file.
+    let mut sh = Spawned::new("sh", &["-c", RENAME_AND_WAIT, "sh", "harmless"]);
+    sh.wait_for_comm("harmless");
+    for protected in ["sh", "/bin/sh"] {
+        let err = kill(sh.pid(), sh.start(), false, &env_with(&[protected])).unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::PolicyDenied);
+        assert!(
+            err.message.contains("protected executable"),
+            "{}",
+            err.message
+        );
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(sh.is_alive());
+}
+
+#[test]
+fn a_process_of_a_protected_user_is_refused() {
+    if crate::collect::effective_uid() != Some(0) {
+        eprintln!("SKIPPED: starting a process as another user needs root");
+        return;
+    }
+    let mut sleep = Spawned::new(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "100",
+        ],
+    );
+    sleep.wait_for_comm("sleep");
+    for user in ["65534", "nobody"] {
+        let err = kill(
+            sleep.pid(),
+            sleep.start(),
+            false,
+            &env_protecting(&[], &[user]),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::PolicyDenied);
+        assert!(err.message.contains("protected user"), "{}", err.message);
+    }
+    assert!(sleep.is_alive());
+}
+
+#[test]
+fn a_tree_kill_spares_protected_members_names_them_and_kills_the_rest() {
+    let (mut sh, child, _) = shell_with_child();
+    let out = kill(sh.pid(), sh.start(), true, &env_with(&["sleep"])).unwrap();
+    assert_eq!(sh.0.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert_eq!(out.before["spared"][0]["pid"], child, "{}", out.before);
+    let why = out.before["spared"][0]["why"].as_str().unwrap();
+    assert!(why.contains("protected executable"), "{why}");
+    assert!(
+        out.done.contains(&format!("spared pid {child} (sleep)")),
+        "{}",
+        out.done
+    );
+    assert_eq!(out.after["descendants_spared"], 1);
+    // The spared child runs on, never stopped.
+    assert!(
+        matches!(state_of(child), Some(b'S' | b'R')),
+        "{:?}",
+        state_of(child)
+    );
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child as i32).unwrap(),
+        Signal::KILL,
+    );
+
+    // A child that only calls itself `sleep` blocks nothing and dies with its tree.
+    let (_dir, fake) = impostor("sleep");
+    let mut sh = Spawned::new("sh", &["-c", &format!("{fake} 100 & wait")]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !procfs::pids()
+        .unwrap()
+        .into_iter()
+        .any(|p| read_stat(p).is_some_and(|(s, _)| s.ppid == sh.pid() && s.comm == "sleep"))
+    {
+        assert!(Instant::now() < deadline, "sh never started its sleep");
+        std::thread::sleep(POLL);
+    }
+    let out = kill(sh.pid(), sh.start(), true, &env_with(&["sleep"])).unwrap();
+    assert!(out.done.ends_with("and its 1 descendant"), "{}", out.done);
+    assert_eq!(out.after["descendants_spared"], 0);
+    assert!(!sh.is_alive());
 }

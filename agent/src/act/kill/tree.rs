@@ -10,7 +10,8 @@ use cordon_protocol::message::{TaskError, TaskErrorCode};
 use rustix::process::Signal;
 
 use super::{
-    check_member_rails, no_process, parse_with_state, read_stat, signal_error, Bound, POLL,
+    check_member_rails, no_process, parse_with_state, protect::Protected, read_stat, signal_error,
+    Bound, POLL,
 };
 use crate::act::ActEnv;
 use crate::collect::{
@@ -34,9 +35,21 @@ pub(super) struct Member {
     was_stopped: bool,
 }
 
-/// Stops `root` and all its descendants, rescanning until no new one appears. Returns them,
-/// root first, and whether the walk finished (false if it hit [`MAX_TREE`] or [`MAX_SCANS`]).
-pub(super) fn freeze_tree(root: Bound, env: &ActEnv) -> Result<(Vec<Member>, bool), TaskError> {
+/// A member of the tree a rail forbids: left running, and named in the receipt.
+pub(super) struct Spared {
+    pub pid: u32,
+    pub name: String,
+    pub why: String,
+}
+
+/// Stops `root` and all its descendants but the protected ones, rescanning until no new one
+/// appears. Returns the stopped members, root first, whether the walk finished (false if it
+/// hit [`MAX_TREE`] or [`MAX_SCANS`]), and the members it spared.
+pub(super) fn freeze_tree(
+    root: Bound,
+    env: &ActEnv,
+    protected: &Protected,
+) -> Result<(Vec<Member>, bool, Vec<Spared>), TaskError> {
     let boot_ms = boot_time_ms()
         .ok_or_else(|| task_error(TaskErrorCode::Internal, "/proc/stat: no readable boot time"))?;
     let (ppid, was_stopped) = match read_stat(root.pid) {
@@ -51,6 +64,7 @@ pub(super) fn freeze_tree(root: Bound, env: &ActEnv) -> Result<(Vec<Member>, boo
         ppid,
         was_stopped,
     }];
+    let mut spared = Vec::new();
     for _ in 0..MAX_SCANS {
         wait_stopped(&members);
         let found = descendants(&members[0].bound, boot_ms);
@@ -59,18 +73,18 @@ pub(super) fn freeze_tree(root: Bound, env: &ActEnv) -> Result<(Vec<Member>, boo
             .filter(|(pid, _, start, _)| !known.contains(&(*pid, *start)))
             .collect();
         if new.is_empty() {
-            return Ok((members, true));
+            return Ok((members, true, spared));
         }
         for (pid, stat, start, state) in new {
-            if let Err(mut e) = check_member_rails(pid, &stat.comm, env) {
-                resume(&members);
-                e.message = format!(
-                    "{}; it is in the tree of pid {}, so nothing was killed",
-                    e.message, members[0].bound.pid
-                );
-                return Err(e);
-            }
             known.insert((pid, start));
+            if let Err(why) = check_member_rails(pid, &stat.comm, env, protected) {
+                spared.push(Spared {
+                    pid,
+                    name: stat.comm.clone(),
+                    why,
+                });
+                continue;
+            }
             // Exited (or was recycled) since the scan: nothing to stop.
             let Ok(bound) = Bound::open(pid, start, &stat.comm) else {
                 continue;
@@ -84,11 +98,11 @@ pub(super) fn freeze_tree(root: Bound, env: &ActEnv) -> Result<(Vec<Member>, boo
                 was_stopped: state == b'T',
             });
             if members.len() >= MAX_TREE {
-                return Ok((members, false));
+                return Ok((members, false, spared));
             }
         }
     }
-    Ok((members, false))
+    Ok((members, false, spared))
 }
 
 /// Every descendant of `root` in one scan of `/proc`: (pid, stat, start time, state letter).
