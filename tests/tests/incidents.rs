@@ -417,7 +417,7 @@ async fn open_to_closed(deployment: &mut Deployment) {
     assert!(shown.contains("containment still active:"), "{shown}");
     assert!(shown.contains(&isolated.id), "{shown}");
     // The comment keeps to one line of the table.
-    assert!(shown.contains("killed it | line two↵and more"), "{shown}");
+    assert!(shown.contains("killed it | line two\\nand more"), "{shown}");
 
     // The report while the host is isolated: JSON.
     let report: IncidentReport = json_of(

@@ -174,9 +174,11 @@ impl Client {
             let bytes = response.bytes().await.unwrap_or_default();
             return Err(api_error(status, &bytes));
         }
+        // Evidence is whatever a host held: readable by this user only.
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(dest)
             .await
             .map_err(|e| CliError::Usage(format!("{}: {e}", dest.display())))?;

@@ -190,10 +190,11 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<String
             if message.id.is_some() {
                 last_id.clone_from(&message.id);
             }
+            // One line per event, whatever the event's text holds.
             let line = if json {
-                message.data.replace(['\n', '\r'], " ")
+                output::json_terminal(&message.data.replace(['\n', '\r'], " ")).into_owned()
             } else {
-                human(&message)
+                output::escape(&human(&message)).into_owned()
             };
             let mut out = stdout.lock();
             writeln!(out, "{line}")

@@ -245,7 +245,7 @@ pub async fn run(
                 output::table(&["SHA256", "RESULT", "CHECK", "DETAIL"], &rows)
             };
             if failed > 0 {
-                print!("{text}");
+                print!("{}", output::safe(&text, json));
                 return Err(CliError::Other(format!(
                     "{failed} of {} pieces of evidence failed verification",
                     results.len()

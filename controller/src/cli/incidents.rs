@@ -6,7 +6,7 @@
 //! active without `--force --reason`) exits 1 and says which rule refused it and how to get
 //! past it where one can; a viewer token exits 3; an unknown incident 4.
 
-use std::{collections::HashMap, io::Write, path::PathBuf};
+use std::{collections::HashMap, io::Write, os::unix::fs::OpenOptionsExt, path::PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -571,9 +571,11 @@ fn changed(view: &IncidentView, json: bool, line: String) -> Result<String, CliE
 
 /// Writes `bytes` to a new file; never overwrites.
 fn write_new(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
+    // Reports quote hosts, processes and alerts: readable by this user only.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -593,18 +595,10 @@ fn write_new(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
         })
 }
 
-/// Text from people, alerts or agents, safe on a terminal and in one table cell: line breaks
-/// shown as `↵`, other control characters (escape sequences) as `�`.
+/// Text from people, alerts or agents, safe on a terminal and in one line (see
+/// [`output::escape`]).
 fn plain(text: &str) -> String {
-    text.replace("\r\n", "\n")
-        .chars()
-        .map(|c| match c {
-            '\n' | '\r' => '↵',
-            '\t' => ' ',
-            c if c.is_control() => '\u{fffd}',
-            c => c,
-        })
-        .collect()
+    output::escape(text).into_owned()
 }
 
 fn shorten(text: &str, max: usize) -> String {
@@ -758,8 +752,8 @@ mod tests {
 
     #[test]
     fn terminal_text_is_one_line_without_escapes() {
-        assert_eq!(plain("a\nb\r\nc"), "a↵b↵c");
-        assert_eq!(plain("red\u{1b}[31m"), "red\u{fffd}[31m");
+        assert_eq!(plain("a\nb\r\nc"), "a\\nb\\r\\nc");
+        assert_eq!(plain("red\u{1b}[31m"), "red\\x1b[31m");
         assert_eq!(shorten("abcdef", 4), "abc…");
         assert_eq!(shorten("abc", 4), "abc");
     }

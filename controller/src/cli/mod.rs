@@ -314,7 +314,7 @@ pub async fn main() -> ExitCode {
     let json = cli.json;
     match run(cli).await {
         Ok(out) => {
-            print!("{out}");
+            print!("{}", output::safe(&out, json));
             // Commands that stream (e.g. `watch`) have printed already and return nothing.
             if !out.is_empty() && !out.ends_with('\n') {
                 println!();
@@ -325,9 +325,9 @@ pub async fn main() -> ExitCode {
             if json {
                 let body =
                     serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() });
-                println!("{body}");
+                println!("{}", output::json_terminal(&body.to_string()));
             }
-            eprintln!("error: {e}");
+            eprintln!("error: {}", output::terminal(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }

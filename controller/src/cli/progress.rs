@@ -33,7 +33,7 @@ impl Progress {
 
     fn new(label: &str, total: Option<u64>, bytes: bool) -> Self {
         Self {
-            label: label.to_string(),
+            label: crate::cli::output::escape(label).into_owned(),
             total,
             done: 0,
             started: Instant::now(),

@@ -132,10 +132,12 @@ async fn follow(
         let full = i64::try_from(page.events.len()).unwrap_or(PAGE) >= PAGE;
         let mut stdout = std::io::stdout().lock();
         for event in &page.events {
+            // One line per change, whatever the file's name holds.
             let line = if json {
-                serde_json::to_string(event).unwrap_or_default()
+                output::json_terminal(&serde_json::to_string(event).unwrap_or_default())
+                    .into_owned()
             } else {
-                event_line(event)
+                output::escape(&event_line(event)).into_owned()
             };
             // The reader went away (e.g. piped into `head`): stop quietly.
             if writeln!(stdout, "{line}").is_err() {

@@ -320,14 +320,46 @@ impl Controller {
 }
 
 /// Makes text from people, alerts or agents safe inside a Markdown table cell, heading, list
-/// item or paragraph: backslashes and the characters that delimit cells, code spans, links and
-/// HTML are escaped, line breaks become `<br>`, and other control characters spaces.
+/// item or paragraph: backslashes and the characters that delimit cells, code spans, links,
+/// emphasis and HTML are escaped; line breaks become `<br>`; other control characters spaces;
+/// the controls that reorder or hide text (bidirectional overrides, zero-width marks) are
+/// shown by name (`[U+202E]`); and bare links are defanged (`hxxps://`, `www[.]`, `a[@]b.c`)
+/// so a renderer makes nothing clickable out of them.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
+    let lower = text.to_ascii_lowercase();
+    let mut chars = text.char_indices().peekable();
+    let mut after_word = false;
+    while let Some((i, c)) = chars.next() {
+        let rest = &lower[i..];
+        if !after_word && (rest.starts_with("http://") || rest.starts_with("https://")) {
+            // `http` → `hxxp`: the `tt` is replaced, the rest goes on as usual.
+            out.push(c);
+            out.push_str("xx");
+            chars.next();
+            chars.next();
+            after_word = true;
+            continue;
+        }
+        if !after_word && rest.starts_with("www.") {
+            out.push_str(&text[i..i + 3]);
+            out.push_str("\\[.\\]");
+            for _ in 0..3 {
+                chars.next();
+            }
+            after_word = true;
+            continue;
+        }
+        after_word = c.is_alphanumeric();
         match c {
-            '\\' | '|' | '`' | '[' | ']' => {
+            '@' if rest[1..]
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.contains('.')) =>
+            {
+                out.push_str("\\[@\\]");
+            }
+            '\\' | '|' | '`' | '[' | ']' | '*' | '_' | '~' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -335,12 +367,19 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
             '\r' => {
-                if chars.peek() != Some(&'\n') {
+                if chars.peek().map(|&(_, c)| c) != Some('\n') {
                     out.push_str("<br>");
                 }
             }
             '\n' | '\u{2028}' | '\u{2029}' => out.push_str("<br>"),
             c if c.is_control() => out.push(' '),
+            '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}' => {
+                out.push_str(&format!("\\[U+{:04X}\\]", c as u32));
+            }
             c => out.push(c),
         }
     }
@@ -772,7 +811,30 @@ mod tests {
             escape("one\ntwo\r\nthree\rfour"),
             "one<br>two<br>three<br>four"
         );
-        assert_eq!(escape("[x](http://e)"), "\\[x\\](http://e)");
+        assert_eq!(escape("[x](http://e)"), "\\[x\\](hxxp://e)");
+        // Bare links, emphasis and reordering controls.
+        assert_eq!(
+            escape("see https://evil.example/x and WWW.evil.example"),
+            "see hxxps://evil.example/x and WWW\\[.\\]evil.example"
+        );
+        assert_eq!(
+            escape("mail bob@evil.example now"),
+            "mail bob\\[@\\]evil.example now"
+        );
+        assert_eq!(escape("root@host"), "root@host", "not an address");
+        assert_eq!(
+            escape("*bold* _it_ ~~gone~~"),
+            "\\*bold\\* \\_it\\_ \\~\\~gone\\~\\~"
+        );
+        assert_eq!(
+            escape("invoice\u{202e}fdp.exe"),
+            "invoice\\[U+202E\\]fdp.exe"
+        );
+        assert_eq!(
+            escape("shttp://x"),
+            "shttp://x",
+            "inside a word it is no link"
+        );
         assert_eq!(escape("<b>&"), "&lt;b&gt;&amp;");
         assert_eq!(escape("`code`"), "\\`code\\`");
         assert_eq!(escape("bell\u{7}esc\u{1b}"), "bell esc ");
@@ -810,16 +872,17 @@ mod tests {
             assert!(!line.starts_with("web-1"), "{line:?}");
         }
         assert!(!md.contains("<script>"), "{md}");
-        // The link's brackets are escaped: it renders as text, not a link.
+        // The link's brackets are escaped and the address defanged: it renders as text.
         assert!(!md.contains("[x](http"), "{md}");
-        assert!(md.contains("\\[x\\](http://evil)"), "{md}");
+        assert!(!md.contains("http://"), "{md}");
+        assert!(md.contains("\\[x\\](hxxp://evil)"), "{md}");
     }
 
     #[test]
     fn the_markdown_says_what_a_reader_needs() {
         let md = render_markdown(&report());
         assert!(
-            md.starts_with("# Incident report: beacon \\| from<br>web-1 \\[x\\](http://evil)\n")
+            md.starts_with("# Incident report: beacon \\| from<br>web-1 \\[x\\](hxxp://evil)\n")
         );
         assert!(md.contains("| Escalation | tier 2 (ir\\|team) |"), "{md}");
         assert!(md.contains("| Labels | env=prod, a\\|b |"), "{md}");
