@@ -4,36 +4,40 @@
 //!
 //! **Quarantine**, in this order:
 //! 1. the path is checked (absolute, no `..`), its directory opened and resolved; protected
-//!    paths are refused, as named and as resolved; so is anything but a regular file (a symlink
-//!    is refused, not followed: the responder names the file it points to);
-//! 2. the file is opened (`O_NOFOLLOW`, access time untouched) and hashed; owner, mode, size
-//!    and times are recorded;
+//!    paths are refused by what is opened (the directory's ancestry and the file's identity,
+//!    see [`crate::collect::gate`]), so a symlink, bind mount or hard link into a protected
+//!    tree is refused too; so is anything but a regular file (a symlink is refused, not
+//!    followed: the responder names the file it points to), and a file with other hard links
+//!    (quarantining one name would leave the others, and defanging the shared inode would
+//!    defang them all);
+//! 2. the file is opened (`O_NOFOLLOW`, access time untouched) and hashed; owner, mode, size,
+//!    times and the identity of its directory are recorded, and so are the processes that run
+//!    it or hold it open;
 //! 3. the manifest is written, state `pending`;
-//! 4. same file system: the opened inode is hard-linked into the vault as `ID.bin` (the very
-//!    file that was checked, even if its name was swapped meanwhile). Across file systems
-//!    (`EXDEV`): copy into `ID.part`, fsync, hash the copy and compare, check that the source
-//!    did not change while copied, defang, rename to `ID.bin`, fsync the vault;
+//! 4. the bytes are copied into a new file the vault owns (`ID.part`), fsynced, the copy hashed
+//!    and compared, the source checked unchanged, the copy defanged and renamed to `ID.bin`, the
+//!    vault fsynced. Always a copy, never the origin's inode: a process that holds the file
+//!    open could otherwise rewrite the vault's bytes after the fact;
 //! 5. the origin is unlinked, only while its name still points to that inode, and its
 //!    directory fsynced;
-//! 6. the vault copy is defanged (owner root, mode 0000), hashed, and the manifest marked
-//!    `quarantined`.
-//!
-//! Until step 5 the origin is untouched; from step 4 on the vault holds a whole copy. A crash
-//! anywhere is settled the next time the vault is opened (see [`vault`]).
+//! 6. the vault copy is hashed and the manifest marked `quarantined`.
 //!
 //! **Restore**: the id must be a uuid (it becomes a file name, so it cannot name anything
-//! else); the vault copy is hashed against the manifest; anything at the origin makes it refuse
-//! (never overwritten); manifest `restoring`. Same file system: owner, mode and times are put
+//! else); the vault copy is hashed against the manifest; the origin directory is opened without
+//! following any link and must be the directory (device, inode, owner) the file came from;
+//! anything at the origin makes it refuse (never overwritten); manifest `restoring`. Same file system: owner, mode and times are put
 //! back on the vault inode (still inside the 0700 vault), then `linkat` gives it its old name,
 //! failing rather than replacing a file that appeared meanwhile. Across file systems: a copy
 //! beside the origin (`O_EXCL`), fsynced, its hash verified, metadata put back, then linked to
 //! the origin name the same way. Only then does the vault copy go; the manifest stays, marked
 //! `restored`, as the record.
 //!
-//! Codes: a bad path or id, a symlink, directory or special file, or an occupied origin →
-//! `InvalidInput`; a protected path → `PolicyDenied`; a missing file, id or origin directory →
+//! Codes: a bad path or id, a symlink, directory or special file, a file with other hard
+//! links, an occupied or replaced origin directory → `InvalidInput`; a protected path → `PolicyDenied`; a missing file, id or origin directory →
 //! `NotFound`; a file that changed or moved while being quarantined → `Busy` (nothing moved).
 
+#[cfg(test)]
+mod attacks;
 mod fsops;
 mod restore;
 #[cfg(test)]
@@ -54,11 +58,11 @@ use cordon_protocol::message::{TaskError, TaskErrorCode};
 use serde_json::json;
 
 use self::{
-    fsops::{copy_hashing, defang, hash_file, same_inode, Dir, FileMeta},
+    fsops::{copy_hashing, defang, hash_file, holders, same_inode, Dir, FileMeta},
     vault::{data_name, part_name, Manifest, State, Vault},
 };
 use super::{refused_by_rail, ActEnv, Outcome};
-use crate::collect::{io_error, task_error, validate_path};
+use crate::collect::{gate::Gate, io_error, task_error, validate_path};
 
 /// Moves the regular file at `path` into the vault. See the module documentation for the steps.
 pub fn quarantine(path: &str, env: &ActEnv) -> Result<Outcome, TaskError> {
@@ -72,8 +76,8 @@ pub fn quarantine(path: &str, env: &ActEnv) -> Result<Outcome, TaskError> {
             format!("{path}: resolves to a path that is not UTF-8"),
         ));
     };
-    check_protected(path, &[&requested, &real], env)?;
     let lmeta = dir.lstat(name).map_err(|e| io_error(&requested, &e))?;
+    check_protected(path, &dir, &lmeta, env)?;
     check_regular(path, &lmeta)?;
     let file = dir.open_read(name).map_err(|e| match e.raw_os_error() {
         Some(libc::ELOOP) => changed(path),
@@ -83,6 +87,19 @@ pub fn quarantine(path: &str, env: &ActEnv) -> Result<Outcome, TaskError> {
     if !meta.is_file() || !same_inode(&lmeta, &meta) {
         return Err(changed(path));
     }
+    if meta.nlink() > 1 {
+        return Err(task_error(
+            TaskErrorCode::InvalidInput,
+            format!(
+                "{path}: has {} other hard links (names for the same file); quarantining one \
+                 would leave the others, so nothing was moved: find them with \
+                 `find / -xdev -samefile {real_str}`, remove them, then quarantine this one",
+                meta.nlink() - 1
+            ),
+        ));
+    }
+    let origin_dir = dir.identity().map_err(|e| io_error(&dir.path, &e))?;
+    let holders = holders(&meta);
     let vault = Vault::open(&env.data_dir)?;
     let (_, sha_before) = hash_file(&file).map_err(|e| io_error(&requested, &e))?;
     let file_meta = FileMeta::of(&meta);
@@ -97,6 +114,10 @@ pub fn quarantine(path: &str, env: &ActEnv) -> Result<Outcome, TaskError> {
         "atime": file_meta.atime,
         "links": file_meta.links,
         "sha256": sha_before,
+        "open_by": holders
+            .iter()
+            .map(|(pid, name, how)| json!({ "pid": pid, "name": name, "how": how }))
+            .collect::<Vec<_>>(),
     });
     let mut manifest = Manifest {
         id: uuid::Uuid::new_v4().to_string(),
@@ -104,6 +125,7 @@ pub fn quarantine(path: &str, env: &ActEnv) -> Result<Outcome, TaskError> {
         requested_path: path.to_string(),
         state: State::Pending,
         file: file_meta,
+        origin_dir: Some(origin_dir),
         sha256: None,
         quarantined_at_ms: crate::now_ms(),
         restored_at_ms: None,
@@ -121,9 +143,20 @@ pub fn quarantine(path: &str, env: &ActEnv) -> Result<Outcome, TaskError> {
     manifest.sha256 = Some(sha.clone());
     vault.write(&manifest).map_err(|e| settle(&vault, &id, e))?;
 
+    let mut done = format!("quarantined {path} as {id} ({how})");
+    if !holders.is_empty() {
+        let named: Vec<String> = holders
+            .iter()
+            .map(|(pid, name, how)| format!("pid {pid} ({name}) {how}"))
+            .collect();
+        done.push_str(&format!(
+            "; the origin's inode lives on in {} (kill them to end it)",
+            named.join(", ")
+        ));
+    }
     Ok(Outcome {
         before,
-        done: format!("quarantined {path} as {id} ({how})"),
+        done,
         after: json!({
             "quarantine_id": id,
             "vault_path": bin_path,
@@ -158,14 +191,8 @@ fn move_in(
 ) -> Result<&'static str, TaskError> {
     let bin_name = data_name(id);
     let vault_err = |e: io::Error| io_error(&vault.dir.path.join(data_name(id)), &e);
-    let how = match vault.dir.link_open_file(file, &bin_name) {
-        Ok(()) => "linked into the vault on the same file system",
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            copy_in(vault, file, meta, id, sha_before, path)?;
-            "copied into the vault across file systems, copy verified"
-        }
-        Err(e) => return Err(vault_err(e)),
-    };
+    copy_in(vault, file, meta, id, sha_before, path)?;
+    let how = "copied into the vault, copy verified";
     vault.dir.sync().map_err(vault_err)?;
 
     match dir.lstat(name) {
@@ -230,7 +257,7 @@ fn copy_in(
     vault.dir.rename(&part, &data_name(id)).map_err(err)
 }
 
-/// Step 6's file work: defang the vault copy and hash it.
+/// Step 6's file work: hash the vault copy (defanged again, should anything have changed it).
 fn defang_and_hash(dir: &Dir, name: &OsStr) -> io::Result<(Metadata, u64, String)> {
     let bin = dir.open_read(name)?;
     defang(&bin)?;
@@ -269,10 +296,11 @@ pub(super) fn split<'a>(path: &'a Path, shown: &str) -> Result<(&'a Path, &'a Os
 /// Refuses protected paths: `policy.protected_paths`, the agent's data directory and its own
 /// executable, and the kernel's `/proc` and `/sys`. `/dev` is not among them: devices are
 /// refused as special files anyway, and `/dev/shm` is a favourite place to drop malware.
-/// Each prefix is compared component by component, as written and as resolved (a protected
-/// `/bin` also covers `/usr/bin` where one is a link to the other).
-fn check_protected(shown: &str, paths: &[&Path], env: &ActEnv) -> Result<(), TaskError> {
-    let mut rules: Vec<(PathBuf, &str)> = vec![
+/// Decided on what is open (see [`crate::collect::gate`]): the directory's ancestry by `..`,
+/// and the file's identity against everything in the protected trees, so neither a symlinked
+/// directory, a bind mount nor a hard link carries a protected file out.
+fn check_protected(shown: &str, dir: &Dir, file: &Metadata, env: &ActEnv) -> Result<(), TaskError> {
+    let mut rules: Vec<(PathBuf, &'static str)> = vec![
         (PathBuf::from("/proc"), "the kernel's process file system"),
         (PathBuf::from("/sys"), "the kernel's sysfs"),
         (env.data_dir.clone(), "the agent's data directory"),
@@ -283,19 +311,16 @@ fn check_protected(shown: &str, paths: &[&Path], env: &ActEnv) -> Result<(), Tas
     for p in &env.policy.protected_paths {
         rules.push((PathBuf::from(p), "policy protected_paths"));
     }
-    for (prefix, why) in rules {
-        let resolved = std::fs::canonicalize(&prefix).ok();
-        let hit = paths
-            .iter()
-            .any(|p| p.starts_with(&prefix) || resolved.as_ref().is_some_and(|r| p.starts_with(r)));
-        if hit {
-            return Err(refused_by_rail(format!(
-                "{shown}: under protected path {} ({why}): never quarantined",
-                prefix.display()
-            )));
-        }
-    }
-    Ok(())
+    let index = Gate::of_rules(&rules).index();
+    index
+        .check_ancestry(dir.as_file())
+        .and_then(|()| index.check_identity(file))
+        .map_err(|denial| {
+            refused_by_rail(format!(
+                "{shown}: under a protected path ({}): never quarantined",
+                denial.rule()
+            ))
+        })
 }
 
 /// Only regular files are quarantined.

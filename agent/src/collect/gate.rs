@@ -108,6 +108,21 @@ impl Gate {
         }
     }
 
+    /// Exactly `rules` (path, why), no markers: for rails other than collection's, such as the
+    /// paths quarantine never touches.
+    pub fn of_rules(rules: &[(PathBuf, &'static str)]) -> Self {
+        Self {
+            rules: rules
+                .iter()
+                .map(|(path, why)| Rule {
+                    path: path.clone(),
+                    why,
+                })
+                .collect(),
+            markers: false,
+        }
+    }
+
     /// Resolves every rule to identities, as the file system is now.
     pub fn index(&self) -> Index {
         let mut index = Index {
@@ -166,7 +181,7 @@ pub struct Index {
     indexed: usize,
 }
 
-/// Why something is denied.
+/// Why something is denied: the rule it fell under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial(String);
 
@@ -175,12 +190,17 @@ impl Denial {
     pub fn error(&self, path: &Path) -> TaskError {
         task_error(
             TaskErrorCode::PermissionDenied,
-            format!("{}: {}", path.display(), self.0),
+            format!("{}: {}", path.display(), self.reason()),
         )
     }
 
-    /// The reason alone, for a listing's problems.
-    pub fn reason(&self) -> &str {
+    /// The reason, for a listing's problems.
+    pub fn reason(&self) -> String {
+        format!("denied by the agent's path policy ({})", self.0)
+    }
+
+    /// The rule alone (`why: path`), for callers that word their own refusal.
+    pub fn rule(&self) -> &str {
         &self.0
     }
 }
@@ -197,7 +217,9 @@ impl Index {
             return;
         };
         self.ids.insert((meta.dev(), meta.ino()), rule);
-        if !meta.is_dir() {
+        // The kernel's pseudo file systems have no hard links and are huge: their root's
+        // identity, and the ancestry check, cover them.
+        if !meta.is_dir() || is_pseudo_fs(path) {
             return;
         }
         let mut stack = vec![path.to_path_buf()];
@@ -271,11 +293,7 @@ impl Index {
 
     fn denial(&self, rule: usize) -> Denial {
         let rule = &self.rules[rule];
-        Denial(format!(
-            "denied by the agent's path policy ({}: {})",
-            rule.why,
-            rule.path.display()
-        ))
+        Denial(format!("{}: {}", rule.why, rule.path.display()))
     }
 
     /// Denied if `path`, as written, lies under a rule's path. Only a shortcut for names that
@@ -389,6 +407,13 @@ pub(crate) fn open_entry(dir: &File, name: &Path) -> io::Result<File> {
 /// `checked` one.
 pub(crate) fn open_subdir(dir: &File, name: &Path, checked: &Metadata) -> io::Result<File> {
     reopen(dir, name, checked, OFlags::RDONLY | OFlags::DIRECTORY)
+}
+
+/// Whether `path` is on procfs or sysfs.
+fn is_pseudo_fs(path: &Path) -> bool {
+    const SYSFS_MAGIC: rustix::fs::FsWord = 0x6265_6572;
+    rustix::fs::statfs(path)
+        .is_ok_and(|fs| fs.f_type == rustix::fs::PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC)
 }
 
 fn invalid(path: &Path, why: &str) -> TaskError {

@@ -93,7 +93,7 @@ pub fn list(req: &ListDirRequest, index: &Index) -> Result<DirListing, TaskError
                 index.check_identity(&meta)
             };
             if let Err(denial) = judged {
-                out.problem(&path, denial.reason().to_string());
+                out.problem(&path, denial.reason());
                 continue;
             }
             if meta.is_dir() && depth < max_depth {

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, CWD};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -36,6 +36,51 @@ impl Dir {
             .open(path)?;
         let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
         Ok(Self { file, path })
+    }
+
+    /// Opens a directory without following any symlink on the way (`openat2` with
+    /// `RESOLVE_NO_SYMLINKS`, or a walk with `O_NOFOLLOW` where the kernel has no `openat2`):
+    /// for restore, which must write into the directory a file came from and never into one a
+    /// link points to now. A link in the way is `ELOOP` (or `ENOTDIR`).
+    pub fn open_nofollow(path: &Path) -> io::Result<Self> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let fd = match rustix::fs::openat2(CWD, path, flags, Mode::empty(), resolve) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                let mut fd = rustix::fs::openat(CWD, "/", flags, Mode::empty())?;
+                for part in path.components().skip(1) {
+                    fd = rustix::fs::openat(
+                        &fd,
+                        part.as_os_str(),
+                        flags | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )?;
+                }
+                fd
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Self {
+            file: File::from(fd),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// What this directory is: device, inode and owner.
+    pub fn identity(&self) -> io::Result<DirIdentity> {
+        let m = self.file.metadata()?;
+        Ok(DirIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            uid: m.uid(),
+            gid: m.gid(),
+        })
+    }
+
+    /// The open directory itself.
+    pub fn as_file(&self) -> &File {
+        &self.file
     }
 
     /// lstat of `name`: a symlink is described as itself.
@@ -67,20 +112,6 @@ impl Dir {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&self.file, name, flags, Mode::RUSR | Mode::WUSR)?;
         Ok(File::from(fd))
-    }
-
-    /// Gives the open `file` the name `name` here: the very inode that was opened and checked,
-    /// whatever its old name points to now. `EXDEV` across file systems, `EEXIST` if taken.
-    pub fn link_open_file(&self, file: &File, name: &OsStr) -> io::Result<()> {
-        let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-        rustix::fs::linkat(
-            rustix::fs::CWD,
-            proc_path.as_str(),
-            &self.file,
-            name,
-            AtFlags::SYMLINK_FOLLOW,
-        )?;
-        Ok(())
     }
 
     /// Links `from` here as `to` in `target`; never replaces (`EEXIST`).
@@ -132,6 +163,44 @@ impl Dir {
         self.rename(&tmp, name)?;
         self.sync()
     }
+}
+
+/// A directory's identity and owner, recorded at quarantine so that restore writes into the
+/// same directory or nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The processes that hold the inode of `meta` open or run it: (pid, name, how), from
+/// `/proc/PID/fd` and `/proc/PID/exe`. What cannot be read (another user's process when not
+/// root) is not reported.
+pub(super) fn holders(meta: &Metadata) -> Vec<(u32, String, &'static str)> {
+    let same = |link: &Path| std::fs::metadata(link).is_ok_and(|m| same_inode(&m, meta));
+    let mut out = Vec::new();
+    let Ok(pids) = crate::collect::procfs::pids() else {
+        return out;
+    };
+    let me = std::process::id();
+    for pid in pids.into_iter().filter(|&p| p != me) {
+        let base = PathBuf::from(format!("/proc/{pid}"));
+        let how = if same(&base.join("exe")) {
+            Some("running it")
+        } else {
+            std::fs::read_dir(base.join("fd"))
+                .ok()
+                .and_then(|fds| fds.flatten().find(|fd| same(&fd.path())))
+                .map(|_| "holding it open")
+        };
+        if let Some(how) = how {
+            let name = std::fs::read_to_string(base.join("comm")).unwrap_or_default();
+            out.push((pid, name.trim_end().to_string(), how));
+        }
+    }
+    out
 }
 
 /// Whether two stats are of the same inode.

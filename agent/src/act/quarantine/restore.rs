@@ -74,14 +74,7 @@ pub fn restore(quarantine_id: &str, env: &ActEnv) -> Result<Outcome, TaskError> 
     }
     let original = PathBuf::from(&m.original_path);
     let (parent, name) = split(&original, &m.original_path)?;
-    let dir = Dir::open(parent).map_err(|e| {
-        let mut err = io_error(parent, &e);
-        err.message = format!(
-            "{} (cannot restore {}; it stays in the vault as {id})",
-            err.message, m.original_path
-        );
-        err
-    })?;
+    let dir = open_origin_dir(parent, &m)?;
     if dir.lstat(name).is_ok() {
         return Err(occupied(&m.original_path, id));
     }
@@ -128,6 +121,47 @@ pub fn restore(quarantine_id: &str, env: &ActEnv) -> Result<Outcome, TaskError> 
             "in_vault": false,
         }),
     })
+}
+
+/// Opens the directory `m` came from without following any link, and insists it is the same
+/// directory (device, inode, owner) it was at quarantine: a directory replaced by a symlink,
+/// or by another directory, is never written into.
+pub(super) fn open_origin_dir(parent: &Path, m: &Manifest) -> Result<Dir, TaskError> {
+    let refuse = |why: String| {
+        task_error(
+            TaskErrorCode::InvalidInput,
+            format!(
+                "{}: {why}; restore writes only into the directory the file came from (it \
+                 stays in the vault as {})",
+                parent.display(),
+                m.id
+            ),
+        )
+    };
+    let dir = Dir::open_nofollow(parent).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+            refuse("a symbolic link is now in the way".into())
+        }
+        _ => {
+            let mut err = io_error(parent, &e);
+            err.message = format!(
+                "{} (cannot restore {}; it stays in the vault as {})",
+                err.message, m.original_path, m.id
+            );
+            err
+        }
+    })?;
+    if let Some(was) = m.origin_dir {
+        let now = dir.identity().map_err(|e| io_error(parent, &e))?;
+        if now != was {
+            return Err(refuse(format!(
+                "not the directory it was (device {} inode {} owner {}:{} then, device {} \
+                 inode {} owner {}:{} now)",
+                was.dev, was.ino, was.uid, was.gid, now.dev, now.ino, now.uid, now.gid
+            )));
+        }
+    }
+    Ok(dir)
 }
 
 /// Restore's move: metadata back, then the origin name given without ever replacing one.

@@ -153,7 +153,7 @@ fn quarantine_and_restore_round_trip_on_one_file_system() {
     let host = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let (q, r) = round_trip(&host.path().join("evil.bin"), data.path());
-    assert!(q.contains("same file system"), "{q}");
+    assert!(q.contains("copied into the vault, copy verified"), "{q}");
     assert!(r.contains("same file system"), "{r}");
 }
 
@@ -204,7 +204,7 @@ fn quarantine_and_restore_round_trip_across_file_systems() {
         "the tmpfs is another file system"
     );
     let (q, r) = round_trip(&file, data.path());
-    assert!(q.contains("across file systems"), "{q}");
+    assert!(q.contains("copied into the vault, copy verified"), "{q}");
     assert!(r.contains("across file systems"), "{r}");
     let leftovers: Vec<_> = std::fs::read_dir(mnt.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary left beside the origin");
@@ -368,7 +368,7 @@ fn a_crash_before_the_origin_was_unlinked_is_undone_by_recovery() {
     let file = host.path().join("still-here");
     let bytes = make_file(&file);
     let vault = Vault::open(data.path()).unwrap();
-    // As if the agent died right after linking the file into the vault.
+    // As if an older agent died right after linking the file into the vault.
     let id = uuid::Uuid::new_v4().to_string();
     std::fs::hard_link(&file, data.path().join("vault").join(format!("{id}.bin"))).unwrap();
     let m = Manifest {
@@ -377,6 +377,7 @@ fn a_crash_before_the_origin_was_unlinked_is_undone_by_recovery() {
         requested_path: file.to_str().unwrap().to_string(),
         state: State::Pending,
         file: FileMeta::of(&std::fs::metadata(&file).unwrap()),
+        origin_dir: None,
         sha256: None,
         quarantined_at_ms: 0,
         restored_at_ms: None,

@@ -28,7 +28,7 @@ use cordon_protocol::message::{TaskError, TaskErrorCode};
 use rustix::{fs::FlockOperation, io::Errno};
 use serde::{Deserialize, Serialize};
 
-use super::fsops::{defang, hash_file, same_inode, Dir, FileMeta};
+use super::fsops::{defang, hash_file, same_inode, Dir, DirIdentity, FileMeta};
 use crate::collect::{io_error, task_error};
 
 /// Largest manifest read back (they are a few hundred bytes).
@@ -57,6 +57,10 @@ pub struct Manifest {
     pub requested_path: String,
     pub state: State,
     pub file: FileMeta,
+    /// The directory the file was in, as it was: restore writes there or nowhere. Absent in
+    /// manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_dir: Option<DirIdentity>,
     /// SHA-256 of the bytes in the vault; `None` only while `pending`.
     pub sha256: Option<String>,
     pub quarantined_at_ms: i64,
@@ -260,7 +264,11 @@ impl Vault {
             }
             (State::Restoring, Some(bin_meta)) => {
                 let original = Path::new(&m.original_path);
-                if let Some(origin_dir) = original.parent().and_then(|p| Dir::open(p).ok()) {
+                // Only ever the directory the file came from (see `restore::open_origin_dir`).
+                let origin_dir = original
+                    .parent()
+                    .and_then(|p| super::restore::open_origin_dir(p, &m).ok());
+                if let Some(origin_dir) = origin_dir {
                     origin_dir.unlink_if_present(&restore_temp_name(id))?;
                     origin_dir.sync()?;
                 }
