@@ -106,8 +106,12 @@ fn run_discarding(program: &str, args: &[&str]) -> std::io::Result<()> {
 
 fn main() {
     let children = spawn_until(TARGET_PROCESSES);
-    let processes =
-        process::list(false, &cordon_agent::collect::gate::Index::none()).expect("process list");
+    let processes = process::list(
+        false,
+        &cordon_agent::collect::gate::Index::none(),
+        &cordon_agent::collect::cancel::Cancel::never(),
+    )
+    .expect("process list");
     let network = network::snapshot().expect("network snapshot");
     println!(
         "{} processes ({} spawned sleepers), {} sockets, {} interfaces",
@@ -122,8 +126,12 @@ fn main() {
     report(
         "cordon process list",
         &time(|| {
-            process::list(false, &cordon_agent::collect::gate::Index::none())
-                .expect("process list");
+            process::list(
+                false,
+                &cordon_agent::collect::gate::Index::none(),
+                &cordon_agent::collect::cancel::Cancel::never(),
+            )
+            .expect("process list");
         }),
     );
     report(
@@ -135,8 +143,12 @@ fn main() {
     let cordon = report(
         "cordon process list + network snapshot",
         &time(|| {
-            process::list(false, &cordon_agent::collect::gate::Index::none())
-                .expect("process list");
+            process::list(
+                false,
+                &cordon_agent::collect::gate::Index::none(),
+                &cordon_agent::collect::cancel::Cancel::never(),
+            )
+            .expect("process list");
             network::snapshot().expect("network snapshot");
         }),
     );

@@ -7,7 +7,11 @@ use ed25519_dalek::SigningKey;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::collect::{self, gate::Gate};
+use crate::collect::{
+    self,
+    cancel::{Cancel, CancelOnDrop},
+    gate::Gate,
+};
 
 /// What a task may use beyond its request. Cheap to clone.
 #[derive(Clone)]
@@ -72,37 +76,37 @@ pub async fn execute(
         }
         TaskKind::Processes { hash_exes } => {
             let gate = ctx.gate();
-            collect_json("processes", move || {
-                collect::process::list(hash_exes, &gate.index())
+            collect_json("processes", move |cancel| {
+                collect::process::list(hash_exes, &gate.index(), cancel)
             })
             .await
         }
         TaskKind::ProcessDetail { pid, environment } => {
-            collect_json("process detail", move || {
+            collect_json("process detail", move |_| {
                 collect::process_detail::detail(pid, environment)
             })
             .await
         }
-        TaskKind::Network => collect_json("network", collect::network::snapshot).await,
-        TaskKind::System => collect_json("system", collect::system::collect).await,
+        TaskKind::Network => collect_json("network", |_| collect::network::snapshot()).await,
+        TaskKind::System => collect_json("system", |_| collect::system::collect()).await,
         TaskKind::FileStat { path } => {
             let gate = ctx.gate();
-            collect_json("file stat", move || {
+            collect_json("file stat", move |_| {
                 collect::file::stat(&gate.index(), &path)
             })
             .await
         }
         TaskKind::FileHash { path } => {
             let gate = ctx.gate();
-            collect_json("file hash", move || {
-                collect::file::hash(&gate.index(), &path)
+            collect_json("file hash", move |cancel| {
+                collect::file::hash(&gate.index(), &path, cancel)
             })
             .await
         }
         TaskKind::ListDir(request) => {
             let gate = ctx.gate();
-            collect_json("directory listing", move || {
-                collect::listing::list(&request, &gate.index())
+            collect_json("directory listing", move |cancel| {
+                collect::listing::list(&request, &gate.index(), cancel)
             })
             .await
         }
@@ -112,7 +116,10 @@ pub async fn execute(
         TaskKind::Snapshot => collect::snapshot::snapshot(task_id, ctx).await,
         TaskKind::Hunt(query) => {
             let gate = ctx.gate();
-            collect_json("hunt", move || collect::hunt::hunt(&query, &gate.index())).await
+            collect_json("hunt", move |cancel| {
+                collect::hunt::hunt(&query, &gate.index(), cancel)
+            })
+            .await
         }
         TaskKind::Watch { watch_id, paths } => ctx.watches.watch(watch_id, paths, ctx.gate()).await,
         TaskKind::Unwatch { watch_id } => ctx.watches.unwatch(&watch_id),
@@ -140,13 +147,16 @@ fn unsupported(kind: &TaskKind) -> TaskError {
 }
 
 /// Runs a blocking collector off the async threads (it reads /proc and the file system) and
-/// serialises what it returns as [`TaskOutput::Json`].
+/// serialises what it returns as [`TaskOutput::Json`]. If this task is cancelled (dropped),
+/// the collector's [`Cancel`] is set, and its loops stop the work.
 async fn collect_json<T, F>(what: &str, collector: F) -> Result<TaskOutput, TaskError>
 where
     T: Serialize + Send + 'static,
-    F: FnOnce() -> Result<T, TaskError> + Send + 'static,
+    F: FnOnce(&Cancel) -> Result<T, TaskError> + Send + 'static,
 {
-    let value = tokio::task::spawn_blocking(collector)
+    let guard = CancelOnDrop::default();
+    let cancel = guard.cancel();
+    let value = tokio::task::spawn_blocking(move || collector(&cancel))
         .await
         .map_err(|e| TaskError {
             code: TaskErrorCode::Internal,

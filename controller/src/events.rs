@@ -51,6 +51,15 @@ pub const RESUME_CAPACITY: usize = 1024;
 pub const RESUME_WINDOW: Duration = Duration::from_secs(120);
 /// Most live consumers (`GET /api/v1/events` streams) at once.
 pub const MAX_LIVE_CONSUMERS: usize = 64;
+/// Live event streams one token may hold at once.
+pub const MAX_LIVE_PER_TOKEN: usize = 8;
+
+/// A live consumer's places (in all, and for its token); given back when dropped.
+#[derive(Debug)]
+pub struct LivePermit {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _per_token: crate::limits::KeyedPermit<String>,
+}
 /// How long the list of enabled webhooks is reused before it is read again.
 pub const WEBHOOK_CACHE_TTL: Duration = Duration::from_secs(2);
 /// The base of the delivery retry backoff unless configured otherwise (see
@@ -280,6 +289,8 @@ pub struct Events {
     retry_base_ms: AtomicU64,
     /// One permit per live consumer.
     live_permits: Arc<tokio::sync::Semaphore>,
+    /// And per token: one client cannot take every stream.
+    live_per_token: Arc<crate::limits::KeyedLimit<String>>,
     /// Cancelled when the controller stops, so live streams end instead of holding the
     /// API's graceful shutdown open.
     closing: tokio_util::sync::CancellationToken,
@@ -306,13 +317,27 @@ impl Events {
             queued: Notify::new(),
             retry_base_ms: AtomicU64::new(base),
             live_permits: Arc::new(tokio::sync::Semaphore::new(MAX_LIVE_CONSUMERS)),
+            live_per_token: crate::limits::KeyedLimit::new(MAX_LIVE_PER_TOKEN),
             closing: tokio_util::sync::CancellationToken::new(),
         }
     }
 
-    /// A permit for one more live consumer, or None when [`MAX_LIVE_CONSUMERS`] are connected.
-    pub fn live_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.live_permits.clone().try_acquire_owned().ok()
+    /// A place for one more live consumer using token `token_id`, or why there is none:
+    /// [`MAX_LIVE_CONSUMERS`] are connected, or [`MAX_LIVE_PER_TOKEN`] with this token.
+    pub fn live_permit(&self, token_id: &str) -> Result<LivePermit, &'static str> {
+        let per_token = self
+            .live_per_token
+            .try_acquire(token_id.to_string())
+            .ok_or("this token has its most live event streams open; close one first")?;
+        let slot = self
+            .live_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "too many live event streams are open; try again later")?;
+        Ok(LivePermit {
+            _slot: slot,
+            _per_token: per_token,
+        })
     }
 
     /// Cancelled when the controller stops.

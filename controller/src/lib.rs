@@ -13,6 +13,8 @@ pub mod evidence;
 pub mod gateway;
 pub mod hunts;
 pub mod incidents;
+pub mod limits;
+pub mod listen;
 pub mod pki;
 pub mod playbooks;
 #[cfg(feature = "quickstart")]

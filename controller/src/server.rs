@@ -151,6 +151,7 @@ pub async fn start(
         playbooks,
         events: crate::events::Events::new(),
         watch_change_limit: crate::watches::MAX_CHANGES_PER_WATCH.into(),
+        receive_budget: cordon_protocol::frame::ReceiveBudget::new(crate::state::RECEIVE_BUDGET),
     });
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(gateway::serve(

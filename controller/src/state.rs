@@ -44,7 +44,14 @@ pub struct Controller {
     /// Changes one watch stores before it is stopped: [`crate::watches::MAX_CHANGES_PER_WATCH`]
     /// unless a test lowers it.
     pub watch_change_limit: std::sync::atomic::AtomicI64,
+    /// Bytes of half-received agent frames all sessions may hold together
+    /// ([`RECEIVE_BUDGET`]): agents that each send half of a large frame cannot grow memory.
+    pub receive_budget: cordon_protocol::frame::ReceiveBudget,
 }
+
+/// The default of [`Controller::receive_budget`]: 64 full-size frames, far more than 10,000
+/// agents streaming chunks keep in flight at once.
+pub const RECEIVE_BUDGET: usize = 64 * cordon_protocol::frame::MAX_FRAME_LEN;
 
 pub type Shared = Arc<Controller>;
 

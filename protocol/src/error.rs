@@ -23,6 +23,10 @@ pub enum ProtocolError {
     /// The peer speaks a protocol version we do not.
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
     VersionMismatch { ours: u32, theirs: u32 },
+    /// Incomplete frames across all connections would exceed the receive budget: this one is
+    /// closed rather than let memory grow.
+    #[error("receive budget exhausted: {held} bytes of incomplete frames here, {limit} allowed across all connections")]
+    ReceiveBudget { held: usize, limit: usize },
     /// The connection closed in the middle of a frame.
     #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
     Truncated { buffered: usize },

@@ -225,6 +225,19 @@ impl Deployment {
         }
     }
 
+    /// A new API token with `role` (viewer, responder, admin, automation), named `name`.
+    pub async fn api_token(&self, role: &str, name: &str) -> String {
+        let created: cordon_controller::api::api_tokens::ApiTokenCreated = self
+            .api()
+            .post_json(
+                "/api/v1/api-tokens",
+                serde_json::json!({ "name": name, "role": role }),
+            )
+            .await
+            .expect("create API token");
+        created.token
+    }
+
     /// Queues `task` (the API's JSON task spec) on `agent_id` and waits until it ends.
     pub async fn run_task(
         &self,

@@ -12,7 +12,7 @@
 
 use cordon_controller::{
     alerts::Received,
-    api::{alerts::AlertView, api_tokens::ApiTokenCreated, incidents::IncidentView},
+    api::{alerts::AlertView, incidents::IncidentView},
     store::AlertRecord,
 };
 use cordon_tests::{ok, text, Api, Deployment, PgSchema, SessionHost};
@@ -31,12 +31,7 @@ const ECS_C2: &str = include_str!(concat!(
 const SIM_ADDRESS: &str = "203.0.113.80";
 
 async fn token(deployment: &Deployment, name: &str, role: &str) -> String {
-    let created: ApiTokenCreated = deployment
-        .api()
-        .post_json("/api/v1/api-tokens", json!({ "name": name, "role": role }))
-        .await
-        .expect("create API token");
-    created.token
+    deployment.api_token(role, name).await
 }
 
 /// The Wazuh SSH brute-force fixture, about the host named `hostname`.

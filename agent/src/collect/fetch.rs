@@ -5,13 +5,7 @@
 //! The size limit is checked twice: against the file's size before the first byte is sent, and
 //! against the bytes actually read (a file can grow while it is read).
 
-use std::{
-    io::{self, Read},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-};
+use std::io::{self, Read};
 
 use cordon_protocol::{
     evidence::{EvidenceKind, EvidenceManifest, SignedManifest},
@@ -20,7 +14,10 @@ use cordon_protocol::{
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{file, io_error, task_error};
+use super::{
+    cancel::{Cancel, CancelOnDrop},
+    file, io_error, task_error,
+};
 use crate::tasks::TaskContext;
 
 /// Bytes per chunk: large enough to keep the link busy, small enough that the session's bounded
@@ -34,8 +31,8 @@ pub async fn fetch(
     max_bytes: u64,
     ctx: &TaskContext,
 ) -> Result<TaskOutput, TaskError> {
-    let cancel = CancelOnDrop::default();
-    let cancelled = cancel.flag();
+    let guard = CancelOnDrop::default();
+    let cancelled = guard.cancel();
     let ctx = ctx.clone();
     let task_id = task_id.to_string();
     tokio::task::spawn_blocking(move || {
@@ -50,7 +47,7 @@ fn fetch_blocking(
     path: &str,
     max_bytes: u64,
     ctx: &TaskContext,
-    cancelled: &AtomicBool,
+    cancelled: &Cancel,
 ) -> Result<TaskOutput, TaskError> {
     let (mut reader, p, meta) = file::open_regular(&ctx.gate().index(), path)?;
     if meta.len() > max_bytes {
@@ -120,13 +117,13 @@ pub(crate) fn stream_chunks(
     task_id: &str,
     limit: u64,
     outbox: &mpsc::Sender<AgentMessage>,
-    cancelled: &AtomicBool,
+    cancelled: &Cancel,
 ) -> Result<(u64, String), StreamError> {
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut seq = 0u64;
     loop {
-        if cancelled.load(Ordering::Relaxed) {
+        if cancelled.is_cancelled() {
             return Err(StreamError::Stopped("cancelled"));
         }
         let data = read_up_to(reader, CHUNK_LEN).map_err(StreamError::Io)?;
@@ -163,23 +160,6 @@ fn read_up_to(reader: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Tells a blocking thread to stop when the task that started it is dropped (cancelled or its
-/// session gone): aborting an async task cannot stop a blocking thread by itself.
-#[derive(Debug, Default)]
-pub(crate) struct CancelOnDrop(Arc<AtomicBool>);
-
-impl CancelOnDrop {
-    pub(crate) fn flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Cursor;
@@ -203,7 +183,7 @@ mod tests {
             "t",
             u64::MAX,
             &tx,
-            &AtomicBool::new(false),
+            &Cancel::never(),
         )
         .unwrap();
         assert_eq!(len, data.len() as u64);
@@ -220,8 +200,7 @@ mod tests {
     #[test]
     fn an_empty_stream_is_one_final_chunk_and_a_long_one_stops_at_the_limit() {
         let (tx, mut rx) = mpsc::channel(16);
-        let (len, _) =
-            stream_chunks(&mut Cursor::new(b""), "t", 0, &tx, &AtomicBool::new(false)).unwrap();
+        let (len, _) = stream_chunks(&mut Cursor::new(b""), "t", 0, &tx, &Cancel::never()).unwrap();
         assert_eq!(len, 0);
         let chunks = collect(&mut rx);
         assert_eq!(chunks.len(), 1);
@@ -233,7 +212,7 @@ mod tests {
             "t",
             CHUNK_LEN as u64,
             &tx,
-            &AtomicBool::new(false),
+            &Cancel::never(),
         )
         .unwrap_err();
         assert!(matches!(err, StreamError::TooLarge), "{err:?}");
@@ -246,18 +225,14 @@ mod tests {
     #[test]
     fn a_cancelled_or_orphaned_stream_stops() {
         let (tx, rx) = mpsc::channel(16);
-        let err = stream_chunks(&mut Cursor::new(b"x"), "t", 10, &tx, &AtomicBool::new(true))
-            .unwrap_err();
+        let guard = CancelOnDrop::default();
+        let cancelled = guard.cancel();
+        drop(guard);
+        let err = stream_chunks(&mut Cursor::new(b"x"), "t", 10, &tx, &cancelled).unwrap_err();
         assert!(matches!(err, StreamError::Stopped("cancelled")));
         drop(rx);
-        let err = stream_chunks(
-            &mut Cursor::new(b"x"),
-            "t",
-            10,
-            &tx,
-            &AtomicBool::new(false),
-        )
-        .unwrap_err();
+        let err =
+            stream_chunks(&mut Cursor::new(b"x"), "t", 10, &tx, &Cancel::never()).unwrap_err();
         assert!(matches!(err, StreamError::Stopped(_)));
     }
 }

@@ -18,6 +18,7 @@ use cordon_protocol::{
 use sha2::{Digest, Sha256};
 
 use super::{
+    cancel::Cancel,
     epoch_ms,
     gate::{Index, Want},
     io_error, IdNames,
@@ -61,9 +62,15 @@ pub(crate) fn describe(path: &str, meta: &Metadata, symlink_target: Option<Strin
 
 /// SHA-256 of a regular file (a symlink is followed). A directory or a device, FIFO or socket
 /// → `InvalidInput`: their "contents" are not evidence and may never end.
-pub fn hash(index: &Index, path: &str) -> Result<FileHash, TaskError> {
+pub fn hash(index: &Index, path: &str, cancel: &Cancel) -> Result<FileHash, TaskError> {
     let (mut file, p, _) = open_regular(index, path)?;
-    let (size, sha256) = sha256_reader(&mut file).map_err(|e| io_error(&p, &e))?;
+    let (size, sha256) = sha256_reader(&mut file, cancel).map_err(|e| {
+        if cancel.is_cancelled() {
+            Cancel::error(path)
+        } else {
+            io_error(&p, &e)
+        }
+    })?;
     Ok(FileHash {
         path: path.to_string(),
         size,
@@ -83,11 +90,15 @@ pub(crate) fn open_regular(
 }
 
 /// Streams `reader` through SHA-256; returns the byte count and the lowercase hex digest.
-pub(crate) fn sha256_reader(reader: &mut impl Read) -> io::Result<(u64, String)> {
+/// Stops (with an error) as soon as `cancel` is set.
+pub(crate) fn sha256_reader(reader: &mut impl Read, cancel: &Cancel) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; HASH_BUFFER];
     let mut total = 0u64;
     loop {
+        if cancel.is_cancelled() {
+            return Err(io::Error::other("cancelled"));
+        }
         match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
@@ -126,6 +137,10 @@ mod tests {
     use super::*;
     use crate::collect::effective_uid;
 
+    fn hash_any(path: &str) -> Result<FileHash, TaskError> {
+        hash(&Index::none(), path, &Cancel::never())
+    }
+
     fn s(p: &Path) -> &str {
         p.to_str().unwrap()
     }
@@ -149,7 +164,7 @@ mod tests {
         assert!((st.modified_ms - crate::now_ms()).abs() < 60_000);
         assert_eq!(st.symlink_target, None);
 
-        let h = hash(&Index::none(), s(&file)).unwrap();
+        let h = hash_any(s(&file)).unwrap();
         assert_eq!(h.size, 200_000);
         assert_eq!(h.sha256, hex::encode(Sha256::digest(&content)));
         assert_eq!(h.path, s(&file));
@@ -165,7 +180,7 @@ mod tests {
         assert_eq!(st.symlink_target.as_deref(), Some("/nowhere/at/all"));
         // Hashing follows it, and the target is missing.
         assert_eq!(
-            hash(&Index::none(), s(&link)).unwrap_err().code,
+            hash_any(s(&link)).unwrap_err().code,
             TaskErrorCode::NotFound
         );
     }
@@ -202,7 +217,7 @@ mod tests {
                 "not a regular file",
             ),
         ] {
-            let err = hash(&Index::none(), &path).unwrap_err();
+            let err = hash_any(&path).unwrap_err();
             assert_eq!(err.code, code, "{path:?}: {}", err.message);
             assert!(err.message.contains(says), "{path:?}: {}", err.message);
         }
@@ -217,6 +232,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_hash_stops_the_work() {
+        // 64 GiB of holes: hours of hashing unless cancellation stops it.
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("sparse");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        let guard = crate::collect::cancel::CancelOnDrop::default();
+        let cancel = guard.cancel();
+        let path = s(&huge).to_string();
+        let worker = std::thread::spawn(move || hash(&Index::none(), &path, &cancel));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(guard);
+        let err = worker.join().unwrap().unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::Cancelled, "{}", err.message);
+    }
+
+    #[test]
     fn a_fifo_is_refused_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
@@ -226,7 +260,7 @@ mod tests {
             return;
         }
         assert_eq!(
-            hash(&Index::none(), s(&fifo)).unwrap_err().code,
+            hash_any(s(&fifo)).unwrap_err().code,
             TaskErrorCode::InvalidInput
         );
     }
@@ -241,7 +275,7 @@ mod tests {
         let file = dir.path().join("secret");
         std::fs::write(&file, b"x").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
-        let err = hash(&Index::none(), s(&file)).unwrap_err();
+        let err = hash_any(s(&file)).unwrap_err();
         assert_eq!(err.code, TaskErrorCode::PermissionDenied, "{}", err.message);
         assert!(err.message.contains(s(&file)));
     }

@@ -343,8 +343,20 @@ impl Index {
                 Want::Regular if !meta.is_file() => {
                     return Err(invalid(&requested, "not a regular file"));
                 }
-                Want::Regular => reopen(&parent, &name, &meta, OFlags::RDONLY | OFlags::NONBLOCK)
-                    .map_err(|e| io_error(&requested, &e))?,
+                Want::Regular => {
+                    let file = reopen(&parent, &name, &meta, OFlags::RDONLY | OFlags::NONBLOCK)
+                        .map_err(|e| io_error(&requested, &e))?;
+                    if let Some(fs) = pseudo_fs(&file) {
+                        return Err(invalid(
+                            &requested,
+                            &format!(
+                                "is a kernel pseudo-file ({fs}): its contents are made up on each \
+                                 read and may never end, so it is neither hashed nor fetched"
+                            ),
+                        ));
+                    }
+                    file
+                }
                 Want::Dir if !meta.is_dir() => {
                     return Err(invalid(&requested, "not a directory"));
                 }
@@ -411,9 +423,35 @@ pub(crate) fn open_subdir(dir: &File, name: &Path, checked: &Metadata) -> io::Re
 
 /// Whether `path` is on procfs or sysfs.
 fn is_pseudo_fs(path: &Path) -> bool {
-    const SYSFS_MAGIC: rustix::fs::FsWord = 0x6265_6572;
     rustix::fs::statfs(path)
-        .is_ok_and(|fs| fs.f_type == rustix::fs::PROC_SUPER_MAGIC || fs.f_type == SYSFS_MAGIC)
+        .is_ok_and(|fs| matches!(pseudo_fs_name(fs.f_type), Some("procfs" | "sysfs")))
+}
+
+/// The kernel pseudo file system `file` is on, if it is on one.
+fn pseudo_fs(file: &File) -> Option<&'static str> {
+    rustix::fs::fstatfs(file)
+        .ok()
+        .and_then(|fs| pseudo_fs_name(fs.f_type))
+}
+
+/// Names the pseudo file systems whose files are generated, not stored (statfs(2) magic).
+fn pseudo_fs_name(kind: rustix::fs::FsWord) -> Option<&'static str> {
+    const KINDS: &[(u32, &str)] = &[
+        (0x9fa0, "procfs"),
+        (0x6265_6572, "sysfs"),
+        (0x6462_6720, "debugfs"),
+        (0x7472_6163, "tracefs"),
+        (0x7363_6673, "securityfs"),
+        (0x6265_6570, "configfs"),
+        (0x0027_e0eb, "cgroupfs"),
+        (0x6367_7270, "cgroup2"),
+        (0xcafe_4a11, "bpffs"),
+        (0xde5e_81e4, "efivarfs"),
+    ];
+    KINDS
+        .iter()
+        .find(|(magic, _)| rustix::fs::FsWord::from(*magic) == kind)
+        .map(|(_, name)| *name)
 }
 
 fn invalid(path: &Path, why: &str) -> TaskError {

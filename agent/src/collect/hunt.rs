@@ -25,6 +25,7 @@ use cordon_protocol::{
 };
 
 use super::{
+    cancel::Cancel,
     file,
     gate::{Index, Want},
     io_error, network,
@@ -218,10 +219,10 @@ fn push<T>(list: &mut Vec<T>, item: T, truncated: &mut bool) {
 }
 
 /// Runs a hunt on this host.
-pub fn hunt(query: &HuntQuery, index: &Index) -> Result<HuntMatches, TaskError> {
+pub fn hunt(query: &HuntQuery, index: &Index, cancel: &Cancel) -> Result<HuntMatches, TaskError> {
     let filter = Filter::new(query)?;
     let file = if filter.has_file_part() {
-        match find_file(query, index)? {
+        match find_file(query, index, cancel)? {
             Some(file) => Some(file),
             // The file part failed, so the host does not match: read nothing else.
             None => return Ok(evaluate(&filter, &[], &[], None, |_| None)),
@@ -251,8 +252,11 @@ pub fn hunt(query: &HuntQuery, index: &Index) -> Result<HuntMatches, TaskError> 
     } else {
         (Vec::new(), Vec::new())
     };
-    let mut hashes = ExeHashes::new(index);
+    let mut hashes = ExeHashes::new(index, cancel);
     let mut found = evaluate(&filter, &processes, &sockets, file, |p| hashes.hash(p.pid));
+    if cancel.is_cancelled() {
+        return Err(Cancel::error("hunt"));
+    }
     if !found.processes.is_empty() {
         let names = IdNames::load();
         for p in &mut found.processes {
@@ -264,7 +268,11 @@ pub fn hunt(query: &HuntQuery, index: &Index) -> Result<HuntMatches, TaskError> 
 
 /// The file part: `None` when the path is absent (or, with a hash, is not a regular file with
 /// that hash). A file the agent cannot read is an error: it cannot tell whether it matches.
-fn find_file(query: &HuntQuery, index: &Index) -> Result<Option<HuntFile>, TaskError> {
+fn find_file(
+    query: &HuntQuery,
+    index: &Index,
+    cancel: &Cancel,
+) -> Result<Option<HuntFile>, TaskError> {
     let Some(path) = &query.file_path else {
         return Ok(None);
     };
@@ -281,7 +289,7 @@ fn find_file(query: &HuntQuery, index: &Index) -> Result<Option<HuntFile>, TaskE
             Err(e) => Err(e),
         };
     };
-    match file::hash(index, path) {
+    match file::hash(index, path, cancel) {
         Ok(h) if h.sha256.eq_ignore_ascii_case(want) => Ok(Some(HuntFile {
             path: path.clone(),
             kind: FileKind::File,
@@ -503,7 +511,7 @@ mod tests {
 
     #[test]
     fn a_bad_query_is_invalid_input() {
-        let err = hunt(&HuntQuery::default(), &Index::none()).unwrap_err();
+        let err = hunt(&HuntQuery::default(), &Index::none(), &Cancel::never()).unwrap_err();
         assert_eq!(err.code, TaskErrorCode::InvalidInput);
         let err = hunt(
             &HuntQuery {
@@ -511,6 +519,7 @@ mod tests {
                 ..Default::default()
             },
             &Index::none(),
+            &Cancel::never(),
         )
         .unwrap_err();
         assert!(err.message.contains("file_path"), "{}", err.message);
@@ -525,7 +534,7 @@ mod tests {
             cmdline_contains: Some(marker.clone()),
             ..Default::default()
         };
-        let found = hunt(&query, &Index::none()).unwrap();
+        let found = hunt(&query, &Index::none(), &Cancel::never()).unwrap();
         assert!(found.matched);
         assert_eq!(pids(&found), vec![child.pid()]);
         assert_eq!(found.processes[0].exe_sha256, None, "not hashed unasked");
@@ -539,6 +548,7 @@ mod tests {
                 ..query.clone()
             },
             &Index::none(),
+            &Cancel::never(),
         )
         .unwrap();
         assert_eq!(pids(&with_hash), vec![child.pid()]);
@@ -552,6 +562,7 @@ mod tests {
                 ..query
             },
             &Index::none(),
+            &Cancel::never(),
         )
         .unwrap();
         assert!(!wrong.matched);
@@ -567,7 +578,7 @@ mod tests {
             remote_port: Some(port),
             ..Default::default()
         };
-        let found = hunt(&query, &Index::none()).unwrap();
+        let found = hunt(&query, &Index::none(), &Cancel::never()).unwrap();
         assert!(found.matched);
         assert_eq!(found.sockets.len(), 1, "{:?}", found.sockets);
         assert_eq!(found.sockets[0].pid, Some(std::process::id()));
@@ -578,6 +589,7 @@ mod tests {
                 ..query
             },
             &Index::none(),
+            &Cancel::never(),
         )
         .unwrap();
         assert!(!by_other.matched);
@@ -594,39 +606,53 @@ mod tests {
             file_sha256: sha256.map(Into::into),
             ..Default::default()
         };
-        let found = hunt(&at(&path, None), &Index::none()).unwrap();
+        let found = hunt(&at(&path, None), &Index::none(), &Cancel::never()).unwrap();
         assert!(found.matched);
         assert_eq!(
             found.file.as_ref().map(|f| (f.kind, f.size)),
             Some((FileKind::File, 10))
         );
-        let found = hunt(&at(&path, Some(&sha)), &Index::none()).unwrap();
+        let found = hunt(&at(&path, Some(&sha)), &Index::none(), &Cancel::never()).unwrap();
         assert_eq!(found.file.unwrap().sha256, Some(sha.clone()));
         assert!(
-            !hunt(&at(&path, Some(&"1".repeat(64))), &Index::none())
-                .unwrap()
-                .matched
+            !hunt(
+                &at(&path, Some(&"1".repeat(64))),
+                &Index::none(),
+                &Cancel::never()
+            )
+            .unwrap()
+            .matched
         );
         assert!(
-            !hunt(&at(&dir.path().join("absent"), None), &Index::none())
-                .unwrap()
-                .matched
+            !hunt(
+                &at(&dir.path().join("absent"), None),
+                &Index::none(),
+                &Cancel::never()
+            )
+            .unwrap()
+            .matched
         );
         assert!(
-            !hunt(&at(dir.path(), Some(&sha)), &Index::none())
-                .unwrap()
-                .matched,
+            !hunt(
+                &at(dir.path(), Some(&sha)),
+                &Index::none(),
+                &Cancel::never()
+            )
+            .unwrap()
+            .matched,
             "a directory"
         );
         assert!(
-            hunt(&at(dir.path(), None), &Index::none()).unwrap().matched,
+            hunt(&at(dir.path(), None), &Index::none(), &Cancel::never())
+                .unwrap()
+                .matched,
             "exists"
         );
 
         if effective_uid() != Some(0) {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
-            let err = hunt(&at(&path, Some(&sha)), &Index::none()).unwrap_err();
+            let err = hunt(&at(&path, Some(&sha)), &Index::none(), &Cancel::never()).unwrap_err();
             assert_eq!(err.code, TaskErrorCode::PermissionDenied);
         }
     }

@@ -16,6 +16,7 @@ use cordon_protocol::{
 };
 
 use super::{
+    cancel::Cancel,
     epoch_ms,
     file::kind_of,
     gate::{open_entry, open_subdir, Index, Want},
@@ -40,7 +41,7 @@ const MAX_PROBLEMS: usize = 1_000;
 /// The root is opened through the gate (`index`); below it every directory is opened from its
 /// checked parent by descriptor, and every entry is judged by its identity: what the path policy
 /// denies (see [`super::gate`]) is reported in `problems`, neither listed nor descended into.
-pub fn list(req: &ListDirRequest, index: &Index) -> Result<DirListing, TaskError> {
+pub fn list(req: &ListDirRequest, index: &Index, cancel: &Cancel) -> Result<DirListing, TaskError> {
     let glob = req.glob.as_deref().map(Glob::new).transpose()?;
     let root = index.open(&req.path, Want::Dir)?;
     let max_depth = req.max_depth.min(MAX_DEPTH);
@@ -67,6 +68,9 @@ pub fn list(req: &ListDirRequest, index: &Index) -> Result<DirListing, TaskError
             }
         };
         for name in names {
+            if cancel.is_cancelled() {
+                return Err(Cancel::error(&req.path));
+            }
             seen += 1;
             if seen > MAX_VISITED {
                 out.listing.truncated = true;
@@ -180,7 +184,7 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     fn list_all(req: &ListDirRequest) -> Result<DirListing, TaskError> {
-        list(req, &Index::none())
+        list(req, &Index::none(), &Cancel::never())
     }
 
     #[test]
@@ -195,7 +199,12 @@ mod tests {
         std::fs::create_dir(dir.path().join("marked")).unwrap();
         std::fs::write(dir.path().join("marked").join(PRIVATE_DIR_MARKER), b"").unwrap();
         let gate = Gate::new(&[secret.display().to_string()], None);
-        let listing = list(&request(dir.path(), None, 5, 100), &gate.index()).unwrap();
+        let listing = list(
+            &request(dir.path(), None, 5, 100),
+            &gate.index(),
+            &Cancel::never(),
+        )
+        .unwrap();
         let paths: Vec<&str> = listing.entries.iter().map(|e| e.path.as_str()).collect();
         assert!(paths.iter().any(|p| p.ends_with("open.txt")), "{paths:?}");
         for hidden in ["secret", "linked", "marked"] {

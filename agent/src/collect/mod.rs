@@ -6,6 +6,7 @@
 //! This module holds what they share: path validation, I/O error mapping, and uid/gid → name
 //! lookup; `procfs` holds the fast `/proc` reading the process and socket collectors share.
 
+pub mod cancel;
 pub mod fetch;
 pub mod file;
 pub mod gate;

@@ -19,6 +19,7 @@ use cordon_protocol::{
 };
 
 use super::{
+    cancel::Cancel,
     file::sha256_reader,
     gate::Index,
     io_error,
@@ -162,14 +163,16 @@ impl CpuSamples {
 /// binary, hashed once.
 pub(super) struct ExeHashes<'i> {
     index: &'i Index,
+    cancel: &'i Cancel,
     seen: HashMap<(u64, u64), Option<String>>,
 }
 
 impl<'i> ExeHashes<'i> {
     /// Hashes that the gate's `index` decides on.
-    pub(super) fn new(index: &'i Index) -> Self {
+    pub(super) fn new(index: &'i Index, cancel: &'i Cancel) -> Self {
         Self {
             index,
+            cancel,
             seen: HashMap::new(),
         }
     }
@@ -180,19 +183,23 @@ impl<'i> ExeHashes<'i> {
     pub(super) fn hash(&mut self, pid: u32) -> Option<String> {
         let mut file = File::open(format!("/proc/{pid}/exe")).ok()?;
         let meta = file.metadata().ok()?;
-        if self.index.check_identity(&meta).is_err() {
+        if self.cancel.is_cancelled() || self.index.check_identity(&meta).is_err() {
             return None;
         }
         self.seen
             .entry((meta.dev(), meta.ino()))
-            .or_insert_with(|| sha256_reader(&mut file).ok().map(|(_, hex)| hex))
+            .or_insert_with(|| {
+                sha256_reader(&mut file, self.cancel)
+                    .ok()
+                    .map(|(_, hex)| hex)
+            })
             .clone()
     }
 }
 
 /// Lists every process, sorted by pid; with `hash_exes`, the SHA-256 of each executable the
 /// gate's `index` allows.
-pub fn list(hash_exes: bool, index: &Index) -> Result<ProcessList, TaskError> {
+pub fn list(hash_exes: bool, index: &Index, cancel: &Cancel) -> Result<ProcessList, TaskError> {
     let pids = procfs::pids().map_err(|e| io_error(Path::new("/proc"), &e))?;
     let boot_ms = required_boot_time_ms()?;
     let raws = procfs::parallel_map(&pids, ReadBuf::new, |&pid, buf| {
@@ -202,7 +209,7 @@ pub fn list(hash_exes: bool, index: &Index) -> Result<ProcessList, TaskError> {
     let names = IdNames::load();
     // Taken, not copied: this listing's samples replace them.
     let previous = CPU_SAMPLES.lock().ok().and_then(|mut g| g.take());
-    let mut hashes = ExeHashes::new(index);
+    let mut hashes = ExeHashes::new(index, cancel);
     let mut cpu_ms = HashMap::with_capacity(raws.len());
     let processes: Vec<ProcessInfo> = raws
         .into_iter()
@@ -292,7 +299,7 @@ mod tests {
         let spawned_at = crate::now_ms();
         let child = Sleeper::spawn(&marker, dir.path());
 
-        let list = list(true, &Index::none()).unwrap();
+        let list = list(true, &Index::none(), &Cancel::never()).unwrap();
         assert!(
             list.processes.windows(2).all(|w| w[0].pid < w[1].pid),
             "sorted by pid"
@@ -327,7 +334,7 @@ mod tests {
         let exe = found.exe.as_deref().expect("exe readable");
         let expected = hex::encode(Sha256::digest(std::fs::read(exe).unwrap()));
         assert_eq!(found.exe_sha256.as_deref(), Some(expected.as_str()));
-        let unhashed = super::list(false, &Index::none()).unwrap();
+        let unhashed = super::list(false, &Index::none(), &Cancel::never()).unwrap();
         assert!(unhashed.processes.iter().all(|p| p.exe_sha256.is_none()));
     }
 
@@ -358,7 +365,7 @@ mod tests {
         // What `list(true)` does for each process, for this one only: hashing every binary on
         // the host takes seconds in an unoptimised test build.
         let raw = read_process(child.id(), 0, &mut ReadBuf::new()).unwrap();
-        let hash = ExeHashes::new(&Index::none()).hash(child.id());
+        let hash = ExeHashes::new(&Index::none(), &Cancel::never()).hash(child.id());
         let _ = child.kill();
         let _ = child.wait();
         let exe = raw.info.exe.unwrap();

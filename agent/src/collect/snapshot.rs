@@ -17,7 +17,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{
-    fetch::{self, CancelOnDrop, StreamError},
+    cancel::{Cancel, CancelOnDrop},
+    fetch::{self, StreamError},
     gate::Index,
     network, process, system, task_error,
 };
@@ -28,12 +29,12 @@ pub const MAX_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Collects, streams and signs a snapshot.
 pub async fn snapshot(task_id: &str, ctx: &TaskContext) -> Result<TaskOutput, TaskError> {
-    let cancel = CancelOnDrop::default();
-    let cancelled = cancel.flag();
+    let guard = CancelOnDrop::default();
+    let cancelled = guard.cancel();
     let ctx = ctx.clone();
     let task_id = task_id.to_string();
     tokio::task::spawn_blocking(move || {
-        let (bundle, sections, problems) = collect_bundle(&ctx.gate().index());
+        let (bundle, sections, problems) = collect_bundle(&ctx.gate().index(), &cancelled);
         if sections.is_empty() {
             return Err(task_error(
                 TaskErrorCode::Internal,
@@ -77,10 +78,10 @@ pub async fn snapshot(task_id: &str, ctx: &TaskContext) -> Result<TaskOutput, Ta
 
 /// Runs every collector (executables hashed through the gate's `index`); returns the bundle
 /// text, its sections and what failed.
-fn collect_bundle(index: &Index) -> (Vec<u8>, Vec<ManifestSection>, Vec<String>) {
+fn collect_bundle(index: &Index, cancel: &Cancel) -> (Vec<u8>, Vec<ManifestSection>, Vec<String>) {
     let parts = [
         ("system", section(system::collect())),
-        ("processes", section(process::list(true, index))),
+        ("processes", section(process::list(true, index, cancel))),
         ("network", section(network::snapshot())),
     ];
 
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn the_bundle_is_json_whose_sections_match_the_manifest() {
-        let (bundle, sections, problems) = collect_bundle(&Index::none());
+        let (bundle, sections, problems) = collect_bundle(&Index::none(), &Cancel::never());
         assert!(problems.is_empty(), "{problems:?}");
         let doc: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
             serde_json::from_slice(&bundle).unwrap();

@@ -83,7 +83,7 @@ struct Feed {
     patterns: Vec<String>,
     closing: CancellationToken,
     state: AppState,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: crate::events::LivePermit,
 }
 
 impl Drop for Feed {
@@ -158,13 +158,10 @@ pub async fn stream(
     let Query(query) = query?;
     let patterns = patterns(query.kinds.as_deref())?;
     let last_id = last_event_id(&headers)?;
-    let permit = state.events.live_permit().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many live event streams are open; try again later",
-        )
-    })?;
+    let permit = state
+        .events
+        .live_permit(&caller.token_id)
+        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why))?;
     let (backlog, events) = match last_id {
         None => (VecDeque::new(), state.events.subscribe()),
         Some(last_id) => {

@@ -21,7 +21,7 @@ pub mod types;
 pub mod watches;
 pub mod webhooks;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::{
     routing::{get, post, put},
@@ -32,7 +32,12 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
+
+use crate::listen::{
+    admission::{Admission, Bounds, HANDSHAKE_DEADLINE},
+    idle::IdleTimeout,
+};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +50,17 @@ pub type AppState = Shared;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most API connections served at once.
 pub const MAX_API_CONNECTIONS: usize = 1024;
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The API listener's bounds: 1,024 connections, 64 from one address, and 256 TLS
+/// handshakes in progress, 16 from one address (see [`crate::listen::admission`]).
+pub const API_BOUNDS: Bounds = Bounds {
+    connections: MAX_API_CONNECTIONS,
+    connections_per_peer: Some(64),
+    handshakes: 256,
+    handshakes_per_peer: 16,
+};
+/// An API connection on which nothing moved for this long is closed (live event streams send
+/// a keep-alive every 15 s).
+pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// All API routes.
 pub fn router(state: AppState) -> Router {
@@ -138,7 +153,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
     };
     let acceptor = TlsAcceptor::from(config);
     let app = router(state);
-    let limit = Arc::new(Semaphore::new(MAX_API_CONNECTIONS));
+    let admission = Admission::new("api", API_BOUNDS);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -152,16 +167,15 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
                 }
             },
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "refusing API connection: connection limit reached");
+        let Ok(mut admitted) = admission.admit(peer.ip()) else {
             continue;
         };
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            {
+            let tcp = IdleTimeout::new(tcp, API_IDLE_TIMEOUT);
+            let tls = match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "API TLS handshake failed");
@@ -172,12 +186,13 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
                     return;
                 }
             };
+            admitted.handshake_done();
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "API connection ended with an error");
             }
-            drop(permit);
+            drop(admitted);
         });
     }
     if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())

@@ -11,16 +11,24 @@ pub mod session;
 pub mod starts;
 pub mod transfer;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::Shared;
+use crate::{
+    listen::admission::{Admission, Admitted, Bounds},
+    state::Shared,
+};
 
 /// Longest a TLS handshake (and the hello after it) may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once, and from one address. Agents are not bounded per
+/// address once connected (a whole site may sit behind one NAT address), but their handshakes
+/// are, so a flood from one address leaves room for everyone else's.
+pub const HANDSHAKES: usize = 2048;
+pub const HANDSHAKES_PER_PEER: usize = 512;
 
 /// Accepts agent connections until `shutdown`, holding at most `max_connections` at once.
 pub async fn serve(
@@ -29,7 +37,15 @@ pub async fn serve(
     max_connections: usize,
     shutdown: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(max_connections));
+    let admission = Admission::new(
+        "agents",
+        Bounds {
+            connections: max_connections,
+            connections_per_peer: None,
+            handshakes: HANDSHAKES,
+            handshakes_per_peer: HANDSHAKES_PER_PEER,
+        },
+    );
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -45,17 +61,13 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max_connections, "refusing agent connection: connection limit reached");
+        let Ok(admitted) = admission.admit(peer.ip()) else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let controller = controller.clone();
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            handle(controller, tcp, peer, shutdown).await;
-            drop(permit);
-        });
+        tracker.spawn(handle(controller, tcp, peer, shutdown, admitted));
     }
     tracker.close();
     // Sessions see the same shutdown token and say goodbye; give them a moment.
@@ -67,6 +79,7 @@ async fn handle(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    mut admitted: Admitted,
 ) {
     let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
     let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
@@ -106,9 +119,11 @@ async fn handle(
             return;
         }
     };
+    admitted.handshake_done();
     if session {
         session::run(controller, tls, peer, shutdown).await;
     } else {
         enroll::run(controller, tls, peer).await;
     }
+    drop(admitted);
 }

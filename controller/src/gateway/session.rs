@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use cordon_protocol::{
     connection::Connection,
+    frame::FrameCodec,
     hello::{decode_hello, AgentHello, ControllerHello, HelloOutcome},
     message::{AgentMessage, ControllerMessage},
     ProtocolError, PROTOCOL_VERSION,
@@ -35,7 +36,8 @@ pub async fn run(
             return;
         }
     };
-    let mut conn = Connection::new(tls);
+    let codec = FrameCodec::new().with_budget(controller.receive_budget.clone());
+    let mut conn = Connection::with_codec(tls, codec);
     let hello = match accept_hello(&controller, &mut conn, &cert_id).await {
         Ok(hello) => hello,
         Err(reason) => {

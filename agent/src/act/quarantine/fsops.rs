@@ -212,7 +212,8 @@ pub(super) fn same_inode(a: &Metadata, b: &Metadata) -> bool {
 pub(super) fn hash_file(file: &File) -> io::Result<(u64, String)> {
     let mut reader = file;
     reader.seek(SeekFrom::Start(0))?;
-    sha256_reader(&mut reader)
+    // Containment actions are never cancelled once they run.
+    sha256_reader(&mut reader, &crate::collect::cancel::Cancel::never())
 }
 
 /// Copies `from` (from its start) into `to`, hashing what was read: (size, hex digest).

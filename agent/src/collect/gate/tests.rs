@@ -319,3 +319,22 @@ fn bind_mounts_of_denied_directories_are_refused() {
         "the inner test did not run: {text}"
     );
 }
+
+#[test]
+fn kernel_pseudo_files_are_neither_hashed_nor_fetched() {
+    let index = Index::none();
+    for path in [
+        "/proc/self/status",
+        "/proc/kcore",
+        "/sys/kernel/uevent_seqnum",
+    ] {
+        if !Path::new(path).exists() {
+            continue;
+        }
+        let err = index.open(path, Want::Regular).unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::InvalidInput, "{path}: {err:?}");
+        assert!(err.message.contains("pseudo-file"), "{}", err.message);
+        // Stat is still fine: it reads nothing.
+        assert!(index.open(path, Want::Entry).is_ok(), "{path}");
+    }
+}
