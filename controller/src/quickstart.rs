@@ -199,7 +199,7 @@ fn responder_key(data_dir: &std::path::Path) -> anyhow::Result<(PathBuf, bool)> 
     let is_new = !path.exists();
     if is_new {
         let info =
-            crate::cli::keys::generate_key_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            crate::cli::keys::generate_key_file(&path, None).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!(
             "made the responder signing key {} (key id {})",
             path.display(),
@@ -228,7 +228,7 @@ fn trust_responder_key(
     let public = crate::cli::keys::public_path(key_path);
     if !public.exists() {
         let pem = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_pem(
-            &key.verifying_key(),
+            &key.public(),
             ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF,
         )
         .map_err(|e| anyhow::anyhow!("encoding the responder public key: {e}"))?;

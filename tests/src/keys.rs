@@ -5,7 +5,7 @@ use std::{
     process::Command,
 };
 
-use ed25519_dalek::{pkcs8::DecodePrivateKey, SigningKey, VerifyingKey};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::{binary, output::json_of};
 
@@ -28,19 +28,29 @@ impl ResponderKey {
     }
 }
 
-/// Makes `<dir>/<name>.key` and its public key file with the real `cordon --json keys generate`.
+/// The passphrase of the keys [`generate_key`] makes; the deployment's CLI runs with it.
+pub const TEST_PASSPHRASE: &str = "cordon test passphrase";
+
+/// Makes `<dir>/<name>.key` (encrypted with [`TEST_PASSPHRASE`], as responders' keys are by
+/// default) and its public key file with the real `cordon --json keys generate`.
 pub fn generate_key(dir: &Path, name: &str) -> ResponderKey {
     let file = dir.join(format!("{name}.key"));
     let out = Command::new(binary("e2e-cordon"))
         .args(["--json", "keys", "generate", "--out"])
         .arg(&file)
         .env_remove("CORDON_CONFIG")
+        .env(
+            cordon_controller::cli::signer::PASSPHRASE_ENV,
+            TEST_PASSPHRASE,
+        )
         .env("HOME", dir)
+        .stdin(std::process::Stdio::null())
         .output()
         .expect("run cordon keys generate");
     let info: serde_json::Value = json_of(&out);
     let pem = std::fs::read_to_string(&file).expect("private key");
-    let signing = SigningKey::from_pkcs8_pem(&pem).expect("PKCS#8 PEM");
+    let signing = cordon_controller::cli::signer::open_encrypted(&pem, TEST_PASSPHRASE)
+        .expect("an encrypted PKCS#8 key that the test passphrase opens");
     ResponderKey {
         public_file: PathBuf::from(info["public_key_file"].as_str().expect("public file")),
         id: info["key_id"].as_str().expect("key id").to_string(),

@@ -12,13 +12,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cordon_controller::cli::signer::PASSPHRASE_ENV;
 use cordon_controller::{
     actions::{ActionView, SignatureSpec, StoredReceipt},
     api::types::AgentStatus,
     store::ActionState,
 };
 use cordon_protocol::action::{signing_bytes, Action, ActionRequest};
-use cordon_tests::{binary, generate_key, text, Deployment, PgSchema, TestAgent, Victim};
+use cordon_tests::{
+    binary, generate_key, keys::TEST_PASSPHRASE, text, Deployment, PgSchema, TestAgent, Victim,
+};
 use ed25519_dalek::{pkcs8::DecodePrivateKey, Signer, SigningKey};
 
 /// Trusts `key` on `agent` the way a host owner does (`cordon-agent trust add`).
@@ -114,16 +117,152 @@ fn keys_are_generated_private_and_never_overwritten() {
     assert!(text(&again.stderr).contains("refusing to overwrite"));
     assert_eq!(std::fs::read(&key.file).expect("key"), before);
 
+    // Encrypted at rest: a copy of the file signs nothing without the passphrase.
+    let pem = std::fs::read_to_string(&key.file).expect("key");
+    assert!(pem.contains("BEGIN ENCRYPTED PRIVATE KEY"), "{pem}");
+    let show = |passphrase: Option<&str>| {
+        let mut command = Command::new(binary("e2e-cordon"));
+        command
+            .args(["keys", "show", "--key"])
+            .arg(&key.file)
+            .env_remove("CORDON_CONFIG")
+            .env_remove("CORDON_URL")
+            .env_remove(PASSPHRASE_ENV)
+            .stdin(std::process::Stdio::null());
+        if let Some(p) = passphrase {
+            command.env(PASSPHRASE_ENV, p);
+        }
+        command.output().expect("run")
+    };
+    let no_passphrase = show(None);
+    assert_eq!(no_passphrase.status.code(), Some(2), "{no_passphrase:?}");
+    assert!(
+        text(&no_passphrase.stderr).contains(PASSPHRASE_ENV),
+        "{no_passphrase:?}"
+    );
+    let wrong = show(Some("not the passphrase"));
+    assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
+    assert!(
+        text(&wrong.stderr).contains("wrong passphrase"),
+        "{wrong:?}"
+    );
     // `keys show` prints the same id, with no controller configured at all.
-    let shown = Command::new(binary("e2e-cordon"))
-        .args(["keys", "show", "--key"])
-        .arg(&key.file)
-        .env_remove("CORDON_CONFIG")
-        .env_remove("CORDON_URL")
-        .output()
-        .expect("run");
+    let shown = show(Some(TEST_PASSPHRASE));
     assert!(shown.status.success(), "{shown:?}");
     assert!(text(&shown.stdout).contains(&key.id));
+}
+
+/// `ssh-agent` on its own socket, killed when dropped.
+struct SshAgent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An Ed25519 key made by `ssh-keygen` and added to a fresh `ssh-agent`; `None` (loudly) where
+/// OpenSSH's client tools are not installed.
+fn key_in_ssh_agent(dir: &std::path::Path) -> Option<(SshAgent, std::path::PathBuf)> {
+    let socket = dir.join("ssh-agent.sock");
+    let child = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        eprintln!("SKIPPED: ssh-agent is not installed (openssh-client)");
+        return None;
+    };
+    let agent = SshAgent { child, socket };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent.socket.exists() {
+        assert!(Instant::now() < deadline, "ssh-agent never made its socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let private = dir.join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&private)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let added = Command::new("ssh-add")
+        .arg(&private)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .output()
+        .expect("ssh-add");
+    assert!(added.status.success(), "{added:?}");
+    // Only the agent holds the private key now.
+    std::fs::remove_file(&private).expect("remove the private key file");
+    Some((agent, dir.join("id_ed25519.pub")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_held_by_ssh_agent_signs_a_kill_the_agent_runs() {
+    let deployment = Deployment::start().await;
+    let Some((ssh_agent, public)) = key_in_ssh_agent(deployment.tmp.path()) else {
+        return;
+    };
+    // Its Cordon id and hex public key, for the host's trust list.
+    let shown = deployment
+        .cli_command(&deployment.admin_token)
+        .args(["--json", "keys", "show", "--key"])
+        .arg(&public)
+        .env("SSH_AUTH_SOCK", &ssh_agent.socket)
+        .output()
+        .expect("run");
+    let info: serde_json::Value = cordon_tests::json_of(&shown);
+    let hex_file = deployment.tmp.path().join("carol.hex");
+    std::fs::write(&hex_file, info["public_key"].as_str().expect("public key")).expect("write");
+    let mut agent = deployment.enroll_agent().await;
+    let trusted = Command::new(binary("e2e-cordon-agent"))
+        .args(["trust", "add", "--data-dir"])
+        .arg(agent.data_dir())
+        .arg("--public-key")
+        .arg(&hex_file)
+        .args(["--actions", "kill", "--name", "carol-ssh"])
+        .output()
+        .expect("trust add");
+    assert!(trusted.status.success(), "{trusted:?}");
+    started(&deployment, &mut agent).await;
+
+    let mut victim = Victim::spawn();
+    let pid = victim.pid_arg();
+    let out = deployment
+        .cli_command(&deployment.admin_token)
+        .args(["kill", "--agent", &agent.id, "--pid", &pid, "--key"])
+        .arg(&public)
+        .env("SSH_AUTH_SOCK", &ssh_agent.socket)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("carol-ssh"),
+        "{}",
+        text(&out.stdout)
+    );
+    let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
+    assert_eq!(status.signal(), Some(9));
+
+    // Without the agent the same key file signs nothing.
+    let mut victim = Victim::spawn();
+    let pid = victim.pid_arg();
+    let out = deployment
+        .cli_command(&deployment.admin_token)
+        .args(["kill", "--agent", &agent.id, "--pid", &pid, "--key"])
+        .arg(&public)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("SSH_AUTH_SOCK"), "{out:?}");
+    assert!(victim.running());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

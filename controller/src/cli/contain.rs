@@ -248,7 +248,7 @@ async fn contain(
 fn signing_key(
     signer: &Signer,
     config_path: Option<PathBuf>,
-) -> Result<ed25519_dalek::SigningKey, CliError> {
+) -> Result<keys::ResponderKey, CliError> {
     keys::load_signing_key(&config::signing_key_path(signer.key.clone(), config_path)?)
 }
 
@@ -256,7 +256,7 @@ fn signing_key(
 /// and submits it; then follows it as asked.
 async fn submit(
     client: &Client,
-    key: &ed25519_dalek::SigningKey,
+    key: &keys::ResponderKey,
     signer: &Signer,
     agent_id: String,
     action: Action,

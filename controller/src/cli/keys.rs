@@ -1,5 +1,6 @@
 //! `cordon keys`: the responder's own Ed25519 signing key. It is made and kept on the
-//! responder's machine (PKCS#8 PEM, 0600) and signs containment actions locally; only its
+//! responder's machine (PKCS#8 PEM, 0600, encrypted with a passphrase unless asked otherwise;
+//! or held by ssh-agent, see [`super::signer`]) and signs containment actions locally; only its
 //! public key is ever shown to anyone — to agents' trust lists, never to the controller.
 
 use std::{
@@ -11,27 +12,40 @@ use std::{
 use clap::Subcommand;
 use cordon_protocol::action::{key_id, signing_bytes, ActionRequest};
 use ed25519_dalek::{
-    pkcs8::{spki::der::pem::LineEnding, DecodePrivateKey, EncodePrivateKey, EncodePublicKey},
-    Signer, SigningKey,
+    pkcs8::{spki::der::pem::LineEnding, EncodePublicKey},
+    SigningKey, VerifyingKey,
 };
 use serde::Serialize;
 
+pub use crate::cli::signer::ResponderKey;
+
 use crate::{
     actions::SignatureSpec,
-    cli::{config, CliError},
+    cli::{
+        config,
+        signer::{self},
+        CliError,
+    },
 };
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Make a new signing key (PKCS#8 PEM, mode 0600; never overwrites) and its public key
-    /// (FILE.pub), and print the public key and key id for agents' trust lists.
+    /// Make a new signing key (PKCS#8 PEM, mode 0600, encrypted with a passphrase asked on
+    /// the terminal or taken from CORDON_KEY_PASSPHRASE; never overwrites) and its public key
+    /// (FILE.pub), and print the public key and key id for agents' trust lists. To keep the key
+    /// in ssh-agent instead, make it with `ssh-keygen -t ed25519`, `ssh-add` it, and name its
+    /// `.pub` file as the signing key.
     Generate {
         /// Where to write the private key (default: signing.key next to the default config
         /// file, ~/.config/cordon/signing.key).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write the key unencrypted: anyone who copies the file can sign with it.
+        #[arg(long)]
+        no_passphrase: bool,
     },
-    /// Print the public key and key id of the signing key in use.
+    /// Print the public key and key id of the signing key in use (a key file, or an OpenSSH
+    /// `.pub` file for a key in ssh-agent).
     Show {
         /// The signing key (default: signing_key in the config file).
         #[arg(long, env = "CORDON_SIGNING_KEY")]
@@ -59,15 +73,25 @@ pub fn run(
     json: bool,
 ) -> Result<String, CliError> {
     let info = match command {
-        KeysCommand::Generate { out } => {
+        KeysCommand::Generate { out, no_passphrase } => {
             let path = out
                 .or_else(config::default_signing_key_path)
                 .ok_or_else(|| CliError::Usage("no home directory: pass --out FILE".into()))?;
-            generate_key_file(&path)?
+            // Refuse an existing file before asking for anything.
+            ensure_free(&path)?;
+            let passphrase = if no_passphrase {
+                None
+            } else {
+                Some(signer::passphrase(
+                    &format!("passphrase for the new key {}: ", path.display()),
+                    true,
+                )?)
+            };
+            generate_key_file(&path, passphrase.as_deref().map(String::as_str))?
         }
         KeysCommand::Show { key } => {
             let path = config::signing_key_path(key, config_path)?;
-            public_info(&path, &load_signing_key(&path)?, None)?
+            public_info(&path, &load_signing_key(&path)?.public(), None)?
         }
     };
     if json {
@@ -95,18 +119,11 @@ pub fn run(
     Ok(out)
 }
 
-/// Writes a new key to `path` (0600) and its public key to `path.pub` (0644); refuses if
-/// either exists.
-pub fn generate_key_file(path: &Path) -> Result<PublicKeyInfo, CliError> {
+/// Writes a new key to `path` (0600, encrypted under `passphrase` if there is one) and its
+/// public key to `path.pub` (0644); refuses if either exists.
+pub fn generate_key_file(path: &Path, passphrase: Option<&str>) -> Result<PublicKeyInfo, CliError> {
+    ensure_free(path)?;
     let public_path = public_path(path);
-    for existing in [path, public_path.as_path()] {
-        if existing.exists() {
-            return Err(CliError::Usage(format!(
-                "{} already exists; refusing to overwrite a key (choose another --out)",
-                existing.display()
-            )));
-        }
-    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // A directory made for the key holds only keys: mark it so no agent on this machine
         // collects from it. A directory that was there already (a home) is left as it is.
@@ -122,13 +139,24 @@ pub fn generate_key_file(path: &Path) -> Result<PublicKeyInfo, CliError> {
         }
     }
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| CliError::Other(format!("encoding the key: {e}")))?;
+    let pem = signer::encode(&key, passphrase)?;
     write_new(path, pem.as_bytes(), 0o600)?;
-    let info = public_info(path, &key, Some(&public_path))?;
+    let info = public_info(path, &key.verifying_key(), Some(&public_path))?;
     write_new(&public_path, info.public_key_pem.as_bytes(), 0o644)?;
     Ok(info)
+}
+
+/// Refuses when `path` or its `.pub` exists: keys are never overwritten.
+fn ensure_free(path: &Path) -> Result<(), CliError> {
+    for existing in [path, public_path(path).as_path()] {
+        if existing.exists() {
+            return Err(CliError::Usage(format!(
+                "{} already exists; refusing to overwrite a key (choose another --out)",
+                existing.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `KEY.pub` beside `KEY`.
@@ -138,48 +166,31 @@ pub fn public_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Reads a PKCS#8 PEM signing key, refusing one that others can read.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, CliError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| CliError::Usage(format!("signing key {}: {e}", path.display())))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(CliError::Usage(format!(
-            "signing key {} is readable by others (mode {:o}); run chmod 600 on it",
-            path.display(),
-            meta.permissions().mode() & 0o777
-        )));
-    }
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Usage(format!("signing key {}: {e}", path.display())))?;
-    SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-        CliError::Usage(format!(
-            "signing key {}: not an Ed25519 PKCS#8 PEM private key ({e})",
-            path.display()
-        ))
-    })
+/// Loads the signer a key path names (see [`ResponderKey::load`]).
+pub fn load_signing_key(path: &Path) -> Result<ResponderKey, CliError> {
+    ResponderKey::load(path)
 }
 
 /// Signs `request` as the API takes it.
-pub fn sign(key: &SigningKey, request: &ActionRequest) -> Result<SignatureSpec, CliError> {
+pub fn sign(key: &ResponderKey, request: &ActionRequest) -> Result<SignatureSpec, CliError> {
     let bytes = signing_bytes(request)
         .map_err(|e| CliError::Other(format!("encoding the request: {e}")))?;
     Ok(SignatureSpec {
-        public_key: hex::encode(key.verifying_key().to_bytes()),
-        signature: hex::encode(key.sign(&bytes).to_bytes()),
+        public_key: hex::encode(key.public().to_bytes()),
+        signature: hex::encode(key.sign(&bytes)?.to_bytes()),
     })
 }
 
 /// The key id of `key` (as agents' policies and the API name it).
-pub fn id_of(key: &SigningKey) -> String {
-    key_id(&key.verifying_key().to_bytes())
+pub fn id_of(key: &ResponderKey) -> String {
+    key_id(&key.public().to_bytes())
 }
 
 fn public_info(
     path: &Path,
-    key: &SigningKey,
+    public: &VerifyingKey,
     public_file: Option<&Path>,
 ) -> Result<PublicKeyInfo, CliError> {
-    let public = key.verifying_key();
     let pem = public
         .to_public_key_pem(LineEnding::LF)
         .map_err(|e| CliError::Other(format!("encoding the public key: {e}")))?;
@@ -221,18 +232,18 @@ mod tests {
     fn a_generated_key_is_private_loads_back_and_is_never_overwritten() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("keys/alice.key");
-        let info = generate_key_file(&path).unwrap();
+        let info = generate_key_file(&path, None).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let key = load_signing_key(&path).unwrap();
         assert_eq!(info.key_id, id_of(&key));
-        assert_eq!(info.public_key, hex::encode(key.verifying_key().to_bytes()));
+        assert_eq!(info.public_key, hex::encode(key.public().to_bytes()));
         let public = std::fs::read_to_string(public_path(&path)).unwrap();
         assert!(public.contains("BEGIN PUBLIC KEY"), "{public}");
         assert!(!public.contains("PRIVATE"));
 
         let before = std::fs::read(&path).unwrap();
-        let err = generate_key_file(&path).unwrap_err();
+        let err = generate_key_file(&path, None).unwrap_err();
         assert!(err.to_string().contains("refusing to overwrite"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
 

@@ -25,6 +25,8 @@ pub mod keys;
 pub mod output;
 pub mod playbooks;
 pub mod progress;
+pub mod signer;
+pub mod ssh_agent;
 pub mod tasks;
 pub mod tokens;
 pub mod watch;
