@@ -19,7 +19,7 @@ use std::{
 };
 
 use cordon_protocol::{
-    action::{PolicySummary, SignedAction},
+    action::{Action, PolicySummary, SignedAction},
     message::{Receipt, TaskError, TaskErrorCode, TaskOutput},
 };
 use ed25519_dalek::{Signer, SigningKey};
@@ -165,6 +165,57 @@ impl Containment {
                 PolicySummary::default()
             }
         }
+    }
+
+    /// Whether reading file contents needs a signature here (`signed_reads`); an invalid
+    /// policy file means yes.
+    pub fn reads_need_signature(&self) -> bool {
+        self.env().map_or(true, |env| env.policy.signed_reads)
+    }
+
+    /// Checks `signed`, a fetch authorisation, as any signed action is checked (trusted key
+    /// for `fetch`, this agent, the time window, never seen before, enough signers), and that
+    /// it names exactly `path`. Blocking (the replay cache is persisted).
+    pub fn authorize_read(
+        &self,
+        task_id: &str,
+        signed: &SignedAction,
+        path: &str,
+    ) -> Result<(), TaskError> {
+        let env = self.env().map_err(|e| TaskError {
+            code: TaskErrorCode::Unauthorized,
+            message: format!("policy: {e}; no signed read is accepted until it is fixed"),
+        })?;
+        let Action::Fetch { path: signed_path } = &signed.request.action else {
+            return Err(TaskError {
+                code: TaskErrorCode::Unauthorized,
+                message: format!(
+                    "the authorisation is a signed {}, not a fetch",
+                    signed.request.action.kind()
+                ),
+            });
+        };
+        if signed_path != path {
+            return Err(TaskError {
+                code: TaskErrorCode::Unauthorized,
+                message: format!("the signature is for reading {signed_path}, not {path}"),
+            });
+        }
+        let action_id = signed.request.action_id;
+        let mut replay = lock(&self.replay);
+        let verified = policy::verify(
+            signed,
+            &env.agent_id,
+            crate::now_ms(),
+            &env.policy,
+            &mut replay,
+        )
+        .map_err(|refusal| {
+            tracing::warn!(task_id, %action_id, check = refusal.check(), %refusal, "signed read refused");
+            refusal.to_task_error()
+        })?;
+        tracing::info!(task_id, %action_id, path, signers = ?verified.signers, "signed read accepted");
+        Ok(())
     }
 
     /// Runs the signed action of task `task_id` on a blocking thread and returns its receipt.
@@ -394,6 +445,61 @@ mod tests {
         assert!(public
             .verify(&receipt.signing_bytes().unwrap(), &signature)
             .is_err());
+    }
+
+    #[test]
+    fn a_signed_read_opens_exactly_its_path_once_for_a_key_trusted_to_fetch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reader = SigningKey::from_bytes(&[7; 32]);
+        let killer = SigningKey::from_bytes(&[8; 32]);
+        let mut policy = Policy {
+            signed_reads: true,
+            ..Policy::default()
+        };
+        for (name, key, action) in [("reader", &reader, "fetch"), ("killer", &killer, "kill")] {
+            policy.signers.push(TrustedSigner {
+                name: name.into(),
+                public_key: hex::encode(key.verifying_key().to_bytes()),
+                actions: vec![action.into()],
+                max_ttl_secs: 600,
+            });
+        }
+        policy.save(tmp.path()).unwrap();
+        let containment = Containment::open(tmp.path(), "agent-1", "127.0.0.1:1").unwrap();
+        assert!(containment.reads_need_signature());
+        let fetch = |path: &str| Action::Fetch { path: path.into() };
+
+        let ok = signed(&reader, "agent-1", fetch("/var/log/auth.log"));
+        containment
+            .authorize_read("t1", &ok, "/var/log/auth.log")
+            .unwrap();
+        // Once: the same signature again is a replay.
+        let again = containment
+            .authorize_read("t2", &ok, "/var/log/auth.log")
+            .unwrap_err();
+        assert!(again.message.contains("replay"), "{}", again.message);
+        // Another path than the one signed.
+        let other = signed(&reader, "agent-1", fetch("/var/log/auth.log"));
+        let err = containment
+            .authorize_read("t3", &other, "/etc/passwd")
+            .unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::Unauthorized);
+        assert!(err.message.contains("not /etc/passwd"), "{}", err.message);
+        // A key trusted for kill only, another agent, or another action.
+        let err = containment
+            .authorize_read("t4", &signed(&killer, "agent-1", fetch("/x")), "/x")
+            .unwrap_err();
+        assert_eq!(err.code, TaskErrorCode::Unauthorized, "{}", err.message);
+        let err = containment
+            .authorize_read("t5", &signed(&reader, "agent-2", fetch("/x")), "/x")
+            .unwrap_err();
+        assert!(err.message.contains("agent-2"), "{}", err.message);
+        let err = containment
+            .authorize_read("t6", &signed(&reader, "agent-1", Action::Release), "/x")
+            .unwrap_err();
+        assert!(err.message.contains("not a fetch"), "{}", err.message);
+        // The policy is reported, so the controller and CLI know to sign.
+        assert!(containment.reported_policy().signed_reads);
     }
 
     #[tokio::test]

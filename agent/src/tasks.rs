@@ -110,7 +110,12 @@ pub async fn execute(
             })
             .await
         }
-        TaskKind::FetchFile { path, max_bytes } => {
+        TaskKind::FetchFile {
+            path,
+            max_bytes,
+            authorization,
+        } => {
+            authorize_read(task_id, &path, authorization, ctx).await?;
             collect::fetch::fetch(task_id, path, max_bytes, ctx).await
         }
         TaskKind::Snapshot => collect::snapshot::snapshot(task_id, ctx).await,
@@ -132,6 +137,37 @@ pub async fn execute(
             None => Err(unsupported(&TaskKind::Action(signed))),
         },
     }
+}
+
+/// A fetch reads a file's contents: where the policy says `signed_reads` it needs a signed
+/// `fetch` of that path, and a signature given is checked wherever it is given.
+async fn authorize_read(
+    task_id: &str,
+    path: &str,
+    authorization: Option<cordon_protocol::action::SignedAction>,
+    ctx: &TaskContext,
+) -> Result<(), TaskError> {
+    let Some(containment) = ctx.containment.clone() else {
+        return Ok(());
+    };
+    let (task_id, path) = (task_id.to_string(), path.to_string());
+    tokio::task::spawn_blocking(move || match authorization {
+        Some(signed) => containment.authorize_read(&task_id, &signed, &path),
+        None if containment.reads_need_signature() => Err(TaskError {
+            code: TaskErrorCode::Unauthorized,
+            message: format!(
+                "{path}: this host's policy requires a responder's signature to read file \
+                 contents (signed_reads); sign the fetch with a key trusted for fetch: cordon \
+                 files fetch --key KEY"
+            ),
+        }),
+        None => Ok(()),
+    })
+    .await
+    .map_err(|e| TaskError {
+        code: TaskErrorCode::Internal,
+        message: format!("checking the fetch's signature failed: {e}"),
+    })?
 }
 
 /// The answer to a task this agent cannot do.

@@ -88,6 +88,12 @@ impl Controller {
             request,
             signatures,
         } = submit;
+        if let cordon_protocol::action::Action::Fetch { path } = &request.action {
+            return Err(ActionError::Invalid(format!(
+                "a signed fetch of {path} is not an action: give it as the authorization of a \
+                 fetch_file task (cordon files fetch --key)"
+            )));
+        }
         let now = now_ms();
         check::check_window(&request, now)?;
         let policy = self.action_policy(&request.agent_id).await?;

@@ -49,6 +49,9 @@ pub enum Action {
     Isolate { ttl_secs: u64 },
     /// End an isolation early.
     Release,
+    /// Read a file's contents (`fetch`). Not run as an action: it authorises one fetch task
+    /// of exactly this path on a host whose policy requires signed reads.
+    Fetch { path: String },
 }
 
 /// Action names as agent policy lists them (`--actions kill,quarantine,…`).
@@ -61,10 +64,11 @@ pub enum ActionKind {
     Unblock,
     Isolate,
     Release,
+    Fetch,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 7] = [
+    pub const ALL: [ActionKind; 8] = [
         ActionKind::Kill,
         ActionKind::Quarantine,
         ActionKind::Restore,
@@ -72,6 +76,7 @@ impl ActionKind {
         ActionKind::Unblock,
         ActionKind::Isolate,
         ActionKind::Release,
+        ActionKind::Fetch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +88,7 @@ impl ActionKind {
             ActionKind::Unblock => "unblock",
             ActionKind::Isolate => "isolate",
             ActionKind::Release => "release",
+            ActionKind::Fetch => "fetch",
         }
     }
 }
@@ -117,6 +123,7 @@ impl Action {
             Action::Unblock { .. } => ActionKind::Unblock,
             Action::Isolate { .. } => ActionKind::Isolate,
             Action::Release => ActionKind::Release,
+            Action::Fetch { .. } => ActionKind::Fetch,
         }
     }
 }
@@ -137,6 +144,8 @@ pub struct PolicySummary {
     pub signers: Vec<SignerSummary>,
     /// Distinct signers each action needs; actions not listed need one.
     pub required_signers: Vec<(ActionKind, u32)>,
+    /// Whether reading a file's contents needs a [`Action::Fetch`] signature.
+    pub signed_reads: bool,
 }
 
 impl PolicySummary {

@@ -29,8 +29,9 @@ pub use error::ProtocolError;
 
 /// The protocol version this build speaks. Bumped on any incompatible change to a message:
 /// 2 added [`message::AgentMessage::PolicyChanged`], which a version-1 controller would take for
-/// a bad frame, so the two are told apart at the hello instead.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// a bad frame, so the two are told apart at the hello instead; 3 added signed reads (a fetch's
+/// `authorization`, the policy's `signed_reads`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// TLS ALPN protocol name for an enrolled agent's session (client certificate required).
 pub const ALPN_SESSION: &[u8] = b"cordon/1";

@@ -69,8 +69,15 @@ pub enum TaskKind {
     FileHash { path: String },
     /// Directory listing.
     ListDir(ListDirRequest),
-    /// Stream a file's bytes as chunks, refusing files over `max_bytes`.
-    FetchFile { path: String, max_bytes: u64 },
+    /// Stream a file's bytes as chunks, refusing files over `max_bytes`. `authorization`: a
+    /// signed [`crate::action::Action::Fetch`] of this path, which a host whose policy requires
+    /// signed reads insists on (and any host checks when it is given).
+    FetchFile {
+        path: String,
+        max_bytes: u64,
+        #[serde(default)]
+        authorization: Option<SignedAction>,
+    },
     /// Everything above in one signed bundle.
     Snapshot,
     /// Start watching paths; events arrive as [`AgentEvent::FileChanged`] with this watch id.
@@ -257,8 +264,11 @@ mod tests {
             (any::<u32>(), any::<bool>())
                 .prop_map(|(pid, environment)| TaskKind::ProcessDetail { pid, environment }),
             ".{0,64}".prop_map(|path| TaskKind::FileStat { path }),
-            (".{0,64}", any::<u64>())
-                .prop_map(|(path, max_bytes)| TaskKind::FetchFile { path, max_bytes }),
+            (".{0,64}", any::<u64>()).prop_map(|(path, max_bytes)| TaskKind::FetchFile {
+                path,
+                max_bytes,
+                authorization: None,
+            }),
             (".{0,16}", proptest::collection::vec(".{0,32}", 0..4))
                 .prop_map(|(watch_id, paths)| TaskKind::Watch { watch_id, paths }),
         ]
@@ -298,6 +308,7 @@ mod tests {
                         max_ttl_secs,
                     }],
                     required_signers: vec![(crate::action::ActionKind::Kill, 2)],
+                    signed_reads: max_ttl_secs % 2 == 0,
                 })
             }),
             (".{0,40}", ".{0,80}").prop_map(|(task_id, message)| AgentMessage::TaskResult(

@@ -39,6 +39,7 @@ pub fn fleet_policy(signer: &SigningKey) -> PolicySummary {
             max_ttl_secs: 3600,
         }],
         required_signers: vec![],
+        signed_reads: false,
     }
 }
 

@@ -890,7 +890,11 @@ fn the_quickstart_responder_can_kill_on_the_local_agent() {
             if let Some(inventory) = &agent.inventory {
                 let policy = &inventory.action_policy;
                 assert_eq!(policy.signers.len(), 1, "{policy:?}");
-                assert_eq!(policy.signers[0].actions.len(), 7, "every action");
+                assert_eq!(
+                    policy.signers[0].actions.len(),
+                    cordon_protocol::action::ActionKind::ALL.len(),
+                    "every action"
+                );
                 break agent.id.clone();
             }
         }

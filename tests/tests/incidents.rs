@@ -49,6 +49,7 @@ async fn sim_host(
             max_ttl_secs: 3600,
         }],
         required_signers: vec![],
+        signed_reads: false,
     };
     let trusted = trusted.public();
     SessionHost::start(

@@ -52,6 +52,13 @@ pub fn run(action: &Action, env: &ActEnv) -> Result<Outcome, TaskError> {
         Action::Unblock { targets } => firewall::unblock(targets, env),
         Action::Isolate { ttl_secs } => firewall::isolate(*ttl_secs, env),
         Action::Release => firewall::release(env),
+        Action::Fetch { path } => Err(TaskError {
+            code: TaskErrorCode::InvalidInput,
+            message: format!(
+                "a signed fetch of {path} is not an action to run: its signature goes with the \
+                 fetch task (cordon files fetch --key)"
+            ),
+        }),
     }
 }
 

@@ -9,6 +9,7 @@
 //! protected_paths = ["/etc"]
 //! denied_paths = ["/root/.ssh", "/srv/*/secrets"]  # added to the built-in ones (collect::gate)
 //! isolation_allowlist = ["10.0.0.53"]
+//! signed_reads = true          # fetching a file's bytes needs a signature by a `fetch` key
 //!
 //! [required_signers]          # distinct signers per action; absent means 1
 //! kill = 2
@@ -109,6 +110,10 @@ pub struct Policy {
     /// Addresses or CIDRs that stay reachable during isolation, besides loopback and the
     /// controller.
     pub isolation_allowlist: Vec<String>,
+    /// Reading a file's contents (`fetch`) needs a responder's signature, like containment: a
+    /// key trusted for `fetch` signs the path. For hosts where even the controller must not
+    /// read files on the channel's word alone.
+    pub signed_reads: bool,
 }
 
 impl Policy {
@@ -235,6 +240,7 @@ impl Policy {
                 .iter()
                 .filter_map(|(a, n)| Some((a.parse().ok()?, *n)))
                 .collect(),
+            signed_reads: self.signed_reads,
         }
     }
 }

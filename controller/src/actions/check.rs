@@ -315,6 +315,7 @@ mod tests {
                 })
                 .collect(),
             required_signers: vec![(ActionKind::Kill, 2)],
+            signed_reads: false,
         }
     }
 

@@ -18,6 +18,33 @@ pub struct SubmitAction {
     pub signatures: Vec<SignatureSpec>,
 }
 
+impl SubmitAction {
+    /// The envelope as agents take it: each signature named by its key's id.
+    pub fn into_signed(self) -> Result<cordon_protocol::action::SignedAction, String> {
+        let signatures = self
+            .signatures
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let public: [u8; 32] = hex::decode(&s.public_key)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| format!("signatures[{i}].public_key: not 64 hex digits"))?;
+                let signature = hex::decode(&s.signature)
+                    .map_err(|e| format!("signatures[{i}].signature: not hex ({e})"))?;
+                Ok(cordon_protocol::action::ActionSignature {
+                    key_id: cordon_protocol::action::key_id(&public),
+                    signature,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(cordon_protocol::action::SignedAction {
+            request: self.request,
+            signatures,
+        })
+    }
+}
+
 /// `POST /api/v1/actions/automation`: an action for the controller to sign with its
 /// automation key.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -60,7 +60,8 @@ pub async fn create(
         .ttl_secs
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TASK_TTL);
-    let kind: cordon_protocol::message::TaskKind = body.task.into();
+    let kind = cordon_protocol::message::TaskKind::try_from(body.task)
+        .map_err(|e| ApiError::bad_request(format!("task.authorization: {e}")))?;
     if caller.role == Role::Automation {
         let name = crate::tasks::kind_name(&kind);
         if !state.playbooks.current().collects(name) {

@@ -109,6 +109,10 @@ pub enum TaskSpec {
         /// Refuse files larger than this (default 2 GiB).
         #[serde(default = "default_fetch_limit")]
         max_bytes: u64,
+        /// A signed `{"Fetch": {"path"}}` request of this path, as for `POST /api/v1/actions`:
+        /// needed where the host's policy says `signed_reads`.
+        #[serde(default)]
+        authorization: Option<crate::actions::SubmitAction>,
     },
     /// Processes (with executable hashes), sockets and system facts in one signed bundle.
     Snapshot,
@@ -129,10 +133,13 @@ fn default_entries() -> u32 {
     10_000
 }
 
-impl From<TaskSpec> for cordon_protocol::message::TaskKind {
-    fn from(spec: TaskSpec) -> Self {
+impl TryFrom<TaskSpec> for cordon_protocol::message::TaskKind {
+    /// What is wrong with a fetch's authorization.
+    type Error = String;
+
+    fn try_from(spec: TaskSpec) -> Result<Self, String> {
         use cordon_protocol::message::{ListDirRequest, TaskKind};
-        match spec {
+        Ok(match spec {
             TaskSpec::Ping => TaskKind::Ping,
             TaskSpec::Inventory => TaskKind::Inventory,
             TaskSpec::Processes { hash_exes } => TaskKind::Processes { hash_exes },
@@ -154,9 +161,19 @@ impl From<TaskSpec> for cordon_protocol::message::TaskKind {
                 max_depth,
                 max_entries,
             }),
-            TaskSpec::FetchFile { path, max_bytes } => TaskKind::FetchFile { path, max_bytes },
+            TaskSpec::FetchFile {
+                path,
+                max_bytes,
+                authorization,
+            } => TaskKind::FetchFile {
+                path,
+                max_bytes,
+                authorization: authorization
+                    .map(crate::actions::SubmitAction::into_signed)
+                    .transpose()?,
+            },
             TaskSpec::Snapshot => TaskKind::Snapshot,
-        }
+        })
     }
 }
 

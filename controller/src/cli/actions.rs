@@ -260,6 +260,7 @@ pub fn what(action: &Action) -> String {
         Action::Unblock { targets } => format!("unblock {}", targets.join(", ")),
         Action::Isolate { ttl_secs } => format!("isolate the host for {}", duration(*ttl_secs)),
         Action::Release => "release the host's isolation".into(),
+        Action::Fetch { path } => format!("read the contents of {path}"),
     }
 }
 

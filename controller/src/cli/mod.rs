@@ -25,6 +25,7 @@ pub mod keys;
 pub mod output;
 pub mod playbooks;
 pub mod progress;
+pub mod signed_read;
 pub mod signer;
 pub mod ssh_agent;
 pub mod tasks;
@@ -274,7 +275,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             )
             .await
         }
-        Command::Files(command) => tasks::run_files(&client, command, cli.json).await,
+        Command::Files(command) => tasks::run_files(&client, command, config_path, cli.json).await,
         Command::Tasks(command) => tasks::run_tasks(&client, command, cli.json).await,
         Command::Watch(args) => watch::watch(&client, args, cli.json).await,
         Command::Watches(command) => watch::run(&client, command, cli.json).await,

@@ -68,6 +68,10 @@ pub enum FilesCommand {
         /// Refuse files larger than this many bytes.
         #[arg(long, default_value_t = crate::api::types::DEFAULT_FETCH_LIMIT)]
         max_bytes: u64,
+        /// Sign the fetch with this key (default where the host requires signed reads:
+        /// signing_key in the config file).
+        #[arg(long, env = "CORDON_SIGNING_KEY")]
+        key: Option<std::path::PathBuf>,
     },
 }
 
@@ -487,6 +491,7 @@ pub async fn run_tasks(
 pub async fn run_files(
     client: &Client,
     command: FilesCommand,
+    config_path: Option<std::path::PathBuf>,
     json: bool,
 ) -> Result<String, CliError> {
     match command {
@@ -530,8 +535,22 @@ pub async fn run_files(
             path,
             output,
             max_bytes,
+            key,
         } => {
-            let spec = TaskSpec::FetchFile { path, max_bytes };
+            let authorization = crate::cli::signed_read::authorization(
+                client,
+                &target.agent,
+                &path,
+                key,
+                target.ttl,
+                config_path,
+            )
+            .await?;
+            let spec = TaskSpec::FetchFile {
+                path,
+                max_bytes,
+                authorization,
+            };
             crate::cli::evidence::collect(client, &target, spec, output.as_deref(), json).await
         }
     }

@@ -62,7 +62,10 @@ pub fn in_force(agent_id: &str, actions: &[ActionView], now: i64) -> Vec<ActiveC
                     blocks.remove(&normalize_target(target));
                 }
             }
-            Action::Kill { .. } | Action::Quarantine { .. } | Action::Restore { .. } => {}
+            Action::Kill { .. }
+            | Action::Quarantine { .. }
+            | Action::Restore { .. }
+            | Action::Fetch { .. } => {}
         }
     }
     let mut active = Vec::new();

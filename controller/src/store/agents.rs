@@ -682,6 +682,7 @@ mod tests {
                 max_ttl_secs: 600,
             }],
             required_signers: vec![(ActionKind::Kill, 2)],
+            signed_reads: true,
         };
         // Before any hello: an inventory that is nothing but the policy.
         store.set_agent_action_policy("a1", &policy).await.unwrap();
