@@ -201,9 +201,23 @@ impl Containment {
                 message: format!("the signature is for reading {signed_path}, not {path}"),
             });
         }
+        let verified = self.verify(task_id, signed, &env, "signed read")?;
         let action_id = signed.request.action_id;
+        tracing::info!(task_id, %action_id, path, signers = ?verified.signers, "signed read accepted");
+        Ok(())
+    }
+
+    /// `signed` checked against `env`'s policy and the replay cache (see [`policy::verify`]);
+    /// a refusal is logged as a refused `what` and returned as its task error.
+    fn verify(
+        &self,
+        task_id: &str,
+        signed: &SignedAction,
+        env: &ActEnv,
+        what: &str,
+    ) -> Result<policy::VerifiedAction, TaskError> {
         let mut replay = lock(&self.replay);
-        let verified = policy::verify(
+        policy::verify(
             signed,
             &env.agent_id,
             crate::now_ms(),
@@ -211,11 +225,10 @@ impl Containment {
             &mut replay,
         )
         .map_err(|refusal| {
-            tracing::warn!(task_id, %action_id, check = refusal.check(), %refusal, "signed read refused");
+            let action_id = signed.request.action_id;
+            tracing::warn!(task_id, %action_id, check = refusal.check(), %refusal, "{what} refused");
             refusal.to_task_error()
-        })?;
-        tracing::info!(task_id, %action_id, path, signers = ?verified.signers, "signed read accepted");
-        Ok(())
+        })
     }
 
     /// Runs the signed action of task `task_id` on a blocking thread and returns its receipt.
@@ -255,18 +268,7 @@ impl Containment {
                     code: TaskErrorCode::Unauthorized,
                     message: format!("policy: {e}; no action runs until it is fixed"),
                 })?;
-                let mut replay = lock(&self.replay);
-                let verified = policy::verify(
-                    signed,
-                    &env.agent_id,
-                    crate::now_ms(),
-                    &env.policy,
-                    &mut replay,
-                )
-                .map_err(|refusal| {
-                    tracing::warn!(task_id, %action_id, check = refusal.check(), %refusal, "signed action refused");
-                    refusal.to_task_error()
-                })?;
+                let verified = self.verify(task_id, signed, &env, "signed action")?;
                 Ok((verified, env))
             },
         )?;

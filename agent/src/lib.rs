@@ -16,6 +16,8 @@ pub mod replay;
 pub mod session;
 pub mod signing;
 pub mod tasks;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tls;
 pub mod trust;
 

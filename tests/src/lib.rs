@@ -342,6 +342,21 @@ pub struct TestAgent {
 }
 
 impl TestAgent {
+    /// Trusts the public key in `key` for `actions` (a `--actions` list) on this host, as
+    /// `cordon-agent trust add` does, with orders living at most `max_ttl`.
+    pub fn trust(&self, name: &str, key: &Path, actions: &str, max_ttl: &str) {
+        cordon_agent::trust::add(
+            self.data_dir(),
+            &cordon_agent::trust::AddOptions {
+                public_key_file: key,
+                actions,
+                max_ttl: Some(max_ttl),
+                name: Some(name),
+            },
+        )
+        .expect("trust add");
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

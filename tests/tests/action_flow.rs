@@ -26,16 +26,7 @@ use ed25519_dalek::{pkcs8::DecodePrivateKey, Signer, SigningKey};
 
 /// Trusts `key` on `agent` the way a host owner does (`cordon-agent trust add`).
 fn trust(agent: &TestAgent, name: &str, key: &Path, actions: &str) {
-    cordon_agent::trust::add(
-        agent.data_dir(),
-        &cordon_agent::trust::AddOptions {
-            public_key_file: key,
-            actions,
-            max_ttl: Some("10m"),
-            name: Some(name),
-        },
-    )
-    .expect("trust add");
+    agent.trust(name, key, actions, "10m");
 }
 
 fn request(agent_id: &str, action: Action) -> ActionRequest {

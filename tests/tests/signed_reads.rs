@@ -1,23 +1,8 @@
 //! A host whose policy says `signed_reads = true`: file contents leave it only when a key the
 //! host trusts for `fetch` signed that very path, however the fetch was asked for.
 
-use std::path::Path;
-
 use cordon_tests::{fails, generate_key, ok, Deployment, TestAgent};
 use serde_json::json;
-
-fn trust(agent: &TestAgent, name: &str, key: &Path, actions: &str) {
-    cordon_agent::trust::add(
-        agent.data_dir(),
-        &cordon_agent::trust::AddOptions {
-            public_key_file: key,
-            actions,
-            max_ttl: Some("2h"),
-            name: Some(name),
-        },
-    )
-    .expect("trust add");
-}
 
 /// Sets `signed_reads = true` in the agent's policy file, by hand as a host's admin would.
 fn require_signed_reads(agent: &TestAgent) {
@@ -34,8 +19,8 @@ async fn file_contents_leave_a_signed_reads_host_only_with_a_fetch_signature() {
     let mut agent = deployment.enroll_agent().await;
     let alice = generate_key(deployment.tmp.path(), "alice");
     let bob = generate_key(deployment.tmp.path(), "bob");
-    trust(&agent, "alice", &alice.public_file, "fetch");
-    trust(&agent, "bob", &bob.public_file, "kill");
+    agent.trust("alice", &alice.public_file, "fetch", "2h");
+    agent.trust("bob", &bob.public_file, "kill", "2h");
     require_signed_reads(&agent);
     agent.start();
     let inventory = deployment.wait_for_inventory(&agent.id).await;

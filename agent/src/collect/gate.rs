@@ -48,6 +48,9 @@ pub const BUILTIN_DENIED: &[&str] = &[
     "/etc/shadow-",
     "/etc/gshadow",
     "/etc/gshadow-",
+    "/var/backups/shadow.bak",
+    "/var/backups/gshadow.bak",
+    "/etc/security/opasswd",
     "/etc/ssh/ssh_host_*_key",
     "/var/lib/cordon-controller",
     "/etc/cordon",
@@ -55,9 +58,14 @@ pub const BUILTIN_DENIED: &[&str] = &[
     "/home/*/.config/cordon",
 ];
 
-/// Most entries indexed under denied directories per task; past it the walk stops (and says so
-/// in the log) and what is left is still refused by ancestry and markers.
-const MAX_INDEXED: usize = 50_000;
+/// Most entries indexed under each denied directory per task (each rule and each path a glob
+/// expands to has its own budget, so one large or stuffed tree cannot starve the others); past
+/// it the walk stops (and says so in the log), what is left is still refused by ancestry and
+/// markers, and files with other hard links are refused outright.
+const MAX_INDEXED: usize = 20_000;
+/// Accounts below this uid are system accounts (Debian's and most distributions' `UID_MIN`):
+/// no unprivileged user can own a file as one.
+const SYSTEM_UID_LIMIT: u32 = 1000;
 /// Most symlinks followed while opening one path, as the kernel's own limit.
 const MAX_LINKS: usize = 40;
 /// Deepest ancestry walked from a directory to `/`.
@@ -90,7 +98,7 @@ impl Gate {
         let mut rules = Vec::new();
         if let Some(dir) = data_dir {
             rules.push(Rule {
-                path: dir.to_path_buf(),
+                path: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
                 why: "the agent's data directory",
             });
         }
@@ -115,7 +123,7 @@ impl Gate {
             rules: rules
                 .iter()
                 .map(|(path, why)| Rule {
-                    path: path.clone(),
+                    path: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
                     why,
                 })
                 .collect(),
@@ -129,14 +137,15 @@ impl Gate {
             rules: self.rules.clone(),
             markers: self.markers,
             ids: HashMap::new(),
-            indexed: 0,
+            truncated: false,
+            agent_uid: super::effective_uid(),
         };
         for (i, rule) in self.rules.iter().enumerate() {
             for path in expand(&rule.path) {
                 index.add_tree(&path, i);
             }
         }
-        if index.indexed >= MAX_INDEXED {
+        if index.truncated {
             tracing::warn!(
                 limit = MAX_INDEXED,
                 "denied directories hold more entries than are indexed; \
@@ -178,7 +187,10 @@ pub struct Index {
     markers: bool,
     /// (device, inode) → the rule whose tree holds it.
     ids: HashMap<(u64, u64), usize>,
-    indexed: usize,
+    /// Whether some denied tree had more entries than were indexed.
+    truncated: bool,
+    /// The agent's own uid, whose markers count (see [`Index::check_marker`]).
+    agent_uid: Option<u32>,
 }
 
 /// Why something is denied: the rule it fell under.
@@ -223,15 +235,17 @@ impl Index {
             return;
         }
         let mut stack = vec![path.to_path_buf()];
+        let mut indexed = 0usize;
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for entry in entries.flatten() {
-                if self.indexed >= MAX_INDEXED {
+                if indexed >= MAX_INDEXED {
+                    self.truncated = true;
                     return;
                 }
-                self.indexed += 1;
+                indexed += 1;
                 let Ok(meta) = entry.metadata() else {
                     continue;
                 };
@@ -246,8 +260,13 @@ impl Index {
     /// Denied if `meta` is a denied file or directory, or lies in a denied tree.
     pub fn check_identity(&self, meta: &Metadata) -> Result<(), Denial> {
         match self.ids.get(&(meta.dev(), meta.ino())) {
-            None => Ok(()),
             Some(&i) => Err(self.denial(i)),
+            // A hard link could lead into the part of a denied tree that was not indexed.
+            None if self.truncated && !meta.is_dir() && meta.nlink() > 1 => Err(Denial(
+                "a file with other hard links, while a denied directory is too large to index"
+                    .into(),
+            )),
+            None => Ok(()),
         }
     }
 
@@ -275,20 +294,34 @@ impl Index {
         Err(Denial("directory nesting too deep to check".into()))
     }
 
+    /// A marker counts only where nobody but a trusted account could have put it: the marker
+    /// and its directory belong to the same account — root, a system account, or the agent's
+    /// own — and the directory is not writable by group or others. Otherwise any user could
+    /// hide a directory (and malware in it) from collection with one `touch`.
     fn check_marker(&self, dir: &File) -> Result<(), Denial> {
         if !self.markers {
             return Ok(());
         }
-        match rustix::fs::statat(dir, PRIVATE_DIR_MARKER, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => Err(Denial(format!(
-                "denied by the agent's path policy (a Cordon private directory, marked by \
-                 {PRIVATE_DIR_MARKER}{})",
-                shown(dir)
-                    .map(|p| format!(": {}", p.display()))
-                    .unwrap_or_default()
-            ))),
-            Err(_) => Ok(()),
+        let Ok(marker) = rustix::fs::statat(dir, PRIVATE_DIR_MARKER, AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            return Ok(());
+        };
+        let Ok(dir_meta) = dir.metadata() else {
+            return Err(Denial(
+                "a directory with a Cordon marker that cannot be checked".into(),
+            ));
+        };
+        let owner = marker.st_uid;
+        let trusted = owner == 0 || owner < SYSTEM_UID_LIMIT || Some(owner) == self.agent_uid;
+        if !trusted || owner != dir_meta.uid() || dir_meta.mode() & 0o022 != 0 {
+            return Ok(());
         }
+        Err(Denial(format!(
+            "a Cordon private directory, marked by {PRIVATE_DIR_MARKER}{}",
+            shown(dir)
+                .map(|p| format!(": {}", p.display()))
+                .unwrap_or_default()
+        )))
     }
 
     fn denial(&self, rule: usize) -> Denial {
@@ -527,6 +560,11 @@ fn reopen(dir: &File, name: &Path, checked: &Metadata, flags: OFlags) -> io::Res
 
 /// Every existing path a rule names, its globs expanded (one component at a time).
 fn expand(pattern: &Path) -> Vec<PathBuf> {
+    // A relative rule (a data directory given as `./agent`) means what it names from here,
+    // never the same words under `/`.
+    let Ok(pattern) = std::path::absolute(pattern) else {
+        return Vec::new();
+    };
     let mut found = vec![PathBuf::from("/")];
     for component in pattern.components().skip(1) {
         let Component::Normal(part) = component else {

@@ -57,7 +57,7 @@ pub fn detail(pid: u32, environment: bool) -> Result<ProcessDetail, TaskError> {
             let err = io_error(Path::new(&path), &e);
             task_error(err.code, format!("pid {pid}: {}", err.message))
         })?;
-        Some(split_nul(env))
+        Some(split_nul(env).into_iter().map(redact).collect())
     } else {
         None
     };
@@ -107,11 +107,57 @@ fn open_files(dir: &str) -> Vec<String> {
     out
 }
 
+/// What a secret variable's value is shown as.
+const REDACTED: &str = "[redacted by the agent: the name says it holds a secret]";
+
+/// `NAME=value`, with the value withheld when the name says it is a secret (tokens, passwords,
+/// passphrases, keys): a process's environment may hold a responder's key passphrase or an
+/// API token, which must not leave the host through a collection.
+fn redact(var: String) -> String {
+    const SECRET_WORDS: &[&str] = &[
+        "TOKEN",
+        "PASSPHRASE",
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "PRIVATE_KEY",
+        "API_KEY",
+        "CREDENTIAL",
+    ];
+    let Some((name, _)) = var.split_once('=') else {
+        return var;
+    };
+    let upper = name.to_ascii_uppercase();
+    if SECRET_WORDS.iter().any(|w| upper.contains(w)) {
+        format!("{name}={REDACTED}")
+    } else {
+        var
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::collect::process::{process_start_time_ms, testing::Sleeper};
 
     use super::*;
+
+    #[test]
+    fn secrets_in_environments_are_redacted_by_name() {
+        assert_eq!(redact("PATH=/usr/bin".into()), "PATH=/usr/bin");
+        assert_eq!(redact("CORDON_TEST_ENV=x".into()), "CORDON_TEST_ENV=x");
+        for secret in [
+            "CORDON_KEY_PASSPHRASE=hunter2",
+            "CORDON_TOKEN=cordon_api_abc",
+            "AWS_SECRET_ACCESS_KEY=k",
+            "db_password=p",
+            "GITHUB_TOKEN=t",
+        ] {
+            let shown = redact(secret.into());
+            assert!(shown.ends_with(REDACTED), "{shown}");
+            let value = secret.split_once('=').unwrap().1;
+            assert!(!shown.ends_with(&format!("={value}")), "{shown}");
+        }
+    }
 
     #[test]
     fn detail_shows_cwd_environment_children_and_open_files() {

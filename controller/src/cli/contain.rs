@@ -7,13 +7,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use cordon_protocol::{
-    action::{Action, ActionRequest},
-    collect::ProcessDetail,
-};
+use cordon_protocol::{action::Action, collect::ProcessDetail};
 
 use crate::{
-    actions::{ActionView, SubmitAction},
+    actions::ActionView,
     api::types::{CreateTask, TaskSpec, TaskView},
     cli::{
         actions::follow, client::Client, config, keys, tasks, tokens::parse_duration_secs, CliError,
@@ -263,29 +260,8 @@ async fn submit(
     valid_for: u64,
     json: bool,
 ) -> Result<String, CliError> {
-    let now = crate::now_ms();
-    let lifetime_ms = i64::try_from(valid_for)
-        .ok()
-        .and_then(|s| s.checked_mul(1000))
-        .ok_or_else(|| CliError::Usage("--ttl is too long".into()))?;
-    let request = ActionRequest {
-        action_id: uuid::Uuid::new_v4(),
-        agent_id,
-        issued_at_ms: now,
-        expires_at_ms: now.saturating_add(lifetime_ms),
-        nonce: rand::random(),
-        action,
-    };
-    let signature = keys::sign(key, &request)?;
-    let view: ActionView = client
-        .post(
-            "/api/v1/actions",
-            &SubmitAction {
-                request,
-                signatures: vec![signature],
-            },
-        )
-        .await?;
+    let submit = keys::sign_new(key, agent_id, action, valid_for)?;
+    let view: ActionView = client.post("/api/v1/actions", &submit).await?;
     follow(client, view, signer.no_wait, json).await
 }
 

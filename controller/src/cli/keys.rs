@@ -20,7 +20,7 @@ use serde::Serialize;
 pub use crate::cli::signer::ResponderKey;
 
 use crate::{
-    actions::SignatureSpec,
+    actions::{SignatureSpec, SubmitAction},
     cli::{
         config,
         signer::{self},
@@ -178,6 +178,34 @@ pub fn sign(key: &ResponderKey, request: &ActionRequest) -> Result<SignatureSpec
     Ok(SignatureSpec {
         public_key: hex::encode(key.public().to_bytes()),
         signature: hex::encode(key.sign(&bytes)?.to_bytes()),
+    })
+}
+
+/// A fresh request (new id and nonce) for `action` on `agent_id`, valid from now for
+/// `valid_for_secs`, signed by `key`: what `POST /api/v1/actions` and a signed fetch take.
+pub fn sign_new(
+    key: &ResponderKey,
+    agent_id: String,
+    action: cordon_protocol::action::Action,
+    valid_for_secs: u64,
+) -> Result<SubmitAction, CliError> {
+    let now = crate::now_ms();
+    let lifetime_ms = i64::try_from(valid_for_secs)
+        .ok()
+        .and_then(|s| s.checked_mul(1000))
+        .ok_or_else(|| CliError::Usage("--ttl is too long".into()))?;
+    let request = ActionRequest {
+        action_id: uuid::Uuid::new_v4(),
+        agent_id,
+        issued_at_ms: now,
+        expires_at_ms: now.saturating_add(lifetime_ms),
+        nonce: rand::random(),
+        action,
+    };
+    let signature = sign(key, &request)?;
+    Ok(SubmitAction {
+        request,
+        signatures: vec![signature],
     })
 }
 

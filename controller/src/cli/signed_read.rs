@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use cordon_protocol::action::{Action, ActionRequest};
+use cordon_protocol::action::Action;
 
 use crate::{
     actions::SubmitAction,
@@ -43,24 +43,8 @@ pub async fn authorization(
         }
     })?;
     let key = keys::load_signing_key(&key_path)?;
-    let now = crate::now_ms();
-    let lifetime_ms = i64::try_from(valid_for_secs)
-        .ok()
-        .and_then(|s| s.checked_mul(1000))
-        .ok_or_else(|| CliError::Usage("--ttl is too long".into()))?;
-    let request = ActionRequest {
-        action_id: uuid::Uuid::new_v4(),
-        agent_id,
-        issued_at_ms: now,
-        expires_at_ms: now.saturating_add(lifetime_ms),
-        nonce: rand::random(),
-        action: Action::Fetch {
-            path: path.to_string(),
-        },
+    let action = Action::Fetch {
+        path: path.to_string(),
     };
-    let signature = keys::sign(&key, &request)?;
-    Ok(Some(SubmitAction {
-        request,
-        signatures: vec![signature],
-    }))
+    keys::sign_new(&key, agent_id, action, valid_for_secs).map(Some)
 }

@@ -8,10 +8,12 @@
 //!   system's program directories ([`SYSTEM_DIRS`]), the places a user cannot write.
 //!
 //! A process's executable is read from `/proc/PID/exe`, which the kernel keeps: renaming the
-//! process, or the file, changes nothing. `protected_users` protects every process whose
-//! effective user is one of them (the owner of `/proc/PID`, set by the kernel).
+//! process, or the file, changes nothing. A protected executable protects a process only when
+//! it runs as root, a system account or a protected user: an unprivileged user who starts
+//! `/usr/sbin/sshd` (with `LD_PRELOAD`, say) gets no shield from it. `protected_users` protects
+//! every process whose real or effective uid (`/proc/PID/status`) is one of them.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
+use std::{collections::HashMap, os::unix::fs::MetadataExt};
 
 use crate::collect::IdNames;
 
@@ -80,12 +82,15 @@ impl Protected {
     /// Why `pid` is protected, if it is.
     pub(crate) fn why(&self, pid: u32) -> Option<String> {
         let proc_dir = format!("/proc/{pid}");
-        if let Ok(meta) = std::fs::metadata(Path::new(&proc_dir)) {
-            if let Some(entry) = self.users.get(&meta.uid()) {
-                return Some(format!(
-                    "it runs as a protected user (policy protected_users: {entry})"
-                ));
-            }
+        let uids = uids(&proc_dir)?;
+        if let Some(entry) = uids.iter().find_map(|uid| self.users.get(uid)) {
+            return Some(format!(
+                "it runs as a protected user (policy protected_users: {entry})"
+            ));
+        }
+        // An unprivileged process gets no shield from the program it runs.
+        if !uids.iter().all(|&uid| uid < SYSTEM_UID_LIMIT) {
+            return None;
         }
         // Following the exe link opens the file the process runs, even if it was renamed or
         // deleted since.
@@ -98,4 +103,19 @@ impl Protected {
                 )
             })
     }
+}
+
+/// Below this uid: root and system accounts, which no unprivileged user can become.
+const SYSTEM_UID_LIMIT: u32 = 1000;
+
+/// The real and effective uid of a process, from `/proc/PID/status` (the owner of `/proc/PID`
+/// turns to root for a process that makes itself non-dumpable).
+fn uids(proc_dir: &str) -> Option<[u32; 2]> {
+    let status = std::fs::read_to_string(format!("{proc_dir}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let mut ids = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse::<u32>().ok());
+    Some([ids.next()??, ids.next()??])
 }

@@ -142,8 +142,18 @@ fn pid_1_the_agent_and_its_ancestors_are_refused() {
     }
 }
 
+/// Whether processes this test starts run as root or a system account, the only ones a
+/// protected executable shields.
+fn shielded_runner() -> bool {
+    crate::collect::effective_uid().is_some_and(|uid| uid < 1000)
+}
+
 #[test]
 fn a_protected_process_is_refused_and_lives() {
+    if !shielded_runner() {
+        eprintln!("SKIPPED: protected executables shield root and system accounts only");
+        return;
+    }
     let mut sleep = Spawned::new("sleep", &["100"]);
     let err = kill(sleep.pid(), sleep.start(), false, &env_with(&["sleep"])).unwrap_err();
     assert_eq!(err.code, TaskErrorCode::PolicyDenied);
@@ -238,6 +248,10 @@ const RENAME_AND_WAIT: &str = "printf %s \"$1\" > /proc/$$/comm; while :; do sle
 
 #[test]
 fn a_process_running_a_protected_executable_is_refused_whatever_it_is_called() {
+    if !shielded_runner() {
+        eprintln!("SKIPPED: protected executables shield root and system accounts only");
+        return;
+    }
     // The shell renames itself after it started: it still runs the protected file.
     let mut sh = Spawned::new("sh", &["-c", RENAME_AND_WAIT, "sh", "harmless"]);
     sh.wait_for_comm("harmless");
@@ -283,10 +297,17 @@ fn a_process_of_a_protected_user_is_refused() {
         assert!(err.message.contains("protected user"), "{}", err.message);
     }
     assert!(sleep.is_alive());
+    // The same unprivileged user running a protected program gets no shield from it.
+    kill(sleep.pid(), sleep.start(), false, &env_with(&["sleep"])).unwrap();
+    assert!(!sleep.is_alive());
 }
 
 #[test]
 fn a_tree_kill_spares_protected_members_names_them_and_kills_the_rest() {
+    if !shielded_runner() {
+        eprintln!("SKIPPED: protected executables shield root and system accounts only");
+        return;
+    }
     let (mut sh, child, _) = shell_with_child();
     let out = kill(sh.pid(), sh.start(), true, &env_with(&["sleep"])).unwrap();
     assert_eq!(sh.0.wait().unwrap().signal(), Some(libc::SIGKILL));

@@ -7,26 +7,15 @@ use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::Path,
     process::Command,
-    sync::Arc,
 };
 
 use cordon_protocol::message::TaskErrorCode;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::policy::Policy;
 
 fn env(data_dir: &Path, protected: &[&Path]) -> ActEnv {
-    ActEnv {
-        data_dir: data_dir.to_path_buf(),
-        agent_id: "agent-test".into(),
-        controller: "127.0.0.1:1".into(),
-        agent_pid: std::process::id(),
-        policy: Arc::new(Policy {
-            protected_paths: protected.iter().map(|p| p.display().to_string()).collect(),
-            ..Policy::default()
-        }),
-    }
+    super::tests::env_for(data_dir, protected)
 }
 
 fn s(p: &Path) -> &str {
@@ -76,10 +65,8 @@ fn a_hard_link_to_a_protected_file_is_refused_and_defangs_nothing() {
 #[test]
 #[ignore = "runs inside a mount namespace made by a_bind_mounted_protected_directory_is_still_protected"]
 fn bind_mount_inner() {
-    let Ok(lab) = std::env::var("CORDON_QUARANTINE_BIND_LAB") else {
-        panic!("run by a_bind_mounted_protected_directory_is_still_protected");
-    };
-    let lab = Path::new(&lab);
+    let lab = crate::testing::lab();
+    let lab = lab.as_path();
     let env = env(&lab.join("data"), &[&lab.join("protected")]);
     let through_mount = lab.join("mnt/unit");
     let err = quarantine(s(&through_mount), &env).unwrap_err();
@@ -99,27 +86,10 @@ fn a_bind_mounted_protected_directory_is_still_protected() {
     std::fs::create_dir_all(p("mnt")).unwrap();
     std::fs::create_dir_all(p("data")).unwrap();
     std::fs::write(p("protected/sub/unit"), b"keep").unwrap();
-    let script = format!(
-        "mount --bind {} {} && exec {} --exact act::quarantine::attacks::bind_mount_inner \
-         --ignored --nocapture",
-        s(&p("protected/sub")),
-        s(&p("mnt")),
-        std::env::current_exe().unwrap().display()
-    );
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .env("CORDON_QUARANTINE_BIND_LAB", lab.path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("1 passed"),
-        "the inner test did not run: {text}"
+    crate::testing::in_mount_namespace(
+        &[(&p("protected/sub"), &p("mnt"))],
+        "act::quarantine::attacks::bind_mount_inner",
+        lab.path(),
     );
     assert_eq!(std::fs::read(p("protected/sub/unit")).unwrap(), b"keep");
 }

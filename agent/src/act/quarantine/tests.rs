@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::{vault::*, *};
 use crate::policy::Policy;
 
-fn env_for(data_dir: &Path, protected: &[&Path]) -> ActEnv {
+pub(super) fn env_for(data_dir: &Path, protected: &[&Path]) -> ActEnv {
     ActEnv {
         data_dir: data_dir.to_path_buf(),
         agent_id: "agent-test".into(),

@@ -260,10 +260,8 @@ fn a_rename_racing_the_check_never_yields_the_denied_file() {
 #[test]
 #[ignore = "runs inside a mount namespace made by bind_mounts_of_denied_directories_are_refused"]
 fn bind_mount_inner() {
-    let Ok(lab_dir) = std::env::var("CORDON_GATE_BIND_LAB") else {
-        panic!("run by bind_mounts_of_denied_directories_are_refused");
-    };
-    let lab = Path::new(&lab_dir);
+    let lab = crate::testing::lab();
+    let lab = lab.as_path();
     let gate = Gate::new(&[lab.join("secret").display().to_string()], None);
     let index = gate.index();
     for path in ["whole/key", "whole/sub/deep", "part/deep", "whole", "part"] {
@@ -294,29 +292,10 @@ fn bind_mounts_of_denied_directories_are_refused() {
         std::fs::create_dir(p(d)).unwrap();
     }
     std::fs::write(p("free/open.txt"), b"o").unwrap();
-    let script = format!(
-        "mount --bind {secret} {whole} && mount --bind {sub} {part} && exec {exe} --exact \
-         collect::gate::tests::bind_mount_inner --ignored --nocapture",
-        secret = p("secret").display(),
-        whole = p("whole").display(),
-        sub = p("secret/sub").display(),
-        part = p("part").display(),
-        exe = std::env::current_exe().unwrap().display(),
-    );
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .env("CORDON_GATE_BIND_LAB", lab.path())
-        .output()
-        .expect("unshare (util-linux) runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("1 passed"),
-        "the inner test did not run: {text}"
+    crate::testing::in_mount_namespace(
+        &[(&p("secret"), &p("whole")), (&p("secret/sub"), &p("part"))],
+        "collect::gate::tests::bind_mount_inner",
+        lab.path(),
     );
 }
 
@@ -336,5 +315,37 @@ fn kernel_pseudo_files_are_neither_hashed_nor_fetched() {
         assert!(err.message.contains("pseudo-file"), "{}", err.message);
         // Stat is still fine: it reads nothing.
         assert!(index.open(path, Want::Entry).is_ok(), "{path}");
+    }
+}
+
+#[test]
+fn a_marker_anyone_could_have_written_hides_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(
+        &shared,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    std::fs::write(shared.join(PRIVATE_DIR_MARKER), b"").unwrap();
+    std::fs::write(shared.join("malware"), b"evil").unwrap();
+    let index = Gate::new(&[], None).index();
+    let path = shared.join("malware").display().to_string();
+    assert!(
+        index.open(&path, Want::Regular).is_ok(),
+        "a marker in a world-writable directory (like /tmp) counts for nothing"
+    );
+    if crate::collect::effective_uid() == Some(0) {
+        // A user's own directory and marker: the user could have made them.
+        let user = dir.path().join("user");
+        std::fs::create_dir(&user).unwrap();
+        std::fs::write(user.join(PRIVATE_DIR_MARKER), b"").unwrap();
+        std::fs::write(user.join("malware"), b"evil").unwrap();
+        for p in [&user, &user.join(PRIVATE_DIR_MARKER)] {
+            std::os::unix::fs::chown(p, Some(1234), Some(1234)).unwrap();
+        }
+        let path = user.join("malware").display().to_string();
+        assert!(index.open(&path, Want::Regular).is_ok());
     }
 }
