@@ -57,6 +57,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// The frame codec, e.g. to raise its limit once a handshake is over.
+    pub fn codec_mut(&mut self) -> &mut FrameCodec {
+        self.framed.codec_mut()
+    }
+
     /// The underlying stream, e.g. to read TLS session details.
     pub fn get_ref(&self) -> &S {
         self.framed.get_ref()

@@ -80,6 +80,12 @@ impl FrameCodec {
         }
     }
 
+    /// Changes the frame limit from the next frame on (never above [`MAX_FRAME_LEN`]): e.g. a
+    /// small limit for a handshake, the full one after it.
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len.min(MAX_FRAME_LEN);
+    }
+
     /// This codec's incomplete frames count against `budget`; past it, decoding fails with
     /// [`ProtocolError::ReceiveBudget`] (the connection is closed, its bytes let go).
     pub fn with_budget(mut self, budget: ReceiveBudget) -> Self {
@@ -290,6 +296,23 @@ mod tests {
         assert!(
             buf.capacity() < 1024,
             "no buffer grown for the claimed length"
+        );
+    }
+
+    #[test]
+    fn a_handshake_limit_applies_until_raised() {
+        let mut codec = FrameCodec::with_max_len(16);
+        let mut big = encode(&[7u8; 17]);
+        assert!(matches!(
+            codec.decode(&mut big.clone()).unwrap_err(),
+            ProtocolError::FrameTooLarge { len: 17, max: 16 }
+        ));
+        codec.set_max_len(usize::MAX);
+        assert_eq!(codec.decode(&mut big).unwrap().unwrap().len(), 17);
+        let mut huge = BytesMut::from(&((MAX_FRAME_LEN + 1) as u32).to_be_bytes()[..]);
+        assert!(
+            codec.decode(&mut huge).is_err(),
+            "never above the protocol's limit"
         );
     }
 

@@ -259,6 +259,8 @@ async fn garbage_and_oversized_frames_close_the_connection_and_the_controller_ke
     for payload in [
         // A frame header claiming 4 GiB: refused before anything is allocated.
         vec![0xff, 0xff, 0xff, 0xff],
+        // A hello claiming 1 MiB: within the frame limit, beyond the much smaller hello limit.
+        vec![0, 0x10, 0, 0],
         // A well-sized frame of garbage instead of a hello.
         vec![0, 0, 0, 8, 0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef],
     ] {

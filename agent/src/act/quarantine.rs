@@ -88,12 +88,14 @@ pub fn quarantine(path: &str, env: &ActEnv) -> Result<Outcome, TaskError> {
         return Err(changed(path));
     }
     if meta.nlink() > 1 {
+        // Quoted for a shell: the name is the attacker's to choose.
+        let quoted = shlex::try_quote(&real_str).unwrap_or_else(|_| real_str.as_str().into());
         return Err(task_error(
             TaskErrorCode::InvalidInput,
             format!(
                 "{path}: has {} other hard links (names for the same file); quarantining one \
                  would leave the others, so nothing was moved: find them with \
-                 `find / -xdev -samefile {real_str}`, remove them, then quarantine this one",
+                 `find / -xdev -samefile {quoted}`, remove them, then quarantine this one",
                 meta.nlink() - 1
             ),
         ));

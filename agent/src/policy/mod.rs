@@ -200,7 +200,7 @@ impl Policy {
             }
         }
         for (i, path) in self.denied_paths.iter().flatten().enumerate() {
-            crate::collect::validate_path(path)
+            crate::collect::gate::check_rule(path)
                 .map_err(|e| format!("denied_paths[{i}]: {}", e.message))?;
         }
         Ok(())

@@ -21,7 +21,7 @@ pub mod types;
 pub mod watches;
 pub mod webhooks;
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, time::Duration};
 
 use axum::{
     routing::{get, post, put},
@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 
 use crate::listen::{
     admission::{Admission, Bounds, HANDSHAKE_DEADLINE},
-    idle::IdleTimeout,
+    idle::{Busy, IdleTimeout},
 };
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -58,8 +58,9 @@ pub const API_BOUNDS: Bounds = Bounds {
     handshakes: 256,
     handshakes_per_peer: 16,
 };
-/// An API connection on which nothing moved for this long is closed (live event streams send
-/// a keep-alive every 15 s).
+/// An API connection on which nothing moved for this long, with no request in flight, is
+/// closed (live event streams send a keep-alive every 15 s; a long-poll keeps its connection
+/// busy for as long as it waits).
 pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// All API routes.
@@ -171,10 +172,14 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
             continue;
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let busy = Busy::default();
+        let service = InFlight {
+            inner: TowerToHyperService::new(app.clone()),
+            busy: busy.clone(),
+        };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tcp = IdleTimeout::new(tcp, API_IDLE_TIMEOUT);
+            let tcp = IdleTimeout::new(tcp, API_IDLE_TIMEOUT).with_busy(busy);
             let tls = match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -200,5 +205,76 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
         .is_err()
     {
         tracing::warn!("API connections still open after 5 s; closing them");
+    }
+}
+
+/// A connection's service, counting each request in `busy` until its response is ready, so a
+/// long-poll does not count as an idle connection.
+#[derive(Clone)]
+struct InFlight<S> {
+    inner: S,
+    busy: Busy,
+}
+
+impl<S, R> hyper::service::Service<R> for InFlight<S>
+where
+    S: hyper::service::Service<R, Future: Send + 'static>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, request: R) -> Self::Future {
+        let guard = self.busy.start();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            drop(guard);
+            response
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hyper::service::Service;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// Answers once `go` is notified.
+    #[derive(Clone)]
+    struct Slow(Arc<Notify>);
+
+    impl Service<()> for Slow {
+        type Response = ();
+        type Error = ();
+        type Future = Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>;
+
+        fn call(&self, (): ()) -> Self::Future {
+            let go = self.0.clone();
+            Box::pin(async move {
+                go.notified().await;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_counts_as_in_flight_until_its_response_is_ready() {
+        let go = Arc::new(Notify::new());
+        let busy = Busy::default();
+        let service = InFlight {
+            inner: Slow(go.clone()),
+            busy: busy.clone(),
+        };
+        let response = tokio::spawn(service.call(()));
+        tokio::task::yield_now().await;
+        assert!(busy.active(), "a long-poll keeps its connection busy");
+        go.notify_one();
+        response.await.unwrap().unwrap();
+        assert!(!busy.active(), "and lets it go when answered");
     }
 }

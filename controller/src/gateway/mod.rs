@@ -119,9 +119,10 @@ async fn handle(
             return;
         }
     };
-    admitted.handshake_done();
+    // A session frees its handshake slot once its hello is accepted; an enrolment holds it to
+    // the end (it is one request and one answer, under the handshake timeout).
     if session {
-        session::run(controller, tls, peer, shutdown).await;
+        session::run(controller, tls, peer, shutdown, &mut admitted).await;
     } else {
         enroll::run(controller, tls, peer).await;
     }

@@ -14,11 +14,18 @@ use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::{gateway::HANDSHAKE_TIMEOUT, now_ms, pki, state::Shared, store::KeyPin};
+use crate::{
+    gateway::HANDSHAKE_TIMEOUT, listen::admission::Admitted, now_ms, pki, state::Shared,
+    store::KeyPin,
+};
 
 /// How often a connected agent's last-seen time is written to the store. Heartbeats in between
 /// only touch memory, so 10,000 agents do not turn into a write storm.
 const LAST_SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Largest hello accepted (an inventory of a host with many interfaces is a few KiB); the
+/// full frame limit applies only once the hello is accepted.
+const MAX_HELLO_FRAME: usize = 256 * 1024;
 
 type Conn = Connection<TlsStream<TcpStream>>;
 
@@ -28,6 +35,7 @@ pub async fn run(
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    admitted: &mut Admitted,
 ) {
     let cert_id = match peer_agent_id(&tls) {
         Ok(id) => id,
@@ -36,7 +44,8 @@ pub async fn run(
             return;
         }
     };
-    let codec = FrameCodec::new().with_budget(controller.receive_budget.clone());
+    let codec =
+        FrameCodec::with_max_len(MAX_HELLO_FRAME).with_budget(controller.receive_budget.clone());
     let mut conn = Connection::with_codec(tls, codec);
     let hello = match accept_hello(&controller, &mut conn, &cert_id).await {
         Ok(hello) => hello,
@@ -46,6 +55,10 @@ pub async fn run(
             return;
         }
     };
+    // The handshake is over only now: until the hello, the connection held a handshake slot.
+    admitted.handshake_done();
+    conn.codec_mut()
+        .set_max_len(cordon_protocol::frame::MAX_FRAME_LEN);
     let agent_id = hello.agent_id;
     let mut registration = controller.registry.register(&agent_id, peer, now_ms());
     if let Err(e) = controller

@@ -58,6 +58,19 @@ fn a_hard_link_to_a_protected_file_is_refused_and_defangs_nothing() {
     );
     assert!(err.message.contains("nothing was moved"), "{}", err.message);
     assert!(a.exists() && mode(&a) != 0);
+
+    // The suggested command is quoted for a shell: a name cannot smuggle a command into it.
+    let evil = elsewhere.path().join("x; rm -rf ~ $(id)");
+    std::fs::write(&evil, b"payload").unwrap();
+    std::fs::hard_link(&evil, elsewhere.path().join("c")).unwrap();
+    let err = quarantine(s(&evil), &env).unwrap_err();
+    let suggested = err.message.split('`').nth(1).unwrap();
+    let words = shlex::split(suggested).unwrap();
+    assert_eq!(
+        words.last().map(String::as_str),
+        Some(s(&evil)),
+        "{suggested}"
+    );
 }
 
 /// Quarantine through a bind mount of a protected subdirectory, run in a private mount

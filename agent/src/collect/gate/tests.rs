@@ -7,7 +7,10 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use cordon_protocol::collect::PRIVATE_DIR_MARKER_TEXT;
+use cordon_protocol::{
+    collect::{PRIVATE_DIR_MARKER, PRIVATE_DIR_MARKER_TEXT},
+    message::TaskErrorCode,
+};
 
 use super::*;
 use crate::collect::effective_uid;
@@ -348,4 +351,50 @@ fn a_marker_anyone_could_have_written_hides_nothing() {
         let path = user.join("malware").display().to_string();
         assert!(index.open(&path, Want::Regular).is_ok());
     }
+}
+
+#[test]
+fn whether_something_exists_in_a_denied_place_is_not_told() {
+    let lab = Lab::new();
+    // Under a denied name, under a denied directory, and under a marked one: missing or
+    // present, the answer is the same refusal.
+    for missing in [
+        "secret/no-such-file",
+        "secret/no-such-dir/file",
+        "secret/sub/no/such/thing",
+    ] {
+        for want in EVERY_WANT {
+            lab.assert_denied(missing, want);
+        }
+    }
+    let marked = lab.dir.path().join("deploy");
+    std::fs::create_dir(&marked).unwrap();
+    std::fs::write(marked.join(PRIVATE_DIR_MARKER), PRIVATE_DIR_MARKER_TEXT).unwrap();
+    lab.assert_denied("deploy/keys/missing.key", Want::Regular);
+    // Elsewhere a missing file is simply not found.
+    let err = lab.open("no-such-dir/file", Want::Regular).unwrap_err();
+    assert_eq!(err.code, TaskErrorCode::NotFound, "{err:?}");
+}
+
+#[test]
+fn a_watch_never_reports_names_from_a_denied_directory_that_has_gone() {
+    let lab = Lab::new();
+    let marked = lab.dir.path().join("deploy");
+    std::fs::create_dir(&marked).unwrap();
+    std::fs::write(marked.join(PRIVATE_DIR_MARKER), PRIVATE_DIR_MARKER_TEXT).unwrap();
+    let index = lab.gate.index();
+    // A name in a subdirectory that no longer exists is judged by what is still there.
+    assert!(!index.permits_change(&marked.join("removed/ca.key")));
+    assert!(!index.permits_change(&lab.dir.path().join("secret/removed/x")));
+    assert!(index.permits_change(&lab.dir.path().join("removed/x")));
+}
+
+#[test]
+fn policy_rules_that_cannot_be_read_are_refused_not_ignored() {
+    assert!(check_rule("/srv/*/secrets").is_ok());
+    assert!(check_rule("/srv/[ab]?/keys").is_ok());
+    let err = check_rule("/srv/[ab/keys").unwrap_err();
+    assert!(err.message.contains("without a closing"), "{}", err.message);
+    assert!(check_rule("relative/dir").is_err());
+    assert!(check_rule("/srv/../etc").is_err());
 }
