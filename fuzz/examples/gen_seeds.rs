@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use tokio_util::codec::Encoder;
 
-use cordon_protocol::action::{Action, ActionRequest, ActionSignature, SignedAction};
+use cordon_protocol::action::{
+    Action, ActionKind, ActionRequest, ActionSignature, PolicySummary, SignedAction,
+};
 use cordon_protocol::codec;
 use cordon_protocol::enroll::{EnrollOutcome, EnrollRequest, EnrollResponse};
 use cordon_protocol::frame::FrameCodec;
@@ -38,6 +40,7 @@ fn main() {
     let agent_hello = codec::encode(&AgentHello {
         protocol_version: PROTOCOL_VERSION,
         agent_id: "a-1".into(),
+        signing_public_key: vec![7u8; 32],
         inventory: Inventory {
             hostname: "web-01".into(),
             os: "Debian GNU/Linux 12".into(),
@@ -46,6 +49,11 @@ fn main() {
             addresses: vec!["10.0.0.5".into(), "fe80::1".into()],
             agent_version: "0.1.0".into(),
             boot_time_ms: 1_700_000_000_000,
+            action_policy: PolicySummary {
+                signers: Vec::new(),
+                required_signers: vec![(ActionKind::Isolate, 2)],
+                signed_reads: true,
+            },
         },
     })
     .unwrap();
