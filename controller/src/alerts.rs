@@ -48,48 +48,17 @@ use crate::{
     incidents::{IncidentError, Severity},
     store::StoreError,
 };
+pub use cordon_api::alerts::{Source, MAX_ALERT_BYTES};
 pub use entry::{one_line, ENTRY_KIND};
 pub use intake::Received;
 
-/// Largest alert taken, in bytes (the raw payload is stored with it).
-pub const MAX_ALERT_BYTES: usize = 256 * 1024;
 /// The kind of an alert no mapping recognised.
 pub const DEFAULT_KIND: &str = "other";
 
-/// Where an alert came from, i.e. which mapping read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Generic,
-    Wazuh,
-    Ecs,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Generic => "generic",
-            Source::Wazuh => "wazuh",
-            Source::Ecs => "ecs",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, AlertError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "generic" | "cordon" => Ok(Source::Generic),
-            "wazuh" => Ok(Source::Wazuh),
-            "ecs" | "elastic" => Ok(Source::Ecs),
-            other => Err(AlertError::Format(format!(
-                "unknown alert format {other:?}: expected generic, wazuh or ecs"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// An alert format as a request names it (`?format=`).
+pub fn parse_source(s: &str) -> Result<Source, AlertError> {
+    s.parse()
+        .map_err(|e: cordon_api::alerts::UnknownSource| AlertError::Format(e.to_string()))
 }
 
 /// The host an alert names, as it names it.
@@ -281,7 +250,7 @@ mod tests {
         );
         let big = vec![b' '; MAX_ALERT_BYTES + 1];
         assert!(matches!(parse(&big, None), Err(AlertError::TooLarge(_))));
-        let err = Source::parse("splunk").unwrap_err();
+        let err = parse_source("splunk").unwrap_err();
         assert!(err.to_string().contains("generic, wazuh or ecs"), "{err}");
     }
 }

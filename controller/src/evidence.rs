@@ -16,7 +16,6 @@ use std::{
 };
 
 use cordon_protocol::evidence::{EvidenceKind, EvidenceManifest, SignedManifest};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -25,6 +24,7 @@ use crate::{
     state::Controller,
     store::{EvidenceRecord, StoreError, TaskEnd},
 };
+pub use cordon_api::evidence::{Check, EvidenceView, Verification};
 
 /// The evidence directory of a data dir.
 #[derive(Debug, Clone)]
@@ -129,20 +129,6 @@ impl Drop for Staged {
     }
 }
 
-/// A stored collection, as the API and a task's result show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvidenceView {
-    pub sha256: String,
-    pub size: i64,
-    pub kind: String,
-    pub agent_id: String,
-    pub task_id: String,
-    pub source_path: Option<String>,
-    pub received_at_ms: i64,
-    /// The manifest as the agent signed it, parsed.
-    pub manifest: serde_json::Value,
-}
-
 impl From<&EvidenceRecord> for EvidenceView {
     fn from(r: &EvidenceRecord) -> Self {
         Self {
@@ -156,22 +142,6 @@ impl From<&EvidenceRecord> for EvidenceView {
             manifest: serde_json::from_str(&r.manifest).unwrap_or(serde_json::Value::Null),
         }
     }
-}
-
-/// One check of a verification.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Check {
-    pub check: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-/// The outcome of re-verifying stored evidence.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Verification {
-    pub sha256: String,
-    pub ok: bool,
-    pub checks: Vec<Check>,
 }
 
 /// Why accepting evidence failed: a task error code and a message.

@@ -14,15 +14,16 @@ pub mod report;
 pub mod stage;
 pub mod timeline;
 
-use serde::{Deserialize, Serialize};
-
 use crate::{
     now_ms,
     state::Controller,
     store::{
-        incidents::CLOSED_STAGES, CreateOutcome, IncidentChange, IncidentFilter, IncidentLink,
-        IncidentRecord, NewIncident, NewTimelineEntry, StoreError,
+        CreateOutcome, IncidentChange, IncidentFilter, IncidentLink, IncidentRecord, NewIncident,
+        NewTimelineEntry, StoreError,
     },
+};
+pub use cordon_api::incidents::{
+    is_closed_stage, CreateIncident, LinkKind, Severity, UnknownSeverity, MAX_TIER,
 };
 pub use stage::{MoveOptions, MoveRefused, Stage};
 
@@ -34,69 +35,6 @@ pub const MAX_TEXT_CHARS: usize = 16 * 1024;
 pub const MAX_HOSTS: usize = 1000;
 /// Most labels on an incident.
 pub const MAX_LABELS: usize = 32;
-/// Highest escalation tier.
-pub const MAX_TIER: i64 = 5;
-
-/// How bad an incident is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 4] = [
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, IncidentError> {
-        let wanted = s.trim().to_ascii_lowercase();
-        Severity::ALL
-            .into_iter()
-            .find(|severity| severity.as_str() == wanted)
-            .ok_or_else(|| {
-                IncidentError::Invalid(format!(
-                    "unknown severity {s:?}: expected low, medium, high or critical"
-                ))
-            })
-    }
-}
-
-/// What can be attached to an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LinkKind {
-    Task,
-    Hunt,
-    Action,
-    Evidence,
-}
-
-impl LinkKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LinkKind::Task => "task",
-            LinkKind::Hunt => "hunt",
-            LinkKind::Action => "action",
-            LinkKind::Evidence => "evidence",
-        }
-    }
-}
 
 /// Why an incident operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,31 +55,6 @@ pub enum IncidentError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// A new incident, as a responder or an alert describes it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateIncident {
-    pub title: String,
-    /// What kind of incident: `malware`, `c2`, `brute_force`, `ransomware`, or any other word
-    /// playbooks are written for.
-    pub kind: String,
-    /// low, medium (default), high or critical.
-    #[serde(default)]
-    pub severity: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Agent ids or hostnames.
-    #[serde(default)]
-    pub agents: Vec<String>,
-    #[serde(default)]
-    pub labels: Vec<String>,
-    #[serde(default)]
-    pub assignee: Option<String>,
-    /// Alerts with the same fingerprint join the open incident that has it.
-    #[serde(default)]
-    pub fingerprint: Option<String>,
 }
 
 /// A checked create request: what the store writes to open the incident.
@@ -306,7 +219,7 @@ impl Controller {
         check_text("description", &description, MAX_TEXT_CHARS)?;
         check_kind(&request.kind)?;
         let severity = match &request.severity {
-            Some(s) => Severity::parse(s)?,
+            Some(s) => parse_severity(s)?,
             None => Severity::Medium,
         };
         if request.labels.len() > MAX_LABELS {
@@ -713,7 +626,8 @@ impl Controller {
     }
 }
 
-/// Whether a stored stage name means the incident is over.
-pub fn is_closed_stage(stage: &str) -> bool {
-    CLOSED_STAGES.contains(&stage)
+/// A severity as a request names it; a bad one is an invalid request.
+pub fn parse_severity(s: &str) -> Result<Severity, IncidentError> {
+    s.parse()
+        .map_err(|e: UnknownSeverity| IncidentError::Invalid(e.to_string()))
 }

@@ -7,10 +7,10 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use cordon_agent::{enroll::EnrollOptions, identity::AgentDir, AgentConfig};
+use cordon_cli::config::ResponderConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cli::config::ResponderConfig,
     deployment::{self, DataDir, InitOptions},
     now_ms, secret,
     server::{self, ServeConfig},
@@ -131,9 +131,9 @@ pub async fn run(
         "  export CORDON_CONFIG={}",
         absolute(&responder_path).display()
     );
-    println!("  cargo run -q -p cordon-controller --bin cordon -- agents list");
-    println!("  cargo run -q -p cordon-controller --bin cordon -- tokens create --ttl 10m");
-    println!("  sleep 600 &  cargo run -q -p cordon-controller --bin cordon -- kill --agent AGENT_ID --pid $!");
+    println!("  cargo run -q -p cordon-cli -- agents list");
+    println!("  cargo run -q -p cordon-cli -- tokens create --ttl 10m");
+    println!("  sleep 600 &  cargo run -q -p cordon-cli -- kill --agent AGENT_ID --pid $!");
     println!();
     println!("Press Ctrl-C to stop.");
 
@@ -159,7 +159,7 @@ async fn write_responder_config(
     signing_key: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut responder = if path.exists() {
-        crate::cli::config::load(path, true).map_err(|e| anyhow::anyhow!("{e}"))?
+        cordon_cli::config::load(path, true).map_err(|e| anyhow::anyhow!("{e}"))?
     } else {
         ResponderConfig::default()
     };
@@ -199,7 +199,7 @@ fn responder_key(data_dir: &std::path::Path) -> anyhow::Result<(PathBuf, bool)> 
     let is_new = !path.exists();
     if is_new {
         let info =
-            crate::cli::keys::generate_key_file(&path, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            cordon_cli::keys::generate_key_file(&path, None).map_err(|e| anyhow::anyhow!("{e}"))?;
         println!(
             "made the responder signing key {} (key id {})",
             path.display(),
@@ -214,8 +214,8 @@ fn trust_responder_key(
     agent_data: &std::path::Path,
     key_path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let key = crate::cli::keys::load_signing_key(key_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let id = crate::cli::keys::id_of(&key);
+    let key = cordon_cli::keys::load_signing_key(key_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id = cordon_cli::keys::id_of(&key);
     let policy = cordon_agent::policy::Policy::load(agent_data).with_context(|| {
         format!(
             "reading the local agent's policy in {}",
@@ -225,7 +225,7 @@ fn trust_responder_key(
     if policy.signer(&id).is_some() {
         return Ok(());
     }
-    let public = crate::cli::keys::public_path(key_path);
+    let public = cordon_cli::keys::public_path(key_path);
     if !public.exists() {
         let pem = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_pem(
             &key.public(),

@@ -57,16 +57,7 @@ pub fn write_file_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()
     Ok(())
 }
 
-/// Marks `dir` as holding Cordon secrets, so that no Cordon agent on this host collects
-/// anything in it (see [`cordon_protocol::collect::PRIVATE_DIR_MARKER`]). Idempotent.
-pub fn mark_private_dir(dir: &Path) -> io::Result<()> {
-    use cordon_protocol::collect::{PRIVATE_DIR_MARKER, PRIVATE_DIR_MARKER_TEXT};
-    let marker = dir.join(PRIVATE_DIR_MARKER);
-    if marker.exists() {
-        return Ok(());
-    }
-    write_file_mode(&marker, PRIVATE_DIR_MARKER_TEXT.as_bytes(), 0o644)
-}
+pub use cordon_protocol::collect::mark_private_dir;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,6 @@ use std::{
 };
 
 use cordon_protocol::message::{AgentEvent, FileChangeKind, TaskKind};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -25,6 +24,7 @@ use crate::{
     store::{NewWatch, NewWatchEvent, StoreError, TaskRecord, TaskState, WatchRecord},
     tasks::{TaskError, MAX_TASK_TTL},
 };
+pub use cordon_api::watches::WatchStatus;
 
 /// Paths one watch may name (the agent enforces the same bound).
 pub const MAX_PATHS: usize = 64;
@@ -57,42 +57,18 @@ pub enum WatchError {
     Store(#[from] StoreError),
 }
 
-/// Where a watch is, as responders see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WatchStatus {
-    /// Its `Watch` task has not reached the agent yet (or the agent is away).
-    Pending,
-    /// The agent is watching.
-    Active,
-    /// The agent could not start it (the task's error says why).
-    Failed,
-    Stopped,
-}
-
-impl WatchStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WatchStatus::Pending => "pending",
-            WatchStatus::Active => "active",
-            WatchStatus::Failed => "failed",
-            WatchStatus::Stopped => "stopped",
-        }
+/// Derived from the watch and the state of its latest `Watch` task.
+pub fn watch_status(watch: &WatchRecord, task: Option<&TaskRecord>) -> WatchStatus {
+    if watch.stopped_at_ms.is_some() {
+        return WatchStatus::Stopped;
     }
-
-    /// Derived from the watch and the state of its latest `Watch` task.
-    pub fn of(watch: &WatchRecord, task: Option<&TaskRecord>) -> Self {
-        if watch.stopped_at_ms.is_some() {
-            return WatchStatus::Stopped;
-        }
-        match task.map(|t| t.state) {
-            Some(TaskState::Done) => WatchStatus::Active,
-            Some(TaskState::Failed | TaskState::Cancelled) => WatchStatus::Failed,
-            // Expired: the agent was away; its next hello sends the watch again.
-            None
-            | Some(TaskState::Queued | TaskState::Sent | TaskState::Running)
-            | Some(TaskState::Expired) => WatchStatus::Pending,
-        }
+    match task.map(|t| t.state) {
+        Some(TaskState::Done) => WatchStatus::Active,
+        Some(TaskState::Failed | TaskState::Cancelled) => WatchStatus::Failed,
+        // Expired: the agent was away; its next hello sends the watch again.
+        None
+        | Some(TaskState::Queued | TaskState::Sent | TaskState::Running)
+        | Some(TaskState::Expired) => WatchStatus::Pending,
     }
 }
 
@@ -452,25 +428,25 @@ mod tests {
     #[test]
     fn status_follows_the_latest_watch_task() {
         let w = watch(false);
-        assert_eq!(WatchStatus::of(&w, None), WatchStatus::Pending);
+        assert_eq!(watch_status(&w, None), WatchStatus::Pending);
         assert_eq!(
-            WatchStatus::of(&w, Some(&task(TaskState::Queued))),
+            watch_status(&w, Some(&task(TaskState::Queued))),
             WatchStatus::Pending
         );
         assert_eq!(
-            WatchStatus::of(&w, Some(&task(TaskState::Done))),
+            watch_status(&w, Some(&task(TaskState::Done))),
             WatchStatus::Active
         );
         assert_eq!(
-            WatchStatus::of(&w, Some(&task(TaskState::Failed))),
+            watch_status(&w, Some(&task(TaskState::Failed))),
             WatchStatus::Failed
         );
         assert_eq!(
-            WatchStatus::of(&w, Some(&task(TaskState::Expired))),
+            watch_status(&w, Some(&task(TaskState::Expired))),
             WatchStatus::Pending
         );
         assert_eq!(
-            WatchStatus::of(&watch(true), Some(&task(TaskState::Done))),
+            watch_status(&watch(true), Some(&task(TaskState::Done))),
             WatchStatus::Stopped
         );
         assert_eq!(change_kind_name(FileChangeKind::Renamed), "renamed");

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +36,7 @@ use crate::{
         StoreError,
     },
 };
+pub use cordon_api::webhooks::{CreateWebhook, WebhookCreated};
 
 /// Most enabled webhooks at once.
 pub const MAX_WEBHOOKS: i64 = 100;
@@ -93,48 +93,6 @@ fn invalid(field: &'static str, message: impl Into<String>) -> WebhookError {
     WebhookError::Invalid {
         field,
         message: message.into(),
-    }
-}
-
-/// `POST /api/v1/webhooks`.
-#[derive(Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateWebhook {
-    pub name: String,
-    /// `http://` or `https://`.
-    pub url: String,
-    /// Event kind patterns; all events when left out.
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// The HMAC key; 32 random bytes (hex) when left out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-}
-
-impl std::fmt::Debug for CreateWebhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateWebhook")
-            .field("name", &self.name)
-            .field("events", &self.events)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .finish_non_exhaustive()
-    }
-}
-
-/// A new webhook, with its secret: the only time the secret is shown.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct WebhookCreated {
-    #[serde(flatten)]
-    pub webhook: WebhookRecord,
-    pub secret: String,
-}
-
-impl std::fmt::Debug for WebhookCreated {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookCreated")
-            .field("webhook", &self.webhook)
-            .field("secret", &"<redacted>")
-            .finish()
     }
 }
 

@@ -13,6 +13,24 @@ pub const PRIVATE_DIR_MARKER: &str = ".cordon-private";
 pub const PRIVATE_DIR_MARKER_TEXT: &str = "This directory holds Cordon secrets. Cordon agents \
 refuse to collect anything in it (stat, hash, list, fetch, watch, hunt). Do not remove this file.\n";
 
+/// Marks `dir` as holding Cordon secrets, so that no Cordon agent on this host collects
+/// anything in it: the controller's `init`, the quickstart and `cordon keys generate` all call
+/// this. The marker is world-readable (0644) and owned by whoever wrote it; an agent honours it
+/// only from a trusted owner. Idempotent.
+pub fn mark_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(dir.join(PRIVATE_DIR_MARKER));
+    match created {
+        Ok(mut file) => file.write_all(PRIVATE_DIR_MARKER_TEXT.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// One process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {

@@ -39,17 +39,14 @@ pub fn generate_key(dir: &Path, name: &str) -> ResponderKey {
         .args(["--json", "keys", "generate", "--out"])
         .arg(&file)
         .env_remove("CORDON_CONFIG")
-        .env(
-            cordon_controller::cli::signer::PASSPHRASE_ENV,
-            TEST_PASSPHRASE,
-        )
+        .env(cordon_cli::signer::PASSPHRASE_ENV, TEST_PASSPHRASE)
         .env("HOME", dir)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run cordon keys generate");
     let info: serde_json::Value = json_of(&out);
     let pem = std::fs::read_to_string(&file).expect("private key");
-    let signing = cordon_controller::cli::signer::open_encrypted(&pem, TEST_PASSPHRASE)
+    let signing = cordon_cli::signer::open_encrypted(&pem, TEST_PASSPHRASE)
         .expect("an encrypted PKCS#8 key that the test passphrase opens");
     ResponderKey {
         public_file: PathBuf::from(info["public_key_file"].as_str().expect("public file")),

@@ -288,7 +288,7 @@ impl Deployment {
             .env_remove("CORDON_SIGNING_KEY")
             .env_remove("CORDON_WEBHOOK_SECRET")
             .env(
-                cordon_controller::cli::signer::PASSPHRASE_ENV,
+                cordon_cli::signer::PASSPHRASE_ENV,
                 crate::keys::TEST_PASSPHRASE,
             )
             .env("HOME", self.tmp.path())

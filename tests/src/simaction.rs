@@ -7,11 +7,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use cordon_controller::{
-    actions::{ActionView, SignatureSpec, SubmitAction},
-    cli::client::Client,
-    store::ActionState,
-};
+use cordon_api::actions::{ActionState, ActionView, SignatureSpec, SubmitAction};
+use cordon_cli::client::Client;
 use cordon_protocol::{
     action::{
         key_id, signing_bytes, Action, ActionKind, ActionRequest, PolicySummary, SignedAction,

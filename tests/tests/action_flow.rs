@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cordon_controller::cli::signer::PASSPHRASE_ENV;
+use cordon_cli::signer::PASSPHRASE_ENV;
 use cordon_controller::{
     actions::{ActionView, SignatureSpec, StoredReceipt},
     api::types::AgentStatus,

@@ -412,10 +412,11 @@ async fn a_bad_playbook_is_refused_with_its_file_and_line() {
     )
     .unwrap();
 
-    // `cordon playbooks validate` checks files without a controller.
-    let out = deployment
-        .run_cli(&["playbooks", "validate", dir.to_str().unwrap()])
-        .await;
+    // `cordon-controller playbooks validate` checks files without a running controller.
+    let out = std::process::Command::new(cordon_tests::binary("e2e-cordon-controller"))
+        .args(["playbooks", "validate", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = text(&out.stderr);
     assert!(
@@ -472,6 +473,30 @@ async fn a_bad_playbook_is_refused_with_its_file_and_line() {
     );
     let listed = deployment.run_cli(&["playbooks", "list"]).await;
     assert!(text(&listed.stdout).contains("ransomware"), "{listed:?}");
+    // A built-in one shows each kind of step, templates unfilled.
+    let out = deployment.run_cli(&["playbooks", "show", "malware"]).await;
+    let shown = text(&out.stdout);
+    for line in [
+        "on entering collection:",
+        "collect  snapshot",
+        "collect  file_hash path={alert.file.path}",
+        "hunt     file_sha256={alert.file.sha256} (for 3600 s)",
+        "propose  kill tree=false on alert host(s)",
+    ] {
+        assert!(shown.contains(line), "{line:?} in {shown}");
+    }
+    // Once fixed, the files validate, naming what they hold.
+    let out = std::process::Command::new(cordon_tests::binary("e2e-cordon-controller"))
+        .args(["playbooks", "validate", "--json", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["playbooks"].as_array().map(Vec::len),
+        Some(5),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

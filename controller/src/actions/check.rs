@@ -4,9 +4,9 @@
 //! "key K is not trusted by agent A for kill" at once, instead of after a round trip; they are
 //! never the security boundary — the agent verifies everything again against its own policy.
 
+pub use cordon_api::actions::{SignatureSpec, StoredSignature};
 use cordon_protocol::action::{key_id, Action, ActionRequest, PolicySummary, SignerSummary};
 use ed25519_dalek::{Signature, VerifyingKey};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Most signatures one action may carry (the agent's own limit).
@@ -15,29 +15,6 @@ pub const MAX_SIGNATURES: usize = 16;
 pub const CLOCK_SKEW_MS: i64 = 60_000;
 /// Longest lifetime an action may have: the longest a task may wait for its agent.
 pub const MAX_LIFETIME_MS: i64 = 7 * 24 * 3600 * 1000;
-
-/// A signature as a signer submits it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignatureSpec {
-    /// Hex of the signer's 32-byte Ed25519 public key.
-    pub public_key: String,
-    /// Hex of the 64-byte signature over the request's signing bytes.
-    pub signature: String,
-}
-
-/// A signature as stored and shown: checked, with the name the agent's policy gives its key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSignature {
-    pub key_id: String,
-    pub public_key: String,
-    pub signature: String,
-    /// The signer's name in the agent's policy.
-    pub signer: String,
-    /// The API token that added it.
-    pub added_by: String,
-    pub added_at_ms: i64,
-}
 
 /// Why a signed action was refused before it reached the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -10,6 +10,7 @@ use crate::{
     state::Controller,
     store::{ActionEnd, ActionRecord, ActionState, NewAuditEntry, StoreError, TaskEnd, TaskState},
 };
+pub use cordon_api::actions::StoredReceipt;
 
 /// The audit entry recording an agent's receipt for `action`, appended with it: actor
 /// `agent:ID`, action `action.receipt`, outcome `done` or, for a receipt that did not check
@@ -46,10 +47,6 @@ fn receipt_audit_entry(
         detail,
     )
 }
-
-/// A receipt as stored and shown: every signed field as the agent sent it, keys and signature
-/// in hex, so anyone can verify it again ([`cordon_protocol::receipt::ReceiptText::verify`]).
-pub type StoredReceipt = cordon_protocol::receipt::ReceiptText;
 
 impl Controller {
     /// The agent answered an action's task with a receipt: keep it on the action if it checks

@@ -97,7 +97,7 @@ pub fn map(value: &Value) -> Result<Alert, AlertError> {
 fn severity(value: &Value) -> Result<Severity, AlertError> {
     for path in ["kibana.alert.severity", "kibana.alert.rule.severity"] {
         if let Some(s) = opt_str(value, path)? {
-            return Severity::parse(&s)
+            return crate::incidents::parse_severity(&s)
                 .map_err(|_| AlertError::field(path, "must be low, medium, high or critical"));
         }
     }

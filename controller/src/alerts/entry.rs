@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{fields, host::HostMatch, Alert, Source};
+use super::{host::HostMatch, Alert, Source};
 
 /// The timeline entry kind of an alert.
 pub const ENTRY_KIND: &str = "alert";
@@ -119,14 +119,7 @@ impl Alert {
     }
 }
 
-/// `text` on one line (control characters become spaces), bounded.
-pub fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    fields::bounded(flat.trim(), max)
-}
+pub use cordon_api::format::one_line;
 
 #[cfg(test)]
 mod tests {

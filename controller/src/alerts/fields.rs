@@ -44,15 +44,7 @@ fn invalid(path: &str, what: &str) -> AlertError {
     }
 }
 
-/// Cuts `text` to `max` characters, marking a cut with `…`.
-pub fn bounded(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
+pub use cordon_api::format::bounded;
 
 /// A string at `path` (trimmed, bounded; empty counts as absent); anything but a string is
 /// refused.

@@ -67,7 +67,7 @@ pub fn map(value: &Value) -> Result<Alert, AlertError> {
         None => DEFAULT_KIND.to_owned(),
     };
     let severity = match opt_str(value, "severity")? {
-        Some(s) => Severity::parse(&s)
+        Some(s) => crate::incidents::parse_severity(&s)
             .map_err(|_| AlertError::field("severity", "must be low, medium, high or critical"))?,
         None => Severity::Medium,
     };

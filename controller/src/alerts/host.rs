@@ -7,35 +7,12 @@
 //! address decides between them if it can; when nothing decides, no agent is chosen and the
 //! candidates are reported, so a responder picks rather than the controller guessing.
 
-use serde::{Deserialize, Serialize};
-
 use super::{fields::parse_ip, AlertHost};
 use crate::{
     state::Controller,
     store::{HostCandidate, StoreError},
 };
-
-/// How an alert's host was matched.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostMatch {
-    /// The agent it is, if exactly one fits.
-    pub agent_id: Option<String>,
-    /// `agent_id`, `hostname`, `hostname and ip`, or `ip`.
-    pub matched_by: Option<String>,
-    /// When several agents fit and nothing told them apart: their ids (none chosen).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub candidates: Vec<String>,
-}
-
-impl HostMatch {
-    fn agent(id: &str, by: &str) -> Self {
-        HostMatch {
-            agent_id: Some(id.to_owned()),
-            matched_by: Some(by.to_owned()),
-            candidates: Vec::new(),
-        }
-    }
-}
+pub use cordon_api::alerts::HostMatch;
 
 impl Controller {
     /// Matches the host an alert names to an enrolled agent (see the module docs).

@@ -1,40 +1,16 @@
 //! Taking an alert in: read it, match its host, fingerprint it, and open or join an incident
 //! with the alert stored in the same transaction.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{entry::ENTRY_KIND, fields, host::HostMatch, one_line, parse, AlertError, Source};
+use super::{entry::ENTRY_KIND, fields, one_line, parse, AlertError, Source};
 use crate::{
     incidents::{CreateIncident, MAX_TEXT_CHARS, MAX_TITLE_CHARS},
     state::Controller,
     store::{AlertIncident, AlertOutcome, NewAlert, NewTimelineEntry},
 };
-
-/// An alert taken in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Received {
-    pub alert_id: String,
-    pub incident_id: String,
-    /// True if the alert opened the incident, false if it joined an open one.
-    pub opened: bool,
-    /// `opened` or `joined`.
-    pub outcome: String,
-    pub source: Source,
-    pub fingerprint: String,
-    /// The incident's title (an alert that joins keeps the incident's).
-    pub title: String,
-    /// The alert's kind and severity, as mapped.
-    pub kind: String,
-    pub severity: String,
-    /// The agent the host was matched to, and how.
-    pub host: HostMatch,
-    /// Hosts newly added to the incident by this alert.
-    pub hosts_added: Vec<String>,
-    /// Alerts on the incident, this one included.
-    pub alert_count: i64,
-}
+pub use cordon_api::alerts::Received;
 
 impl Controller {
     /// Takes an alert in (`format`, or detected): opens an incident for it, or joins the open

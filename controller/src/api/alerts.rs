@@ -12,13 +12,14 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{
-    alerts::{AlertError, Received, Source},
+    alerts::{AlertError, Received},
     api::{auth::Caller, error::ApiError, recorder::AuditNote, AppState},
     store::{AlertRecord, Role},
 };
+pub use cordon_api::alerts::AlertView;
 
 /// Most alerts one list returns.
 pub const MAX_LIST: i64 = 1000;
@@ -67,7 +68,11 @@ pub async fn receive(
         };
         ApiError::new(status, error, rejection.body_text())
     })?;
-    let format = query.format.as_deref().map(Source::parse).transpose()?;
+    let format = query
+        .format
+        .as_deref()
+        .map(crate::alerts::parse_source)
+        .transpose()?;
     let received = state.receive_alert(&body, format, &caller.name).await?;
     let status = if received.opened {
         StatusCode::CREATED
@@ -112,15 +117,6 @@ pub async fn list(
             .list_alerts(query.incident_id.as_deref(), limit)
             .await?,
     ))
-}
-
-/// One alert with the payload it came in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AlertView {
-    #[serde(flatten)]
-    pub alert: AlertRecord,
-    /// The payload exactly as received (JSON; its SHA-256 is `raw_sha256`).
-    pub raw: serde_json::Value,
 }
 
 /// `GET /api/v1/alerts/{id}`.

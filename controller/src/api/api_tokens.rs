@@ -1,40 +1,18 @@
 //! `/api/v1/api-tokens`: bearer tokens for people and machines, each with a role (admin).
 
 use axum::{extract::State, http::StatusCode, Extension, Json};
-use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{auth::Caller, error::ApiError, recorder::AuditNote, AppState},
     now_ms, secret,
     store::Role,
 };
+pub use cordon_api::tokens::{ApiTokenCreated, CreateApiToken};
 
 /// Longest token name.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest lifetime an API token may be given (it may also have none).
 pub const MAX_API_TTL_SECS: u64 = 365 * 24 * 3600;
-
-/// `POST /api/v1/api-tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateApiToken {
-    /// Who or what holds it; shown as the actor in the audit log.
-    pub name: String,
-    pub role: Role,
-    /// Lifetime; without it the token lasts until revoked.
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-}
-
-/// The answer: the only time the token itself is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApiTokenCreated {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub token: String,
-    pub expires_at_ms: Option<i64>,
-}
 
 pub async fn create(
     State(state): State<AppState>,

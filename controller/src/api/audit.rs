@@ -8,11 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{auth::Caller, error::ApiError, AppState},
-    store::{
-        audit::{AuditHead, MAX_LIST},
-        AuditEntry, BrokenLink, Role,
-    },
+    store::{audit::MAX_LIST, Role},
 };
+pub use cordon_api::audit::{AuditPage, AuditVerifyView};
 
 /// Entries a listing returns when no `limit` is given.
 const DEFAULT_LIMIT: i64 = 100;
@@ -27,28 +25,6 @@ pub struct AuditQuery {
     /// At most this many (default 100, at most 1,000).
     #[serde(default)]
     pub limit: Option<i64>,
-}
-
-/// One page of the audit log, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuditPage {
-    pub entries: Vec<AuditEntry>,
-    /// The seq of the last entry returned (or `after` when none): pass it as `after` next time.
-    pub last_seq: i64,
-}
-
-/// `GET /api/v1/audit/verify`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuditVerifyView {
-    /// Whether the whole chain is intact.
-    pub ok: bool,
-    /// How many entries were checked and found intact.
-    pub entries: i64,
-    /// Where the chain first breaks: the entry's seq, why (`hash_mismatch`,
-    /// `prev_hash_mismatch`, `gap`) and what was found.
-    pub first_broken: Option<BrokenLink>,
-    /// The last intact entry: keep it elsewhere to detect entries later cut off the end.
-    pub head: Option<AuditHead>,
 }
 
 pub async fn list(

@@ -8,13 +8,13 @@ use axum::{
     response::Response,
     Json,
 };
-use serde::Serialize;
 
 use crate::{
     api::{auth::Caller, error::ApiError, types::AgentListQuery, AppState},
     evidence::{is_sha256, EvidenceView, Verification},
     store::Role,
 };
+pub use cordon_api::evidence::SignedRecord;
 
 /// `GET /api/v1/evidence`: newest first.
 pub async fn list(
@@ -77,17 +77,6 @@ pub async fn content(
         headers.insert("x-cordon-sha256", value);
     }
     Ok(response)
-}
-
-/// A collection with its manifest exactly as signed.
-#[derive(Debug, Serialize)]
-pub struct SignedRecord {
-    #[serde(flatten)]
-    pub view: EvidenceView,
-    /// The manifest's JSON text as signed (the signature covers these bytes).
-    pub manifest_text: String,
-    pub agent_public_key: String,
-    pub signature: String,
 }
 
 /// `GET /api/v1/evidence/{sha256}/manifest`: every collection of these bytes with its signed

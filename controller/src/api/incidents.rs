@@ -12,15 +12,16 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{
     api::{auth::Caller, error::ApiError, AppState},
-    incidents::{
-        containment::ActiveContainment, report, timeline::TimelineItem, CreateIncident, Created,
-        IncidentError, LinkKind, Severity, Stage,
-    },
-    store::{IncidentFilter, IncidentHost, IncidentLink, IncidentRecord, Role, StageEntry},
+    incidents::{report, CreateIncident, Created, IncidentError, Stage},
+    store::{IncidentFilter, Role},
+};
+pub use cordon_api::incidents::{
+    AddHosts, Assign, Close, Comment, Escalate, IncidentSummary, IncidentView, Link, MoveStage,
+    SetSeverity,
 };
 
 /// Most incidents one list returns.
@@ -44,30 +45,6 @@ impl From<IncidentError> for ApiError {
             IncidentError::Store(e) => ApiError::from(e),
         }
     }
-}
-
-/// An incident in a list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IncidentSummary {
-    #[serde(flatten)]
-    pub incident: IncidentRecord,
-    /// Agent ids.
-    pub hosts: Vec<String>,
-}
-
-/// An incident with everything about it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IncidentView {
-    #[serde(flatten)]
-    pub incident: IncidentRecord,
-    pub hosts: Vec<IncidentHost>,
-    /// Tasks, hunts, actions and evidence attached.
-    pub links: Vec<IncidentLink>,
-    /// Isolations and blocks in force on its hosts now.
-    pub active_containment: Vec<ActiveContainment>,
-    /// The stages entered and whether their playbooks ran.
-    pub stages: Vec<StageEntry>,
-    pub timeline: Vec<TimelineItem>,
 }
 
 /// Everything about an incident, for `show` and reports.
@@ -158,19 +135,6 @@ pub async fn show(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
-/// `POST /api/v1/incidents/{id}/stage`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MoveStage {
-    pub stage: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Past the rules that can be overridden (closing early or with containment active); needs
-    /// a reason.
-    #[serde(default)]
-    pub force: bool,
-}
-
 pub async fn stage(
     State(state): State<AppState>,
     caller: Caller,
@@ -187,19 +151,6 @@ pub async fn stage(
         .move_incident(&id, to, body.force, body.reason.as_deref(), &caller.name)
         .await?;
     Ok(Json(incident_view(&state, &id).await?))
-}
-
-/// `POST /api/v1/incidents/{id}/close`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Close {
-    /// `closed` (default) or `false_positive`.
-    #[serde(default)]
-    pub resolution: Option<String>,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub force: bool,
 }
 
 pub async fn close(
@@ -225,13 +176,6 @@ pub async fn close(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
-/// `POST /api/v1/incidents/{id}/assign`: `{"assignee": null}` unassigns.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Assign {
-    pub assignee: Option<String>,
-}
-
 pub async fn assign(
     State(state): State<AppState>,
     caller: Caller,
@@ -244,20 +188,6 @@ pub async fn assign(
         .assign_incident(&id, body.assignee.as_deref(), &caller.name)
         .await?;
     Ok(Json(incident_view(&state, &id).await?))
-}
-
-/// `POST /api/v1/incidents/{id}/escalate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Escalate {
-    /// The tier it goes to (1 upwards); default: one above the current.
-    #[serde(default)]
-    pub tier: Option<i64>,
-    /// The team or role taking it, e.g. "ir-team" or "forensics".
-    #[serde(default)]
-    pub to: Option<String>,
-    #[serde(default)]
-    pub reason: Option<String>,
 }
 
 pub async fn escalate(
@@ -284,13 +214,6 @@ pub async fn escalate(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
-/// `POST /api/v1/incidents/{id}/severity`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetSeverity {
-    pub severity: String,
-}
-
 pub async fn severity(
     State(state): State<AppState>,
     caller: Caller,
@@ -299,18 +222,11 @@ pub async fn severity(
 ) -> Result<Json<IncidentView>, ApiError> {
     caller.require(Role::Responder)?;
     let Json(body) = body?;
-    let severity = Severity::parse(&body.severity)?;
+    let severity = crate::incidents::parse_severity(&body.severity)?;
     state
         .set_incident_severity(&id, severity, &caller.name)
         .await?;
     Ok(Json(incident_view(&state, &id).await?))
-}
-
-/// `POST /api/v1/incidents/{id}/comments`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Comment {
-    pub text: String,
 }
 
 pub async fn comment(
@@ -327,14 +243,6 @@ pub async fn comment(
     Ok((StatusCode::CREATED, Json(incident_view(&state, &id).await?)))
 }
 
-/// `POST /api/v1/incidents/{id}/hosts`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddHosts {
-    /// Agent ids or hostnames.
-    pub agents: Vec<String>,
-}
-
 pub async fn add_hosts(
     State(state): State<AppState>,
     caller: Caller,
@@ -347,14 +255,6 @@ pub async fn add_hosts(
         .add_incident_hosts(&id, &body.agents, &caller.name)
         .await?;
     Ok(Json(incident_view(&state, &id).await?))
-}
-
-/// `POST /api/v1/incidents/{id}/links`: attach a task, hunt, action or evidence (SHA-256).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Link {
-    pub kind: LinkKind,
-    pub id: String,
 }
 
 pub async fn link(

@@ -3,26 +3,13 @@
 //! keeps the playbooks in force.
 
 use axum::{extract::State, Json};
-use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{auth::Caller, error::ApiError, AppState},
     playbooks::{Playbook, PlaybookSet},
     store::Role,
 };
-
-/// One playbook as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlaybookView {
-    pub name: String,
-    pub description: String,
-    /// Incident kinds; `*` for any.
-    pub kinds: Vec<String>,
-    pub file: String,
-    /// Per stage: `stage`, and its `collect`, `hunts` and `propose` steps as written
-    /// (templates such as `{alert.file.path}` unfilled).
-    pub stages: Vec<serde_json::Value>,
-}
+pub use cordon_api::playbooks::{PlaybookList, PlaybookView};
 
 impl From<&Playbook> for PlaybookView {
     fn from(p: &Playbook) -> Self {
@@ -38,14 +25,6 @@ impl From<&Playbook> for PlaybookView {
                 .collect(),
         }
     }
-}
-
-/// `GET /api/v1/playbooks` and a reload's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlaybookList {
-    /// The directory they are read from.
-    pub dir: String,
-    pub playbooks: Vec<PlaybookView>,
 }
 
 fn list_of(dir: &std::path::Path, set: &PlaybookSet) -> PlaybookList {

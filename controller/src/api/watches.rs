@@ -11,89 +11,19 @@ use axum::{
     http::StatusCode,
     Json,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{
     api::{auth::Caller, error::ApiError, types::TaskErrorView, AppState},
-    store::{Role, TaskState, WatchEventRecord, WatchRecord},
-    watches::{WatchError, WatchStatus},
+    store::{Role, WatchEventRecord, WatchRecord},
+    watches::{watch_status, WatchError},
 };
+pub use cordon_api::watches::{CreateWatch, WatchEventView, WatchEventsPage, WatchView};
 
 /// Default time the `Watch` task may wait for an offline agent.
 pub const DEFAULT_WATCH_TTL: Duration = Duration::from_secs(3600);
 /// Most events one page returns.
 pub const MAX_EVENTS_PAGE: i64 = 1000;
-
-/// `POST /api/v1/watches`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateWatch {
-    pub agent_id: String,
-    /// Absolute paths; directories are watched recursively.
-    pub paths: Vec<String>,
-    /// How long the task that starts the watch may wait for an offline agent (default 1 hour).
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-}
-
-/// A watch as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WatchView {
-    pub id: String,
-    pub agent_id: String,
-    pub paths: Vec<String>,
-    pub status: WatchStatus,
-    pub created_at_ms: i64,
-    pub created_by: String,
-    pub stopped_at_ms: Option<i64>,
-    /// Who stopped it: a token name, or the controller when it reached its change limit.
-    pub stopped_by: Option<String>,
-    /// Changes stored for it (at most [`crate::watches::MAX_CHANGES_PER_WATCH`]).
-    #[serde(default)]
-    pub changes: i64,
-    /// The latest task that (re)started the watch on the agent, its state and error.
-    pub task_id: Option<String>,
-    pub task_state: Option<TaskState>,
-    pub error: Option<TaskErrorView>,
-}
-
-/// One change an agent reported.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WatchEventView {
-    pub id: i64,
-    pub watch_id: String,
-    pub path: String,
-    /// created, modified, removed or renamed.
-    pub kind: String,
-    /// When the agent saw it.
-    pub changed_at_ms: i64,
-    pub received_at_ms: i64,
-}
-
-/// `GET /api/v1/watches/{id}/events`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WatchEventsPage {
-    pub watch_id: String,
-    pub events: Vec<WatchEventView>,
-    /// The id of the last event returned (or `after` when none): pass it as `after` next time.
-    pub last_id: i64,
-    /// Whether the watch is stopped. Changes it saw before the stop may still arrive later from
-    /// an agent that was away; none after it.
-    pub stopped: bool,
-}
-
-impl From<WatchEventRecord> for WatchEventView {
-    fn from(e: WatchEventRecord) -> Self {
-        Self {
-            id: e.id,
-            watch_id: e.watch_id,
-            path: e.path,
-            kind: e.kind,
-            changed_at_ms: e.changed_at_ms,
-            received_at_ms: e.received_at_ms,
-        }
-    }
-}
 
 impl From<WatchError> for ApiError {
     fn from(e: WatchError) -> Self {
@@ -112,7 +42,7 @@ async fn view(state: &AppState, watch: WatchRecord) -> Result<WatchView, ApiErro
         Some(id) => state.store.get_task(id).await?,
         None => None,
     };
-    let status = WatchStatus::of(&watch, task.as_ref());
+    let status = watch_status(&watch, task.as_ref());
     let error = task.as_ref().and_then(|t| {
         t.error_code.clone().map(|code| TaskErrorView {
             code,
@@ -242,4 +172,17 @@ pub async fn events(
         last_id,
         stopped: watch.stopped_at_ms.is_some(),
     }))
+}
+
+impl From<WatchEventRecord> for WatchEventView {
+    fn from(e: WatchEventRecord) -> Self {
+        Self {
+            id: e.id,
+            watch_id: e.watch_id,
+            path: e.path,
+            kind: e.kind,
+            changed_at_ms: e.changed_at_ms,
+            received_at_ms: e.received_at_ms,
+        }
+    }
 }

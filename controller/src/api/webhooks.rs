@@ -11,7 +11,7 @@ use axum::{
     http::StatusCode,
     Extension, Json,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{
     api::{auth::Caller, error::ApiError, recorder::AuditNote, AppState},
@@ -21,6 +21,7 @@ use crate::{
     },
     webhooks::{CreateWebhook, WebhookCreated, WebhookError},
 };
+pub use cordon_api::webhooks::TestQueued;
 
 /// Most deliveries one list returns.
 pub const MAX_DELIVERIES: i64 = 1000;
@@ -36,13 +37,6 @@ impl From<WebhookError> for ApiError {
             WebhookError::Store(e) => ApiError::from(e),
         }
     }
-}
-
-/// `POST /api/v1/webhooks/{id}/test`: the delivery queued.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TestQueued {
-    pub webhook_id: String,
-    pub delivery_id: String,
 }
 
 pub async fn create(

@@ -71,6 +71,23 @@ enum Command {
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Playbook files, checked here without a running controller.
+    Playbooks {
+        #[command(subcommand)]
+        command: PlaybooksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlaybooksCommand {
+    /// Check every `*.toml` playbook in DIR; exit 2 naming each file:line at fault.
+    Validate {
+        /// Directory of playbooks (default: the data dir's `playbooks/`).
+        #[arg(default_value = "/var/lib/cordon-controller/playbooks")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -78,7 +95,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     match run(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -86,7 +103,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Init {
             data_dir,
@@ -105,7 +122,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .with_context(|| format!("initialising {}", data_dir.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
-                return Ok(());
+                return Ok(ExitCode::SUCCESS);
             }
             if report.created {
                 println!("deployment ready in {}", report.data_dir);
@@ -119,7 +136,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if let Some(token) = &report.admin_token {
                 println!("admin API token (shown once, stored hashed): {token}");
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
             data_dir,
@@ -140,7 +157,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             server::run(config, shutdown).await?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Quickstart {
             data_dir,
@@ -158,12 +175,49 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 shutdown,
                 |_| {},
             )
-            .await
+            .await?;
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Playbooks {
+            command: PlaybooksCommand::Validate { dir, json },
+        } => Ok(validate_playbooks(&dir, json)),
         Command::Fingerprint { data_dir } => {
             let ca = DataDir::new(&data_dir).load_ca()?;
             println!("{}", ca.fingerprint());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `playbooks validate`: the names of the playbooks in `dir`, or every error (exit 2).
+fn validate_playbooks(dir: &std::path::Path, json: bool) -> ExitCode {
+    if !dir.is_dir() {
+        eprintln!("error: {} is not a directory of playbooks", dir.display());
+        return ExitCode::from(2);
+    }
+    match cordon_controller::playbooks::load_dir(dir) {
+        Ok(set) => {
+            let names: Vec<&str> = set.playbooks.iter().map(|p| p.name.as_str()).collect();
+            if json {
+                let report = serde_json::json!({
+                    "ok": true,
+                    "dir": dir.display().to_string(),
+                    "playbooks": names,
+                });
+                println!("{report:#}");
+            } else {
+                println!(
+                    "ok: {} playbooks in {} ({})",
+                    names.len(),
+                    dir.display(),
+                    names.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: invalid playbooks:\n{e}");
+            ExitCode::from(2)
         }
     }
 }

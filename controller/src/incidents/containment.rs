@@ -9,28 +9,14 @@
 use std::collections::BTreeMap;
 
 use cordon_protocol::action::Action;
-use serde::{Deserialize, Serialize};
 
 use crate::{actions::view::ActionView, now_ms, state::Controller, store::ActionState};
 
 use super::IncidentError;
+pub use cordon_api::incidents::ActiveContainment;
 
 /// Actions looked at per host, newest first.
 const ACTIONS_PER_HOST: i64 = 1000;
-
-/// One containment measure still in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActiveContainment {
-    pub agent_id: String,
-    /// `isolated` or `blocked`.
-    pub what: String,
-    /// For a block: the addresses or CIDRs.
-    pub targets: Vec<String>,
-    /// When the kernel lifts it.
-    pub until_ms: i64,
-    /// The action that put it in place.
-    pub action_id: String,
-}
 
 /// What is still in force after `actions` (any order), at `now`.
 pub fn in_force(agent_id: &str, actions: &[ActionView], now: i64) -> Vec<ActiveContainment> {
@@ -130,7 +116,7 @@ pub fn describe(active: &[ActiveContainment]) -> String {
     active
         .iter()
         .map(|c| {
-            let until = crate::cli::output::time(Some(c.until_ms));
+            let until = cordon_api::format::time(Some(c.until_ms));
             if c.targets.is_empty() {
                 format!("{} {} until {until}", c.agent_id, c.what)
             } else {

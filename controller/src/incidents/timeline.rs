@@ -2,48 +2,13 @@
 //! attached to it, read from those things now — a task's end, the evidence it stored, an
 //! action's end with its signers and receipt. Ordered by time, then stored entries first.
 
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    actions::view::ActionView,
-    state::Controller,
-    store::{TaskState, TimelineEntry},
-};
+use crate::{actions::view::ActionView, state::Controller, store::TaskState};
 
 use super::{IncidentError, LinkKind};
+pub use cordon_api::incidents::TimelineItem;
 
 /// Most stored entries read for one timeline.
 pub const MAX_ENTRIES: i64 = 10_000;
-
-/// One line of the timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimelineItem {
-    pub at_ms: i64,
-    /// Who: a token name, `controller`, `playbook:NAME`, or the agent that did it.
-    pub actor: String,
-    /// `created`, `stage`, `assigned`, `escalated`, `comment`, `hosts`, `alert`, `task`,
-    /// `hunt`, `action`, `evidence` (stored); `task.done`, `task.failed`, `task.expired`,
-    /// `task.cancelled`, `evidence.stored`, `action.done`, `action.failed`, `action.expired`
-    /// (read from what is attached).
-    pub kind: String,
-    pub summary: String,
-    pub detail: serde_json::Value,
-    /// The stored entry's id; None for lines read from attached things.
-    pub entry_id: Option<i64>,
-}
-
-impl From<TimelineEntry> for TimelineItem {
-    fn from(e: TimelineEntry) -> Self {
-        Self {
-            at_ms: e.at_ms,
-            actor: e.actor,
-            kind: e.kind,
-            summary: e.summary,
-            detail: e.detail,
-            entry_id: Some(e.id),
-        }
-    }
-}
 
 impl Controller {
     /// The whole timeline of an incident, oldest first.

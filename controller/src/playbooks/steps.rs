@@ -14,9 +14,10 @@ use super::{
     Collect, HostScope, HuntPlan, Proposal, ProposedAction,
 };
 use crate::{
-    actions::check::MAX_LIFETIME_MS, api::types::DEFAULT_FETCH_LIMIT,
-    cli::tokens::parse_duration_secs, hunts::DEFAULT_HUNT_TTL, tasks::MAX_TASK_TTL,
+    actions::check::MAX_LIFETIME_MS, api::types::DEFAULT_FETCH_LIMIT, hunts::DEFAULT_HUNT_TTL,
+    tasks::MAX_TASK_TTL,
 };
+use cordon_api::format::parse_duration_secs;
 
 /// Default size limit of a playbook's file fetch.
 const DEFAULT_PLAYBOOK_FETCH_LIMIT: u64 = 256 * 1024 * 1024;

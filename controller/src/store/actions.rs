@@ -11,56 +11,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
 use super::{
-    db_err, task_writes::TaskWrite, touched, AuditEntry, NewAuditEntry, NewTask, Store, StoreError,
-    TaskEnd,
+    db_err, parse_stored, task_writes::TaskWrite, touched, AuditEntry, NewAuditEntry, NewTask,
+    Store, StoreError, TaskEnd,
 };
-
-/// Where an action is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActionState {
-    Pending,
-    Submitted,
-    Done,
-    Failed,
-    Expired,
-}
-
-impl ActionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionState::Pending => "pending",
-            ActionState::Submitted => "submitted",
-            ActionState::Done => "done",
-            ActionState::Failed => "failed",
-            ActionState::Expired => "expired",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "pending" => ActionState::Pending,
-            "submitted" => ActionState::Submitted,
-            "done" => ActionState::Done,
-            "failed" => ActionState::Failed,
-            "expired" => ActionState::Expired,
-            other => {
-                return Err(StoreError::InvalidData {
-                    what: "action state",
-                    detail: other.to_owned(),
-                })
-            }
-        })
-    }
-
-    /// Whether the action has ended.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            ActionState::Done | ActionState::Failed | ActionState::Expired
-        )
-    }
-}
+pub use cordon_api::actions::ActionState;
 
 /// An action to record.
 #[derive(Debug, Clone)]
@@ -439,7 +393,7 @@ fn action_from_row(row: &AnyRow) -> Result<ActionRecord, StoreError> {
         signing_bytes: row.try_get("signing_bytes").map_err(get())?,
         signatures: row.try_get("signatures").map_err(get())?,
         required_signers: row.try_get("required_signers").map_err(get())?,
-        state: ActionState::parse(&state)?,
+        state: parse_stored("action state", &state)?,
         task_id: row.try_get("task_id").map_err(get())?,
         receipt: row.try_get("receipt").map_err(get())?,
         error_code: row.try_get("error_code").map_err(get())?,

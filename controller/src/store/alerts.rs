@@ -8,7 +8,7 @@
 //! `created`. Two controllers racing on the same new fingerprint meet at the unique
 //! open-fingerprint index: the loser's insert fails, and it starts again and joins.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::{any::AnyRow, Row};
 
 use super::{
@@ -18,6 +18,7 @@ use super::{
     },
     IncidentChange, NewIncident, NewTimelineEntry, Store, StoreError,
 };
+pub use cordon_api::alerts::AlertRecord;
 
 /// How many times an alert is tried again after losing a race for a new fingerprint.
 const RACE_RETRIES: usize = 3;
@@ -59,23 +60,6 @@ pub struct NewAlert {
     pub detail: serde_json::Value,
     /// The payload exactly as received.
     pub raw: String,
-    pub raw_sha256: String,
-}
-
-/// A stored alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertRecord {
-    pub id: String,
-    pub received_at_ms: i64,
-    pub source: String,
-    pub fingerprint: String,
-    pub incident_id: String,
-    /// `opened` (it opened the incident) or `joined`.
-    pub outcome: String,
-    pub actor: String,
-    pub external_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub detail: serde_json::Value,
     pub raw_sha256: String,
 }
 

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{any::AnyRow, Row};
 
 use super::{db_err, Backend, Store, StoreError};
+pub use cordon_api::audit::{AuditEntry, AuditHead, BreakReason, BrokenLink};
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -49,62 +50,6 @@ pub struct NewAuditEntry {
     pub outcome: String,
     /// Anything else worth keeping, as JSON.
     pub detail: serde_json::Value,
-}
-
-/// An entry as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub seq: i64,
-    pub at_ms: i64,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub outcome: String,
-    /// The stored detail; a row edited into something that is not JSON shows as a string.
-    pub detail: serde_json::Value,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// Why the chain breaks at an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakReason {
-    /// The entry's fields do not hash to its stored hash: the row was edited.
-    HashMismatch,
-    /// The entry does not point at the hash of the one before it: a row before it was replaced,
-    /// or it was moved.
-    PrevHashMismatch,
-    /// The entry with this seq is missing: deleted.
-    Gap,
-}
-
-impl BreakReason {
-    /// The reason as written in the API and CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakReason::HashMismatch => "hash_mismatch",
-            BreakReason::PrevHashMismatch => "prev_hash_mismatch",
-            BreakReason::Gap => "gap",
-        }
-    }
-}
-
-/// The first place the chain is broken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokenLink {
-    /// The seq of the entry that is wrong (or missing, for a gap).
-    pub seq: i64,
-    pub reason: BreakReason,
-    /// What was expected and what was found.
-    pub detail: String,
-}
-
-/// The last entry of an intact chain: record it elsewhere to detect later truncation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditHead {
-    pub seq: i64,
-    pub hash: String,
 }
 
 /// The result of walking the whole chain.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
 use super::{db_err, tasks::TaskState, Store, StoreError};
+pub use cordon_api::hunts::TaskCounts;
 
 /// Rows per multi-row `INSERT` when creating a hunt's tasks: 4 parameters each plus 6 shared,
 /// well under SQLite's and PostgreSQL's parameter limits.
@@ -49,44 +50,6 @@ pub struct HuntRecord {
     pub expires_at_ms: i64,
     /// How many agents it targeted (one task each).
     pub agent_count: i64,
-}
-
-/// How many of a hunt's tasks are in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskCounts {
-    pub queued: i64,
-    pub sent: i64,
-    pub running: i64,
-    pub done: i64,
-    pub failed: i64,
-    pub expired: i64,
-    pub cancelled: i64,
-}
-
-impl TaskCounts {
-    /// Counts `n` more tasks in `state`.
-    pub fn add(&mut self, state: TaskState, n: i64) {
-        let slot = match state {
-            TaskState::Queued => &mut self.queued,
-            TaskState::Sent => &mut self.sent,
-            TaskState::Running => &mut self.running,
-            TaskState::Done => &mut self.done,
-            TaskState::Failed => &mut self.failed,
-            TaskState::Expired => &mut self.expired,
-            TaskState::Cancelled => &mut self.cancelled,
-        };
-        *slot += n;
-    }
-
-    /// Every task.
-    pub fn total(&self) -> i64 {
-        self.queued + self.sent + self.running + self.finished()
-    }
-
-    /// Tasks that have ended, however.
-    pub fn finished(&self) -> i64 {
-        self.done + self.failed + self.expired + self.cancelled
-    }
 }
 
 /// One targeted agent's task, as a hunt's results list it.

@@ -8,10 +8,13 @@
 //! `alert`) inserts a `stage_entries` row in the same transaction; the playbook runner marks it
 //! done, so a playbook runs once per stage entered, however often the controller restarts.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 
 use super::{db_err, touched, Store, StoreError};
+pub use cordon_api::incidents::{
+    IncidentHost, IncidentLink, IncidentRecord, StageEntry, TimelineEntry,
+};
 
 /// An incident to create.
 #[derive(Debug, Clone)]
@@ -33,47 +36,6 @@ pub struct NewIncident {
     pub created_by: String,
 }
 
-/// A stored incident.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncidentRecord {
-    pub id: String,
-    pub title: String,
-    pub kind: String,
-    pub severity: String,
-    pub stage: String,
-    pub description: String,
-    pub assignee: Option<String>,
-    /// Escalation tier, 1 upwards.
-    pub tier: i64,
-    /// The team or role it was escalated to.
-    pub escalated_to: Option<String>,
-    pub labels: Vec<String>,
-    pub fingerprint: Option<String>,
-    pub alert_count: i64,
-    pub created_at_ms: i64,
-    pub created_by: String,
-    pub updated_at_ms: i64,
-    pub closed_at_ms: Option<i64>,
-}
-
-/// A host involved in an incident.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncidentHost {
-    pub agent_id: String,
-    pub added_at_ms: i64,
-    pub added_by: String,
-}
-
-/// Something attached to an incident: `task`, `hunt`, `action` or `evidence` (a SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncidentLink {
-    pub incident_id: String,
-    pub kind: String,
-    pub ref_id: String,
-    pub linked_at_ms: i64,
-    pub linked_by: String,
-}
-
 /// A timeline entry to append.
 #[derive(Debug, Clone)]
 pub struct NewTimelineEntry {
@@ -86,32 +48,6 @@ pub struct NewTimelineEntry {
     pub summary: String,
     /// The details, as JSON.
     pub detail: serde_json::Value,
-}
-
-/// A stored timeline entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimelineEntry {
-    pub id: i64,
-    pub incident_id: String,
-    pub at_ms: i64,
-    pub actor: String,
-    pub kind: String,
-    pub summary: String,
-    pub detail: serde_json::Value,
-}
-
-/// A stage an incident entered, and whether its playbook has run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageEntry {
-    pub id: String,
-    pub incident_id: String,
-    pub stage: String,
-    pub entered_at_ms: i64,
-    pub entered_by: String,
-    /// `pending` until the playbook runner has handled it, then `done`.
-    pub playbook_state: String,
-    /// What the runner did or why it could not (JSON).
-    pub playbook_detail: Option<String>,
 }
 
 /// Which incidents to list.

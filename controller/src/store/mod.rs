@@ -62,6 +62,18 @@ const POSTGRES_MAX_CONNECTIONS: u32 = 10;
 /// How long a caller waits for a free pooled connection before the operation fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A stored enumeration's value read back (a state, a role): one the API does not know is
+/// corrupt data, named.
+pub(crate) fn parse_stored<T: std::str::FromStr>(
+    what: &'static str,
+    value: &str,
+) -> Result<T, StoreError> {
+    value.parse().map_err(|_| StoreError::InvalidData {
+        what,
+        detail: value.to_owned(),
+    })
+}
+
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -9,60 +9,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
-use super::{db_err, task_writes::TaskWrite, touched, Store, StoreError};
-
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    Queued,
-    Sent,
-    Running,
-    Done,
-    Failed,
-    Expired,
-    Cancelled,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Queued => "queued",
-            TaskState::Sent => "sent",
-            TaskState::Running => "running",
-            TaskState::Done => "done",
-            TaskState::Failed => "failed",
-            TaskState::Expired => "expired",
-            TaskState::Cancelled => "cancelled",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "queued" => TaskState::Queued,
-            "sent" => TaskState::Sent,
-            "running" => TaskState::Running,
-            "done" => TaskState::Done,
-            "failed" => TaskState::Failed,
-            "expired" => TaskState::Expired,
-            "cancelled" => TaskState::Cancelled,
-            other => {
-                return Err(StoreError::InvalidData {
-                    what: "task state",
-                    detail: other.to_owned(),
-                })
-            }
-        })
-    }
-
-    /// Whether the task has ended.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TaskState::Done | TaskState::Failed | TaskState::Expired | TaskState::Cancelled
-        )
-    }
-}
+use super::{db_err, parse_stored, task_writes::TaskWrite, touched, Store, StoreError};
+pub use cordon_api::tasks::TaskState;
 
 /// A task to create.
 #[derive(Debug, Clone)]
@@ -325,7 +273,7 @@ fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
         hunt_id: row.try_get("hunt_id").map_err(get("read task"))?,
         kind: row.try_get("kind").map_err(get("read task"))?,
         request: row.try_get("request").map_err(get("read task"))?,
-        state: TaskState::parse(&state)?,
+        state: parse_stored("task state", &state)?,
         created_by: row.try_get("created_by").map_err(get("read task"))?,
         created_at_ms: row.try_get("created_at").map_err(get("read task"))?,
         expires_at_ms: row.try_get("expires_at").map_err(get("read task"))?,

@@ -9,10 +9,10 @@
 //! database never send the same attempt twice at once; a worker that dies mid-send leaves the
 //! lease to run out, and the row is tried again.
 
-use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
 use super::{db_err, touched, Store, StoreError};
+pub use cordon_api::webhooks::{DeliveryRecord, DeliveryState, WebhookRecord};
 
 /// A webhook to create.
 #[derive(Clone)]
@@ -40,20 +40,6 @@ impl std::fmt::Debug for NewWebhook {
     }
 }
 
-/// A stored webhook, without its secret (what the API shows).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WebhookRecord {
-    pub id: String,
-    pub name: String,
-    pub url: String,
-    pub events: Vec<String>,
-    pub created_at_ms: i64,
-    pub created_by: String,
-    /// Set once removed; a disabled webhook gets no more deliveries.
-    pub disabled_at_ms: Option<i64>,
-    pub disabled_by: Option<String>,
-}
-
 /// An enabled webhook and the event kinds it wants: what the publisher matches events against.
 #[derive(Clone)]
 pub struct WebhookTarget {
@@ -70,42 +56,6 @@ impl std::fmt::Debug for WebhookTarget {
     }
 }
 
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryState {
-    /// Not delivered yet; tried again at `next_attempt_at`.
-    Pending,
-    /// The receiver answered 2xx.
-    Delivered,
-    /// Given up: every attempt failed, or the webhook was removed.
-    Failed,
-}
-
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "pending" => DeliveryState::Pending,
-            "delivered" => DeliveryState::Delivered,
-            "failed" => DeliveryState::Failed,
-            other => {
-                return Err(StoreError::InvalidData {
-                    what: "webhook delivery state",
-                    detail: other.to_owned(),
-                })
-            }
-        })
-    }
-}
-
 /// A delivery to queue: one event for one webhook.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -116,24 +66,6 @@ pub struct NewDelivery {
     /// The exact JSON body that will be sent (and signed).
     pub body: String,
     pub created_at_ms: i64,
-}
-
-/// A stored delivery (without its body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryRecord {
-    pub id: String,
-    pub webhook_id: String,
-    pub event_id: String,
-    pub event_kind: String,
-    pub state: DeliveryState,
-    pub attempts: i64,
-    pub next_attempt_at_ms: i64,
-    /// The HTTP status of the last attempt, if the receiver answered.
-    pub last_status: Option<i64>,
-    /// Why the last attempt failed.
-    pub last_error: Option<String>,
-    pub created_at_ms: i64,
-    pub delivered_at_ms: Option<i64>,
 }
 
 /// A delivery a worker has claimed and now sends.
@@ -537,7 +469,7 @@ fn delivery_from_row(row: &AnyRow) -> Result<DeliveryRecord, StoreError> {
         webhook_id: row.try_get("webhook_id").map_err(get())?,
         event_id: row.try_get("event_id").map_err(get())?,
         event_kind: row.try_get("event_kind").map_err(get())?,
-        state: DeliveryState::parse(&state)?,
+        state: super::parse_stored("webhook delivery state", &state)?,
         attempts: row.try_get("attempts").map_err(get())?,
         next_attempt_at_ms: row.try_get("next_attempt_at").map_err(get())?,
         last_status: row.try_get("last_status").map_err(get())?,

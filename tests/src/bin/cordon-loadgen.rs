@@ -189,12 +189,12 @@ fn agent_dir(state: &Path, i: usize) -> PathBuf {
 }
 
 /// The API settings from `--responder-config`.
-fn responder_settings(args: &Args) -> anyhow::Result<cordon_controller::cli::config::Resolved> {
+fn responder_settings(args: &Args) -> anyhow::Result<cordon_cli::config::Resolved> {
     let text = std::fs::read_to_string(&args.responder_config)
         .with_context(|| format!("reading {}", args.responder_config.display()))?;
-    let responder: cordon_controller::cli::config::ResponderConfig = toml::from_str(&text)
+    let responder: cordon_cli::config::ResponderConfig = toml::from_str(&text)
         .with_context(|| format!("parsing {}", args.responder_config.display()))?;
-    cordon_controller::cli::config::resolve(responder.url, responder.token, responder.ca_cert, None)
+    cordon_cli::config::resolve(responder.url, responder.token, responder.ca_cert, None)
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -203,7 +203,7 @@ fn responder_settings(args: &Args) -> anyhow::Result<cordon_controller::cli::con
 async fn hunts(args: &Args, online: usize) -> anyhow::Result<()> {
     use cordon_controller::hunts::{CreateHunt, HuntQuerySpec, HuntView};
 
-    let client = cordon_controller::cli::client::Client::new(&responder_settings(args)?)
+    let client = cordon_cli::client::Client::new(&responder_settings(args)?)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let marked = cordon_agent::identity::AgentDir::new(agent_dir(&args.state_dir, 0))
         .load()?
@@ -293,8 +293,7 @@ async fn hunts(args: &Args, online: usize) -> anyhow::Result<()> {
 /// Enrols the agents that have no identity yet.
 async fn enrol_missing(args: &Args) -> anyhow::Result<()> {
     let settings = responder_settings(args)?;
-    let client = cordon_controller::cli::client::Client::new(&settings)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = cordon_cli::client::Client::new(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
     let missing: Vec<usize> = (0..args.agents)
         .filter(|i| !agent_dir(&args.state_dir, *i).join("agent.toml").exists())
         .collect();
@@ -350,7 +349,7 @@ async fn actions(
     signer: &ed25519_dalek::SigningKey,
     online: usize,
 ) -> anyhow::Result<()> {
-    let client = cordon_controller::cli::client::Client::new(&responder_settings(args)?)
+    let client = cordon_cli::client::Client::new(&responder_settings(args)?)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let agents: Vec<String> = (0..args.agents)
         .map(|i| {

@@ -1,3 +1,5 @@
+use cordon_api::incidents::{ActiveContainment, TimelineItem};
+
 use super::{
     markdown::{code, code_span},
     *,

@@ -1,0 +1,186 @@
+//! Collection tasks: `/api/v1/tasks`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::actions::SubmitAction;
+
+/// A collection to run, as API callers write it: `{"type": "processes", "hash_exes": true}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TaskSpec {
+    Ping,
+    Inventory,
+    Processes {
+        #[serde(default)]
+        hash_exes: bool,
+    },
+    ProcessDetail {
+        pid: u32,
+        #[serde(default)]
+        environment: bool,
+    },
+    Network,
+    System,
+    FileStat {
+        path: String,
+    },
+    FileHash {
+        path: String,
+    },
+    ListDir {
+        path: String,
+        #[serde(default)]
+        glob: Option<String>,
+        #[serde(default = "default_depth")]
+        max_depth: u32,
+        #[serde(default = "default_entries")]
+        max_entries: u32,
+    },
+    /// Stream a regular file into the evidence store.
+    FetchFile {
+        path: String,
+        /// Refuse files larger than this (default 2 GiB).
+        #[serde(default = "default_fetch_limit")]
+        max_bytes: u64,
+        /// A signed `{"Fetch": {"path"}}` request of this path, as for `POST /api/v1/actions`:
+        /// needed where the host's policy says `signed_reads`.
+        #[serde(default)]
+        authorization: Option<crate::actions::SubmitAction>,
+    },
+    /// Processes (with executable hashes), sockets and system facts in one signed bundle.
+    Snapshot,
+}
+
+/// Default size limit of a file fetch.
+pub const DEFAULT_FETCH_LIMIT: u64 = 2 * 1024 * 1024 * 1024;
+fn default_fetch_limit() -> u64 {
+    DEFAULT_FETCH_LIMIT
+}
+
+fn default_depth() -> u32 {
+    0
+}
+
+fn default_entries() -> u32 {
+    10_000
+}
+
+/// `POST /api/v1/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    pub agent_id: String,
+    pub task: TaskSpec,
+    /// How long the task may wait for an offline agent (default 1 hour, at most 7 days).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// A task's error, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskErrorView {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /api/v1/tasks/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub agent_id: String,
+    pub kind: String,
+    pub state: TaskState,
+    pub created_by: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub sent_at_ms: Option<i64>,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// What was asked, as the protocol's task kind.
+    pub request: serde_json::Value,
+    /// The collector's output, when done.
+    pub result: Option<serde_json::Value>,
+    pub error: Option<TaskErrorView>,
+}
+
+/// Where a task is in its life.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum TaskState {
+    Queued,
+    Sent,
+    Running,
+    Done,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Whether the task has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Done | TaskState::Failed | TaskState::Expired | TaskState::Cancelled
+        )
+    }
+}
+
+impl TryFrom<TaskSpec> for cordon_protocol::message::TaskKind {
+    /// What is wrong with a fetch's authorization.
+    type Error = String;
+
+    fn try_from(spec: TaskSpec) -> Result<Self, String> {
+        use cordon_protocol::message::{ListDirRequest, TaskKind};
+        Ok(match spec {
+            TaskSpec::Ping => TaskKind::Ping,
+            TaskSpec::Inventory => TaskKind::Inventory,
+            TaskSpec::Processes { hash_exes } => TaskKind::Processes { hash_exes },
+            TaskSpec::ProcessDetail { pid, environment } => {
+                TaskKind::ProcessDetail { pid, environment }
+            }
+            TaskSpec::Network => TaskKind::Network,
+            TaskSpec::System => TaskKind::System,
+            TaskSpec::FileStat { path } => TaskKind::FileStat { path },
+            TaskSpec::FileHash { path } => TaskKind::FileHash { path },
+            TaskSpec::ListDir {
+                path,
+                glob,
+                max_depth,
+                max_entries,
+            } => TaskKind::ListDir(ListDirRequest {
+                path,
+                glob,
+                max_depth,
+                max_entries,
+            }),
+            TaskSpec::FetchFile {
+                path,
+                max_bytes,
+                authorization,
+            } => TaskKind::FetchFile {
+                path,
+                max_bytes,
+                authorization: authorization.map(SubmitAction::into_signed).transpose()?,
+            },
+            TaskSpec::Snapshot => TaskKind::Snapshot,
+        })
+    }
+}

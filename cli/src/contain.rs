@@ -1,0 +1,353 @@
+//! The signing commands — `cordon kill`, `quarantine`, `restore`, `block`, `unblock`,
+//! `isolate`, `release`. Each builds the action's envelope here (fresh id and nonce, valid from
+//! now for `--ttl`), signs it with the responder's own key ([`crate::keys`]) and submits it;
+//! by default it then waits for the agent's receipt ([`crate::actions`] prints it), and
+//! `--no-wait` prints the action id instead.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use cordon_protocol::{action::Action, collect::ProcessDetail};
+
+use cordon_api::{
+    actions::ActionView,
+    tasks::{CreateTask, TaskSpec, TaskState, TaskView},
+};
+
+use crate::{
+    actions::follow, client::Client, config, keys, tasks, tokens::parse_duration_secs, CliError,
+};
+
+/// Options every signing command takes.
+#[derive(Debug, Args)]
+pub struct Signer {
+    /// Agent id or hostname.
+    #[arg(long)]
+    pub agent: String,
+    /// The responder's signing key (default: signing_key in the config file, then
+    /// ~/.config/cordon/signing.key).
+    #[arg(long, env = "CORDON_SIGNING_KEY")]
+    pub key: Option<PathBuf>,
+    /// Print the action id and return instead of waiting for the agent's receipt.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub signer: Signer,
+    #[arg(long)]
+    pub pid: u32,
+    /// Also kill its descendants.
+    #[arg(long)]
+    pub tree: bool,
+    /// The process's start time (ms since the epoch); looked up on the agent when not given.
+    #[arg(long)]
+    pub start_time_ms: Option<i64>,
+    /// How long the signed order stays valid (an agent offline longer never runs it).
+    #[arg(long, visible_alias = "valid-for", default_value = "5m", value_parser = parse_duration_secs)]
+    pub ttl: u64,
+}
+
+/// An action whose only parameters are positional, with a validity.
+#[derive(Debug, Args)]
+pub struct PathArgs {
+    #[command(flatten)]
+    pub signer: Signer,
+    /// Absolute path of the file (quarantine) or the quarantine id (restore).
+    pub target: String,
+    /// How long the signed order stays valid (an agent offline longer never runs it).
+    #[arg(long, visible_alias = "valid-for", default_value = "5m", value_parser = parse_duration_secs)]
+    pub ttl: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    #[command(flatten)]
+    pub signer: Signer,
+    /// IPv4/IPv6 addresses or CIDRs.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// How long the block lasts (the kernel lifts it by itself), e.g. 30m, 1h.
+    #[arg(long, value_parser = parse_duration_secs)]
+    pub ttl: u64,
+    /// How long the signed order stays valid.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_secs)]
+    pub valid_for: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UnblockArgs {
+    #[command(flatten)]
+    pub signer: Signer,
+    /// IPv4/IPv6 addresses or CIDRs.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// How long the signed order stays valid.
+    #[arg(long, visible_alias = "valid-for", default_value = "5m", value_parser = parse_duration_secs)]
+    pub ttl: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct IsolateArgs {
+    #[command(flatten)]
+    pub signer: Signer,
+    /// How long the isolation lasts (always limited; the kernel enforces it), e.g. 30m.
+    #[arg(long, value_parser = parse_duration_secs)]
+    pub ttl: u64,
+    /// How long the signed order stays valid.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_secs)]
+    pub valid_for: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub signer: Signer,
+    /// How long the signed order stays valid.
+    #[arg(long, visible_alias = "valid-for", default_value = "5m", value_parser = parse_duration_secs)]
+    pub ttl: u64,
+}
+
+/// `cordon kill`: looks up the process's start time (unless given), then signs and submits.
+pub async fn kill(
+    client: &Client,
+    args: KillArgs,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> Result<String, CliError> {
+    let key = signing_key(&args.signer, config_path)?;
+    let agent_id = tasks::resolve_agent(client, &args.signer.agent).await?;
+    let start_time_ms = match args.start_time_ms {
+        Some(ms) => ms,
+        None => start_time(client, &agent_id, args.pid).await?,
+    };
+    let action = Action::Kill {
+        pid: args.pid,
+        start_time_ms,
+        tree: args.tree,
+    };
+    submit(client, &key, &args.signer, agent_id, action, args.ttl, json).await
+}
+
+/// `cordon quarantine`.
+pub async fn quarantine(
+    client: &Client,
+    args: PathArgs,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> Result<String, CliError> {
+    let action = Action::Quarantine { path: args.target };
+    contain(client, &args.signer, action, args.ttl, config_path, json).await
+}
+
+/// `cordon restore`.
+pub async fn restore(
+    client: &Client,
+    args: PathArgs,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> Result<String, CliError> {
+    let action = Action::Restore {
+        quarantine_id: args.target,
+    };
+    contain(client, &args.signer, action, args.ttl, config_path, json).await
+}
+
+/// `cordon block`.
+pub async fn block(
+    client: &Client,
+    args: BlockArgs,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> Result<String, CliError> {
+    let action = Action::Block {
+        targets: args.targets,
+        ttl_secs: args.ttl,
+    };
+    contain(
+        client,
+        &args.signer,
+        action,
+        args.valid_for,
+        config_path,
+        json,
+    )
+    .await
+}
+
+/// `cordon unblock`.
+pub async fn unblock(
+    client: &Client,
+    args: UnblockArgs,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> Result<String, CliError> {
+    let action = Action::Unblock {
+        targets: args.targets,
+    };
+    contain(client, &args.signer, action, args.ttl, config_path, json).await
+}
+
+/// `cordon isolate`.
+pub async fn isolate(
+    client: &Client,
+    args: IsolateArgs,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> Result<String, CliError> {
+    let action = Action::Isolate { ttl_secs: args.ttl };
+    contain(
+        client,
+        &args.signer,
+        action,
+        args.valid_for,
+        config_path,
+        json,
+    )
+    .await
+}
+
+/// `cordon release`.
+pub async fn release(
+    client: &Client,
+    args: ReleaseArgs,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> Result<String, CliError> {
+    contain(
+        client,
+        &args.signer,
+        Action::Release,
+        args.ttl,
+        config_path,
+        json,
+    )
+    .await
+}
+
+/// The signing commands other than kill: checks, signs and submits `action`.
+async fn contain(
+    client: &Client,
+    signer: &Signer,
+    action: Action,
+    valid_for: u64,
+    config_path: Option<PathBuf>,
+    json: bool,
+) -> Result<String, CliError> {
+    check_parameters(&action)?;
+    let key = signing_key(signer, config_path)?;
+    let agent_id = tasks::resolve_agent(client, &signer.agent).await?;
+    submit(client, &key, signer, agent_id, action, valid_for, json).await
+}
+
+fn signing_key(
+    signer: &Signer,
+    config_path: Option<PathBuf>,
+) -> Result<keys::ResponderKey, CliError> {
+    keys::load_signing_key(&config::signing_key_path(signer.key.clone(), config_path)?)
+}
+
+/// Builds the envelope (fresh id and nonce, valid from now for `valid_for` seconds), signs it
+/// and submits it; then follows it as asked.
+async fn submit(
+    client: &Client,
+    key: &keys::ResponderKey,
+    signer: &Signer,
+    agent_id: String,
+    action: Action,
+    valid_for: u64,
+    json: bool,
+) -> Result<String, CliError> {
+    let submit = keys::sign_new(key, agent_id, action, valid_for)?;
+    let view: ActionView = client.post("/api/v1/actions", &submit).await?;
+    follow(client, view, signer.no_wait, json).await
+}
+
+/// Parameters the agent would refuse anyway, refused here with exit code 2.
+fn check_parameters(action: &Action) -> Result<(), CliError> {
+    let address = |t: &String| {
+        let (ip, len) = t
+            .split_once('/')
+            .map_or((t.as_str(), None), |(a, l)| (a, Some(l)));
+        let ip: std::net::IpAddr = ip.parse().ok()?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        match len {
+            None => Some(()),
+            Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).map(|_| ()),
+        }
+    };
+    match action {
+        Action::Quarantine { path } if !path.starts_with('/') => Err(CliError::Usage(format!(
+            "{path:?}: give the file's absolute path on the host"
+        ))),
+        Action::Block { targets, .. } | Action::Unblock { targets } => {
+            match targets.iter().find(|t| address(t).is_none()) {
+                Some(bad) => Err(CliError::Usage(format!(
+                    "{bad:?} is not an IPv4/IPv6 address or CIDR"
+                ))),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The start time of `pid` on the agent, from a `process_detail` task.
+async fn start_time(client: &Client, agent_id: &str, pid: u32) -> Result<i64, CliError> {
+    let created: TaskView = client
+        .post(
+            "/api/v1/tasks",
+            &CreateTask {
+                agent_id: agent_id.to_string(),
+                task: TaskSpec::ProcessDetail {
+                    pid,
+                    environment: false,
+                },
+                ttl_secs: Some(60),
+            },
+        )
+        .await?;
+    let task = tasks::wait(client, &created.id).await?;
+    if task.state != TaskState::Done {
+        let error = task
+            .error
+            .as_ref()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .unwrap_or_else(|| task.state.as_str().to_string());
+        let message = format!("cannot read the start time of pid {pid} on agent {agent_id}: {error} (pass --start-time-ms to give it)");
+        return Err(match task.error.as_ref().map(|e| e.code.as_str()) {
+            Some("not_found") => CliError::NotFound(message),
+            _ => CliError::Other(message),
+        });
+    }
+    let detail: ProcessDetail = task
+        .result
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| CliError::Other(format!("unexpected process detail: {e}")))?
+        .ok_or_else(|| CliError::Other("the agent returned no process detail".into()))?;
+    Ok(detail.process.start_time_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_the_agent_would_refuse_are_refused_first() {
+        let block = |t: &str| Action::Block {
+            targets: vec![t.into()],
+            ttl_secs: 60,
+        };
+        assert!(check_parameters(&block("203.0.113.7")).is_ok());
+        assert!(check_parameters(&block("2001:db8::/32")).is_ok());
+        assert!(check_parameters(&block("10.0.0.0/33")).is_err());
+        assert!(check_parameters(&block("example.org")).is_err());
+        let relative = Action::Quarantine {
+            path: "tmp/x".into(),
+        };
+        assert_eq!(check_parameters(&relative).unwrap_err().exit_code(), 2);
+    }
+}
