@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::tasks::TaskErrorView;
 
 /// A signature as a signer submits it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureSpec {
     /// Hex of the signer's 32-byte Ed25519 public key.
@@ -16,7 +16,7 @@ pub struct SignatureSpec {
 }
 
 /// A signature as stored and shown: checked, with the name the agent's policy gives its key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredSignature {
     pub key_id: String,
     pub public_key: String,
@@ -29,7 +29,7 @@ pub struct StoredSignature {
 }
 
 /// `POST /api/v1/actions`: a request and its signatures, made by the signers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitAction {
     pub request: ActionRequest,
@@ -65,7 +65,7 @@ impl SubmitAction {
 
 /// `POST /api/v1/actions/automation`: an action for the controller to sign with its
 /// automation key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutomationAction {
     pub agent_id: String,
@@ -76,7 +76,7 @@ pub struct AutomationAction {
 }
 
 /// An action as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActionView {
     pub id: String,
     pub agent_id: String,
@@ -116,6 +116,7 @@ pub struct ActionView {
     strum::IntoStaticStr,
     strum::Display,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]

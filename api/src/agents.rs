@@ -4,7 +4,7 @@ use cordon_protocol::inventory::Inventory;
 use serde::{Deserialize, Serialize};
 
 /// `GET /api/v1/health`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -12,7 +12,7 @@ pub struct Health {
 }
 
 /// An agent's connection state as responders see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentStatus {
     Online,
@@ -31,7 +31,7 @@ impl AgentStatus {
 }
 
 /// `GET /api/v1/agents[/{id}]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentView {
     pub id: String,
     pub hostname: String,
@@ -47,13 +47,14 @@ pub struct AgentView {
 }
 
 /// `PUT /api/v1/agents/{id}/labels`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SetLabels {
     pub labels: Vec<String>,
 }
 
 /// `?agent_id=…&limit=…` on listings that can be narrowed to one agent.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AgentListQuery {
     #[serde(default)]
     pub agent_id: Option<String>,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_ALERT_BYTES: usize = 256 * 1024;
 
 /// Where an alert came from, i.e. which mapping read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Generic,
@@ -52,7 +52,7 @@ impl fmt::Display for Source {
 }
 
 /// How an alert's host was matched.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostMatch {
     /// The agent it is, if exactly one fits.
     pub agent_id: Option<String>,
@@ -75,7 +75,7 @@ impl HostMatch {
 }
 
 /// An alert taken in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Received {
     pub alert_id: String,
     pub incident_id: String,
@@ -99,7 +99,7 @@ pub struct Received {
 }
 
 /// A stored alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertRecord {
     pub id: String,
     pub received_at_ms: i64,
@@ -116,7 +116,7 @@ pub struct AlertRecord {
 }
 
 /// One alert with the payload it came in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertView {
     #[serde(flatten)]
     pub alert: AlertRecord,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An entry as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: i64,
     pub at_ms: i64,
@@ -30,6 +30,7 @@ pub struct AuditEntry {
     strum::IntoStaticStr,
     strum::Display,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -51,7 +52,7 @@ impl BreakReason {
 }
 
 /// The first place the chain is broken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BrokenLink {
     /// The seq of the entry that is wrong (or missing, for a gap).
     pub seq: i64,
@@ -61,14 +62,14 @@ pub struct BrokenLink {
 }
 
 /// The last entry of an intact chain: record it elsewhere to detect later truncation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditHead {
     pub seq: i64,
     pub hash: String,
 }
 
 /// One page of the audit log, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     /// The seq of the last entry returned (or `after` when none): pass it as `after` next time.
@@ -76,7 +77,7 @@ pub struct AuditPage {
 }
 
 /// `GET /api/v1/audit/verify`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditVerifyView {
     /// Whether the whole chain is intact.
     pub ok: bool,

@@ -58,7 +58,7 @@ pub mod kind {
 }
 
 /// Something that happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Unique (a UUID); a consumer that sees the same id twice has seen one event.
     pub id: String,

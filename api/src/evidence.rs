@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A stored collection, as the API and a task's result show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EvidenceView {
     pub sha256: String,
     pub size: i64,
@@ -17,7 +17,7 @@ pub struct EvidenceView {
 }
 
 /// One check of a verification.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Check {
     pub check: String,
     pub ok: bool,
@@ -25,7 +25,7 @@ pub struct Check {
 }
 
 /// The outcome of re-verifying stored evidence.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Verification {
     pub sha256: String,
     pub ok: bool,
@@ -33,7 +33,7 @@ pub struct Verification {
 }
 
 /// A collection with its manifest exactly as signed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SignedRecord {
     #[serde(flatten)]
     pub view: EvidenceView,

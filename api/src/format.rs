@@ -73,30 +73,25 @@ pub fn one_line(text: &str, max: usize) -> String {
     bounded(flat.trim(), max)
 }
 
-/// Parses `90`, `90s`, `10m`, `1h`, `7d` into seconds.
+/// The forms a duration may take, for messages.
+pub const DURATION_FORMS: &str = "a number and a unit, like 90s, 10m, 1h30m, 2d or 1w";
+
+/// Parses a duration as people write them (`90s`, `10m`, `1h30m`, `2d`, `1w`; humantime's
+/// units) into whole seconds. A unit is always needed: is a bare `30` seconds or minutes?
 pub fn parse_duration_secs(input: &str) -> Result<u64, String> {
-    let s = input.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{input:?} is not a duration like 90s, 10m, 1h or 7d"))?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "{input:?}: unknown unit {unit:?}; use s, m, h or d"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{input:?} is not a positive duration"))
+    let text = input.trim();
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{input:?} has no unit: write {DURATION_FORMS}"));
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{input:?} is not a duration ({e}): write {DURATION_FORMS}"))?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("{input:?}: durations are whole seconds"));
+    }
+    match duration.as_secs() {
+        0 => Err(format!("{input:?} is not a positive duration")),
+        secs => Ok(secs),
+    }
 }
 
 /// `e` and every error under it, `: `-separated (an HTTP client's "error sending request"
@@ -124,6 +119,26 @@ mod tests {
         assert_eq!(duration(0), "0s");
         assert_eq!(time(None), "-");
         assert_eq!(time(Some(0)), "1970-01-01 00:00:00Z");
+    }
+
+    #[test]
+    fn durations_need_a_unit_and_take_the_usual_forms() {
+        for (text, secs) in [
+            ("90s", 90),
+            ("10m", 600),
+            ("1h30m", 5400),
+            ("1h 30m", 5400),
+            ("2d", 172_800),
+            ("1w", 604_800),
+            (" 5m ", 300),
+        ] {
+            assert_eq!(parse_duration_secs(text), Ok(secs), "{text}");
+        }
+        let bare = parse_duration_secs("30").unwrap_err();
+        assert!(bare.contains("no unit") && bare.contains("1h30m"), "{bare}");
+        for bad in ["0s", "abc", "", "1.5s", "-5m", "10 parsecs"] {
+            assert!(parse_duration_secs(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::tasks::{TaskErrorView, TaskState};
 
 /// `POST /api/v1/hunts`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHunt {
     pub query: HuntQuerySpec,
@@ -20,7 +20,7 @@ pub struct CreateHunt {
 
 /// A hunt query as API callers write it; every field optional, unknown fields refused (a
 /// misspelt filter must not silently widen a hunt).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HuntQuerySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +68,7 @@ impl From<HuntQuery> for HuntQuerySpec {
 }
 
 /// Where a hunt stands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HuntProgress {
     /// Agents targeted (one task each).
     pub targeted: i64,
@@ -83,7 +83,7 @@ pub struct HuntProgress {
 }
 
 /// `GET /api/v1/hunts/{id}` and the listing's entries.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HuntView {
     pub id: String,
     pub query: HuntQuerySpec,
@@ -98,7 +98,7 @@ pub struct HuntView {
 }
 
 /// One targeted agent's part in a hunt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HuntAgentResult {
     pub agent_id: String,
     pub hostname: String,
@@ -114,7 +114,7 @@ pub struct HuntAgentResult {
 }
 
 /// How many of a hunt's tasks are in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskCounts {
     pub queued: i64,
     pub sent: i64,

@@ -10,7 +10,9 @@ pub mod report;
 pub const MAX_TIER: i64 = 5;
 
 /// How bad an incident is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Low,
@@ -62,7 +64,7 @@ impl fmt::Display for Severity {
 }
 
 /// What can be attached to an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkKind {
     Task,
@@ -83,7 +85,7 @@ impl LinkKind {
 }
 
 /// A new incident, as a responder or an alert describes it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIncident {
     pub title: String,
@@ -108,7 +110,7 @@ pub struct CreateIncident {
 }
 
 /// Where an incident is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Alert,
@@ -188,7 +190,7 @@ impl FromStr for Stage {
 }
 
 /// A stored incident.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IncidentRecord {
     pub id: String,
     pub title: String,
@@ -211,7 +213,7 @@ pub struct IncidentRecord {
 }
 
 /// A host involved in an incident.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IncidentHost {
     pub agent_id: String,
     pub added_at_ms: i64,
@@ -219,7 +221,7 @@ pub struct IncidentHost {
 }
 
 /// Something attached to an incident: `task`, `hunt`, `action` or `evidence` (a SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IncidentLink {
     pub incident_id: String,
     pub kind: String,
@@ -229,7 +231,7 @@ pub struct IncidentLink {
 }
 
 /// A stored timeline entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub id: i64,
     pub incident_id: String,
@@ -241,7 +243,7 @@ pub struct TimelineEntry {
 }
 
 /// A stage an incident entered, and whether its playbook has run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageEntry {
     pub id: String,
     pub incident_id: String,
@@ -255,7 +257,7 @@ pub struct StageEntry {
 }
 
 /// One line of the timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineItem {
     pub at_ms: i64,
     /// Who: a token name, `controller`, `playbook:NAME`, or the agent that did it.
@@ -285,7 +287,7 @@ impl From<TimelineEntry> for TimelineItem {
 }
 
 /// One containment measure still in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActiveContainment {
     pub agent_id: String,
     /// `isolated` or `blocked`.
@@ -299,7 +301,7 @@ pub struct ActiveContainment {
 }
 
 /// An incident in a list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IncidentSummary {
     #[serde(flatten)]
     pub incident: IncidentRecord,
@@ -308,7 +310,7 @@ pub struct IncidentSummary {
 }
 
 /// An incident with everything about it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IncidentView {
     #[serde(flatten)]
     pub incident: IncidentRecord,
@@ -323,7 +325,7 @@ pub struct IncidentView {
 }
 
 /// `POST /api/v1/incidents/{id}/stage`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveStage {
     pub stage: String,
@@ -336,7 +338,7 @@ pub struct MoveStage {
 }
 
 /// `POST /api/v1/incidents/{id}/close`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Close {
     /// `closed` (default) or `false_positive`.
@@ -349,14 +351,14 @@ pub struct Close {
 }
 
 /// `POST /api/v1/incidents/{id}/assign`: `{"assignee": null}` unassigns.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Assign {
     pub assignee: Option<String>,
 }
 
 /// `POST /api/v1/incidents/{id}/escalate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Escalate {
     /// The tier it goes to (1 upwards); default: one above the current.
@@ -370,21 +372,21 @@ pub struct Escalate {
 }
 
 /// `POST /api/v1/incidents/{id}/severity`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSeverity {
     pub severity: String,
 }
 
 /// `POST /api/v1/incidents/{id}/comments`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Comment {
     pub text: String,
 }
 
 /// `POST /api/v1/incidents/{id}/hosts`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddHosts {
     /// Agent ids or hostnames.
@@ -392,7 +394,7 @@ pub struct AddHosts {
 }
 
 /// `POST /api/v1/incidents/{id}/links`: attach a task, hunt, action or evidence (SHA-256).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
     pub kind: LinkKind,

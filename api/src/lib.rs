@@ -10,6 +10,7 @@ pub mod actions;
 pub mod agents;
 pub mod alerts;
 pub mod audit;
+pub mod error;
 pub mod events;
 pub mod evidence;
 pub mod format;

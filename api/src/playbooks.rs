@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One playbook as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlaybookView {
     pub name: String,
     pub description: String,
@@ -16,7 +16,7 @@ pub struct PlaybookView {
 }
 
 /// `GET /api/v1/playbooks` and a reload's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlaybookList {
     /// The directory they are read from.
     pub dir: String,

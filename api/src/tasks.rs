@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::actions::SubmitAction;
 
 /// A collection to run, as API callers write it: `{"type": "processes", "hash_exes": true}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TaskSpec {
     Ping,
@@ -66,7 +66,7 @@ fn default_entries() -> u32 {
 }
 
 /// `POST /api/v1/tasks`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     pub agent_id: String,
@@ -77,14 +77,14 @@ pub struct CreateTask {
 }
 
 /// A task's error, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskErrorView {
     pub code: String,
     pub message: String,
 }
 
 /// `GET /api/v1/tasks/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub id: String,
     pub agent_id: String,
@@ -116,6 +116,7 @@ pub struct TaskView {
     strum::IntoStaticStr,
     strum::Display,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]

@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/enrollment-tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnrollmentToken {
     /// Lifetime in seconds (at most 30 days).
@@ -15,7 +15,7 @@ pub struct CreateEnrollmentToken {
 }
 
 /// The one time an enrolment token is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentTokenCreated {
     pub token: String,
     pub expires_at_ms: i64,
@@ -24,7 +24,7 @@ pub struct EnrollmentTokenCreated {
 }
 
 /// An enrolment token as shown to operators.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentTokenRecord {
     /// The first characters of the token's hash, for display only.
     pub token_hash_prefix: String,
@@ -43,7 +43,7 @@ pub struct EnrollmentTokenRecord {
 }
 
 /// What an API token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read-only access.
@@ -105,7 +105,7 @@ impl FromStr for Role {
 }
 
 /// An API token as the API sees it; never carries the hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiTokenRecord {
     /// The token's id (public, used to revoke it).
     pub id: String,
@@ -122,7 +122,7 @@ pub struct ApiTokenRecord {
 }
 
 /// `POST /api/v1/api-tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
     /// Who or what holds it; shown as the actor in the audit log.
@@ -134,7 +134,7 @@ pub struct CreateApiToken {
 }
 
 /// The answer: the only time the token itself is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiTokenCreated {
     pub id: String,
     pub name: String,

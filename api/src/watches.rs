@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::tasks::{TaskErrorView, TaskState};
 
 /// `POST /api/v1/watches`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWatch {
     pub agent_id: String,
@@ -17,7 +17,7 @@ pub struct CreateWatch {
 }
 
 /// A watch as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatchView {
     pub id: String,
     pub agent_id: String,
@@ -38,7 +38,7 @@ pub struct WatchView {
 }
 
 /// One change an agent reported.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatchEventView {
     pub id: i64,
     pub watch_id: String,
@@ -51,7 +51,7 @@ pub struct WatchEventView {
 }
 
 /// `GET /api/v1/watches/{id}/events`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WatchEventsPage {
     pub watch_id: String,
     pub events: Vec<WatchEventView>,
@@ -75,6 +75,7 @@ pub struct WatchEventsPage {
     strum::IntoStaticStr,
     strum::Display,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]

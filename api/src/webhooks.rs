@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/webhooks`.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     pub name: String,
@@ -28,7 +28,7 @@ impl std::fmt::Debug for CreateWebhook {
 }
 
 /// A new webhook, with its secret: the only time the secret is shown.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookCreated {
     #[serde(flatten)]
     pub webhook: WebhookRecord,
@@ -45,7 +45,7 @@ impl std::fmt::Debug for WebhookCreated {
 }
 
 /// A stored webhook, without its secret (what the API shows).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookRecord {
     pub id: String,
     pub name: String,
@@ -71,6 +71,7 @@ pub struct WebhookRecord {
     strum::IntoStaticStr,
     strum::Display,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -90,7 +91,7 @@ impl DeliveryState {
 }
 
 /// A stored delivery (without its body).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeliveryRecord {
     pub id: String,
     pub webhook_id: String,
@@ -108,7 +109,7 @@ pub struct DeliveryRecord {
 }
 
 /// `POST /api/v1/webhooks/{id}/test`: the delivery queued.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TestQueued {
     pub webhook_id: String,
     pub delivery_id: String,

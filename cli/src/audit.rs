@@ -63,7 +63,7 @@ pub async fn run(client: &Client, command: AuditCommand, json: bool) -> Result<S
             match &report.first_broken {
                 None => Ok(text),
                 Some(broken) => {
-                    print!("{}", output::safe(&text, json));
+                    output::emit(&output::safe(&text, json))?;
                     Err(CliError::Other(format!(
                         "audit log chain broken at entry {} ({})",
                         broken.seq,

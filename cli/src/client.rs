@@ -14,7 +14,8 @@ use crate::{config::Resolved, CliError};
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: String,
+    /// None for the one route that needs none (`health`).
+    token: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -54,8 +55,16 @@ impl Client {
         Ok(Self {
             http,
             base: settings.url.trim_end_matches('/').to_string(),
-            token: settings.token.trim().to_string(),
+            token: settings.token.as_deref().map(|t| t.trim().to_string()),
         })
+    }
+
+    /// `request` with the bearer token, when there is one.
+    fn authed(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
@@ -66,9 +75,7 @@ impl Client {
     pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
         let url = format!("{}{path}", self.base);
         let response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
+            .authed(self.http.get(&url))
             .send()
             .await
             .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
@@ -101,9 +108,7 @@ impl Client {
     ) -> Result<T, CliError> {
         let url = format!("{}{path}", self.base);
         let request = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.token)
+            .authed(self.http.post(&url))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(bytes);
         send(&url, request).await
@@ -130,9 +135,7 @@ impl Client {
     ) -> Result<reqwest::Response, CliError> {
         let url = format!("{}{path}", self.base);
         let mut request = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
+            .authed(self.http.get(&url))
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .timeout(STREAM_TIMEOUT);
         if let Some(id) = last_event_id {
@@ -163,9 +166,7 @@ impl Client {
 
         let url = format!("{}{path}", self.base);
         let mut response = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
+            .authed(self.http.get(&url))
             .timeout(DOWNLOAD_TIMEOUT)
             .send()
             .await
@@ -219,7 +220,7 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, CliError> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut request = self.authed(self.http.request(method, &url));
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -40,7 +40,8 @@ impl fmt::Debug for ResponderConfig {
 /// The settings a command runs with, all present.
 pub struct Resolved {
     pub url: String,
-    pub token: String,
+    /// Absent only where the command needs none (`cordon health`).
+    pub token: Option<String>,
     pub ca_cert: PathBuf,
 }
 
@@ -71,6 +72,7 @@ pub fn resolve(
     token: Option<String>,
     ca_cert: Option<PathBuf>,
     config_path: Option<PathBuf>,
+    needs_token: bool,
 ) -> Result<Resolved, CliError> {
     let (path, explicit) = match config_path {
         Some(p) => (Some(p), true),
@@ -89,17 +91,33 @@ pub fn resolve(
             "no {what}: pass {flag}, set {env}, or put it in {where_}"
         ))
     };
+    let url = url
+        .or(file.url)
+        .ok_or_else(|| missing("controller URL", "--url", "CORDON_URL"))?;
+    check_url(&url)?;
+    let token = token.or(file.token);
+    if needs_token && token.is_none() {
+        return Err(missing("API token", "--token", "CORDON_TOKEN"));
+    }
     Ok(Resolved {
-        url: url
-            .or(file.url)
-            .ok_or_else(|| missing("controller URL", "--url", "CORDON_URL"))?,
-        token: token
-            .or(file.token)
-            .ok_or_else(|| missing("API token", "--token", "CORDON_TOKEN"))?,
+        url,
+        token,
         ca_cert: ca_cert
             .or(file.ca_cert)
             .ok_or_else(|| missing("CA certificate", "--ca", "CORDON_CA"))?,
     })
+}
+
+/// The controller's API speaks HTTPS only: anything else is a usage error that says so.
+fn check_url(url: &str) -> Result<(), CliError> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some(s) if s.eq_ignore_ascii_case("https") && url.len() > "https://".len() => Ok(()),
+        _ => Err(CliError::Usage(format!(
+            "controller URL {url:?}: the API is HTTPS only; write it as https://HOST:PORT \
+             (e.g. https://127.0.0.1:8443)"
+        ))),
+    }
 }
 
 /// Default signing key path: next to the default config file, `signing.key`.

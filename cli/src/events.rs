@@ -4,8 +4,6 @@
 //! the stream breaks (the controller restarts, the network drops) it reconnects with
 //! `Last-Event-ID`, so the events published meanwhile still arrive, once each.
 
-use std::io::Write;
-
 use clap::Args;
 
 use cordon_api::events::Event;
@@ -152,7 +150,6 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<String
     let mut seen = 0u64;
     let mut last_id: Option<String> = None;
     let mut wait = RECONNECT_FIRST;
-    let stdout = std::io::stdout();
     loop {
         let Some(stream) = response.as_mut() else {
             // Broken: reconnect and resume after the last event seen. A refusal (a revoked
@@ -195,10 +192,10 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<String
             } else {
                 output::escape(&human(&message)).into_owned()
             };
-            let mut out = stdout.lock();
-            writeln!(out, "{line}")
-                .and_then(|()| out.flush())
-                .map_err(|e| CliError::Other(format!("writing to stdout: {e}")))?;
+            match output::emit(&format!("{line}\n")) {
+                Err(CliError::OutputClosed) => return Ok(String::new()),
+                other => other?,
+            }
             seen += 1;
             if args.count.is_some_and(|count| seen >= count) {
                 return Ok(String::new());

@@ -246,7 +246,7 @@ pub async fn run(
                 output::table(&["SHA256", "RESULT", "CHECK", "DETAIL"], &rows)
             };
             if failed > 0 {
-                print!("{}", output::safe(&text, json));
+                output::emit(&output::safe(&text, json))?;
                 return Err(CliError::Other(format!(
                     "{failed} of {} pieces of evidence failed verification",
                     results.len()

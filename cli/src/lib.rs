@@ -53,11 +53,15 @@ pub enum CliError {
     Unreachable(String),
     #[error("{0}")]
     Other(String),
+    /// Whoever read the output stopped reading (`| head`): not a failure.
+    #[error("standard output closed")]
+    OutputClosed,
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
+            CliError::OutputClosed => 0,
             CliError::Other(_) => 1,
             CliError::Usage(_) => 2,
             CliError::Denied(_) => 3,
@@ -208,7 +212,9 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         return keys::run(command, cli.config, cli.json);
     }
     let config_path = cli.config.clone();
-    let settings = config::resolve(cli.url, cli.token, cli.ca_cert, cli.config)?;
+    // The health check is the one route that needs no token.
+    let needs_token = !matches!(cli.command, Command::Health);
+    let settings = config::resolve(cli.url, cli.token, cli.ca_cert, cli.config, needs_token)?;
     let client = client::Client::new(&settings)?;
     match cli.command {
         Command::Keys(_) => Err(CliError::Other("unreachable: keys handled above".into())),
@@ -313,18 +319,25 @@ pub async fn main() -> ExitCode {
     let json = cli.json;
     match run(cli).await {
         Ok(out) => {
-            print!("{}", output::safe(&out, json));
+            let mut text = output::safe(&out, json).into_owned();
             // Commands that stream (e.g. `watch`) have printed already and return nothing.
-            if !out.is_empty() && !out.ends_with('\n') {
-                println!();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
             }
-            ExitCode::SUCCESS
+            match output::emit(&text) {
+                Ok(()) | Err(CliError::OutputClosed) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
         }
+        Err(CliError::OutputClosed) => ExitCode::SUCCESS,
         Err(e) => {
             if json {
                 let body =
                     serde_json::json!({ "error": e.to_string(), "exit_code": e.exit_code() });
-                println!("{}", output::json_terminal(&body.to_string()));
+                let _ = output::emit(&format!("{}\n", output::json_terminal(&body.to_string())));
             }
             eprintln!("error: {}", output::terminal(&e.to_string()));
             ExitCode::from(e.exit_code())

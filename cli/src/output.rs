@@ -4,7 +4,12 @@
 //! forge a row), and everything the CLI prints passes [`terminal`] or, for `--json`,
 //! [`json_terminal`] on its way out.
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    io::{self, Write},
+};
+
+use crate::CliError;
 
 /// Prints rows as an aligned table under `headers`; every cell is [`escape`]d.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -116,6 +121,17 @@ pub fn safe(text: &str, json: bool) -> Cow<'_, str> {
 }
 
 pub use cordon_api::format::time;
+
+/// Writes `text` to standard output. A reader that went away (`cordon … | head -1`) is no
+/// failure: it is [`CliError::OutputClosed`], which ends the command quietly with status 0.
+pub fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(CliError::OutputClosed),
+        Err(e) => Err(CliError::Other(format!("writing to standard output: {e}"))),
+    }
+}
 
 /// Prints a value as pretty JSON.
 pub fn json<T: serde::Serialize>(value: &T) -> String {

@@ -113,18 +113,3 @@ pub async fn run(client: &Client, command: TokensCommand, json: bool) -> Result<
 }
 
 pub use cordon_api::format::parse_duration_secs;
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration_secs;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration_secs("10m"), Ok(600));
-        assert_eq!(parse_duration_secs("1h"), Ok(3600));
-        assert_eq!(parse_duration_secs("45"), Ok(45));
-        assert!(parse_duration_secs("0s").is_err());
-        assert!(parse_duration_secs("1w").is_err());
-        assert!(parse_duration_secs("abc").is_err());
-    }
-}

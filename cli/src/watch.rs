@@ -5,7 +5,7 @@
 //! object per line with `--json`) until Ctrl-C, which stops following, not the watch: it keeps
 //! recording on the controller until `cordon watches stop ID`.
 
-use std::{io::Write, time::Duration};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
@@ -128,7 +128,6 @@ async fn follow(
             .await?;
         after = page.last_id;
         let full = i64::try_from(page.events.len()).unwrap_or(PAGE) >= PAGE;
-        let mut stdout = std::io::stdout().lock();
         for event in &page.events {
             // One line per change, whatever the file's name holds.
             let line = if json {
@@ -138,11 +137,11 @@ async fn follow(
                 output::escape(&event_line(event)).into_owned()
             };
             // The reader went away (e.g. piped into `head`): stop quietly.
-            if writeln!(stdout, "{line}").is_err() {
-                return Ok(String::new());
+            match output::emit(&format!("{line}\n")) {
+                Err(CliError::OutputClosed) => return Ok(String::new()),
+                other => other?,
             }
         }
-        drop(stdout);
         if page.stopped && page.events.is_empty() {
             eprintln!("watch {id} is stopped");
             return Ok(String::new());

@@ -16,6 +16,7 @@ pub const ACTION_DOMAIN: &[u8] = b"cordon/action/v1\0";
 
 /// The part of an action that signers sign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionRequest {
     /// Unique per action (UUID); also the replay-cache key together with `nonce`.
     pub action_id: uuid::Uuid,
@@ -24,12 +25,74 @@ pub struct ActionRequest {
     /// Validity window, milliseconds since the Unix epoch.
     pub issued_at_ms: i64,
     pub expires_at_ms: i64,
+    /// 16 random bytes: lowercase hex in JSON, the bytes themselves in the signed encoding.
+    #[serde(with = "nonce")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, pattern = "^[0-9a-f]{32}$", example = "0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+    )]
     pub nonce: [u8; 16],
     pub action: Action,
 }
 
+/// The nonce as hex text where the format is for people (JSON), and as the 16 bytes where it is
+/// not (bincode, which [`signing_bytes`] uses: its encoding is unchanged). A JSON array of 16
+/// numbers, as older controllers stored it, is read too.
+mod nonce {
+    use std::fmt;
+
+    use serde::{
+        de::{self, SeqAccess, Visitor},
+        Deserialize, Deserializer, Serialize, Serializer,
+    };
+
+    pub fn serialize<S: Serializer>(nonce: &[u8; 16], serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&hex::encode(nonce))
+        } else {
+            nonce.serialize(serializer)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 16], D::Error> {
+        if !deserializer.is_human_readable() {
+            return <[u8; 16]>::deserialize(deserializer);
+        }
+        struct Either;
+        impl<'de> Visitor<'de> for Either {
+            type Value = [u8; 16];
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("16 bytes as 32 lowercase hex digits")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<[u8; 16], E> {
+                let mut out = [0u8; 16];
+                hex::decode_to_slice(text, &mut out)
+                    .map_err(|e| E::custom(format!("nonce {text:?}: {e}")))?;
+                Ok(out)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; 16], A::Error> {
+                let mut out = [0u8; 16];
+                for (i, byte) in out.iter_mut().enumerate() {
+                    *byte = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                }
+                if seq.next_element::<u8>()?.is_some() {
+                    return Err(de::Error::invalid_length(17, &self));
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_any(Either)
+    }
+}
+
 /// A containment action and its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Action {
     /// Kill a process, bound to its start time so a recycled pid is never hit.
     Kill {
@@ -56,6 +119,7 @@ pub enum Action {
 
 /// Action names as agent policy lists them (`--actions kill,quarantine,…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ActionKind {
     Kill,
     Quarantine,
@@ -130,6 +194,7 @@ impl Action {
 
 /// A trusted signer as the agent reports it (public key id only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignerSummary {
     pub name: String,
     /// [`key_id`] of the signer's public key.
@@ -140,6 +205,7 @@ pub struct SignerSummary {
 
 /// An agent's containment policy, as it reports it in its inventory.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicySummary {
     pub signers: Vec<SignerSummary>,
     /// Distinct signers each action needs; actions not listed need one.
@@ -160,6 +226,7 @@ impl PolicySummary {
 
 /// One signer's signature over [`signing_bytes`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionSignature {
     /// [`key_id`] of the signer's public key.
     pub key_id: String,
@@ -170,6 +237,7 @@ pub struct ActionSignature {
 
 /// An action with its signatures, as submitted to the controller and delivered to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedAction {
     pub request: ActionRequest,
     pub signatures: Vec<ActionSignature>,
@@ -225,6 +293,33 @@ mod tests {
              fd804bac9f17030000\
              00"
         );
+    }
+
+    #[test]
+    fn the_nonce_is_hex_in_json_and_bytes_when_signed() {
+        let json = serde_json::to_value(sample()).unwrap();
+        assert_eq!(json["nonce"], "09090909090909090909090909090909");
+        let back: ActionRequest = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, sample());
+        // As older controllers stored it: an array of numbers.
+        let mut old = json;
+        old["nonce"] = serde_json::json!([9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
+        assert_eq!(
+            serde_json::from_value::<ActionRequest>(old).unwrap(),
+            sample()
+        );
+        for bad in [
+            serde_json::json!("0909"),
+            serde_json::json!("zz090909090909090909090909090909"),
+            serde_json::json!([9, 9]),
+        ] {
+            let mut request = serde_json::to_value(sample()).unwrap();
+            request["nonce"] = bad.clone();
+            assert!(
+                serde_json::from_value::<ActionRequest>(request).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

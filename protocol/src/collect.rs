@@ -33,6 +33,7 @@ pub fn mark_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 
 /// One process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessInfo {
     pub pid: u32,
     pub ppid: Option<u32>,
@@ -52,6 +53,7 @@ pub struct ProcessInfo {
 
 /// `TaskKind::Processes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessList {
     pub collected_at_ms: i64,
     pub processes: Vec<ProcessInfo>,
@@ -59,6 +61,7 @@ pub struct ProcessList {
 
 /// `TaskKind::ProcessDetail`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessDetail {
     pub process: ProcessInfo,
     pub cwd: Option<String>,
@@ -71,6 +74,7 @@ pub struct ProcessDetail {
 
 /// A TCP or UDP socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SocketInfo {
     /// "tcp" or "udp".
     pub protocol: String,
@@ -91,6 +95,7 @@ pub struct SocketInfo {
 
 /// A network interface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InterfaceInfo {
     pub name: String,
     pub mac: String,
@@ -100,6 +105,7 @@ pub struct InterfaceInfo {
 
 /// `TaskKind::Network`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetworkSnapshot {
     pub collected_at_ms: i64,
     pub sockets: Vec<SocketInfo>,
@@ -108,6 +114,7 @@ pub struct NetworkSnapshot {
 
 /// A logged-in user session (utmp).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoggedInUser {
     pub name: String,
     pub terminal: String,
@@ -118,6 +125,7 @@ pub struct LoggedInUser {
 
 /// `TaskKind::System`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SystemInfo {
     pub hostname: String,
     pub os: String,
@@ -129,6 +137,7 @@ pub struct SystemInfo {
 
 /// File types as collectors report them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
     File,
@@ -139,6 +148,7 @@ pub enum FileKind {
 
 /// `TaskKind::FileStat` (lstat: a symlink is reported as itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileStat {
     pub path: String,
     pub kind: FileKind,
@@ -158,6 +168,7 @@ pub struct FileStat {
 
 /// `TaskKind::FileHash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileHash {
     pub path: String,
     pub size: u64,
@@ -166,6 +177,7 @@ pub struct FileHash {
 
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirEntry {
     pub path: String,
     pub kind: FileKind,
@@ -177,6 +189,7 @@ pub struct DirEntry {
 
 /// Something a listing could not read; reported, never fatal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListProblem {
     pub path: String,
     pub problem: String,
@@ -184,6 +197,7 @@ pub struct ListProblem {
 
 /// `TaskKind::ListDir`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirListing {
     pub root: String,
     pub entries: Vec<DirEntry>,
@@ -194,6 +208,7 @@ pub struct DirListing {
 
 /// A file a hunt asked about, as found on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HuntFile {
     pub path: String,
     pub kind: FileKind,
@@ -204,6 +219,7 @@ pub struct HuntFile {
 
 /// `TaskKind::Hunt`: what matched the query on one host. The rules are in [`crate::hunt`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HuntMatches {
     /// Whether every part of the query held on this host. When false the lists are empty:
     /// a host that does not match reports nothing.

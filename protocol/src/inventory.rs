@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Host facts sent in the agent's hello and shown by `cordon agents show`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inventory {
     pub hostname: String,
     /// OS name and version, e.g. "Debian GNU/Linux 12".

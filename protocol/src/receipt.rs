@@ -9,6 +9,7 @@ use crate::message::Receipt;
 
 /// A [`Receipt`] with its key and signature in hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceiptText {
     pub action_id: String,
     pub agent_id: String,

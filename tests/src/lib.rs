@@ -18,6 +18,7 @@ use cordon_controller::{
 use tokio_util::sync::CancellationToken;
 
 pub mod bench;
+pub mod contract;
 pub mod keys;
 pub mod output;
 pub mod postgres;
@@ -568,6 +569,7 @@ impl Api {
             .expect("request");
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        contract::check("POST", path, status, &body);
         ApiFailure { status, body }
     }
 
@@ -585,16 +587,24 @@ impl Api {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ApiFailure> {
-        let response = request
+        let request = request
             .bearer_auth(&self.token)
-            .send()
-            .await
+            .build()
             .map_err(|e| ApiFailure {
                 status: 0,
                 body: serde_json::json!({ "error": e.to_string() }),
             })?;
+        let (method, path) = (
+            request.method().to_string(),
+            request.url().path().to_owned(),
+        );
+        let response = self.http.execute(request).await.map_err(|e| ApiFailure {
+            status: 0,
+            body: serde_json::json!({ "error": e.to_string() }),
+        })?;
         let status = response.status().as_u16();
         let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        contract::check(&method, &path, status, &body);
         if (200..300).contains(&status) {
             serde_json::from_value(body.clone()).map_err(|e| ApiFailure {
                 status,

@@ -6,7 +6,7 @@ use super::{ActiveContainment, IncidentLink, TimelineItem};
 use crate::tasks::TaskErrorView;
 
 /// A report as `GET /api/v1/incidents/{id}/report?format=json` returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IncidentReport {
     pub generated_at_ms: i64,
     pub summary: ReportSummary,
@@ -21,7 +21,7 @@ pub struct IncidentReport {
     pub attached: Vec<IncidentLink>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportSummary {
     pub id: String,
     pub title: String,
@@ -43,7 +43,7 @@ pub struct ReportSummary {
 }
 
 /// A host of the incident, as the controller sees it now.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportHost {
     pub agent_id: String,
     /// None if the agent is no longer known.
@@ -55,7 +55,7 @@ pub struct ReportHost {
 }
 
 /// One collection of evidence.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportEvidence {
     pub sha256: String,
     pub size: i64,
@@ -75,7 +75,7 @@ pub struct ReportEvidence {
 }
 
 /// Who signed an action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportSigner {
     /// The name the agent's policy gives the key.
     pub name: String,
@@ -85,7 +85,7 @@ pub struct ReportSigner {
 }
 
 /// The agent's receipt for an action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportReceipt {
     pub at_ms: i64,
     /// What the agent found before acting (JSON text).
@@ -102,7 +102,7 @@ pub struct ReportReceipt {
 }
 
 /// A containment action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportAction {
     pub id: String,
     pub agent_id: String,

@@ -66,6 +66,20 @@ fn require_signer_role(caller: &Caller) -> Result<(), ApiError> {
 
 /// `POST /api/v1/actions` `{"request": {…}, "signatures": [{"public_key", "signature"}]}`.
 /// The call's audit `attempt` is appended with the action, in one transaction.
+#[utoipa::path(
+    post,
+    path = "/api/v1/actions",
+    operation_id = "actions_submit",
+    tag = "actions",
+    summary = "Submit a signed containment action (or the first signatures of one)",
+    description = "Needs a token with the responder or automation role (the signer's own key signed it; the agent checks that key against its policy).",
+    request_body = cordon_api::actions::SubmitAction,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::actions::ActionView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,6 +96,21 @@ pub async fn submit(
 }
 
 /// `POST /api/v1/actions/{id}/signatures` `{"public_key", "signature"}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/actions/{id}/signatures",
+    operation_id = "actions_approve",
+    tag = "actions",
+    summary = "Add a signature to a pending action",
+    description = "Needs a token with the responder or automation role (the signer's own key signed it; the agent checks that key against its policy).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::actions::SignatureSpec,
+    responses(
+        (status = 200, description = "Done", body = cordon_api::actions::ActionView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
@@ -97,6 +126,20 @@ pub async fn approve(
 
 /// `POST /api/v1/actions/automation` `{"agent_id", "action", "ttl_secs"}`: signed by the
 /// controller's automation key (automation or admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/actions/automation",
+    operation_id = "actions_automation",
+    tag = "actions",
+    summary = "An action signed by the controller's automation key",
+    description = "Needs a token with the automation role (or one that includes it).",
+    request_body = cordon_api::actions::AutomationAction,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::actions::ActionView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn automation(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,7 +155,8 @@ pub async fn automation(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ShowQuery {
     /// Seconds to wait for the action to end before answering.
     #[serde(default)]
@@ -120,6 +164,20 @@ pub struct ShowQuery {
 }
 
 /// `GET /api/v1/actions/{id}?wait=SECS`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions/{id}",
+    operation_id = "actions_show",
+    tag = "actions",
+    summary = "One action with its signers and receipt; with `wait`, once it ends",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id"), ShowQuery),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::actions::ActionView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -140,6 +198,20 @@ pub async fn show(
 }
 
 /// `GET /api/v1/actions?agent_id=…&limit=…`, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions",
+    operation_id = "actions_list",
+    tag = "actions",
+    summary = "Actions, newest first",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(cordon_api::agents::AgentListQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::actions::ActionView>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -43,6 +43,19 @@ fn view(state: &AppState, record: AgentRecord) -> AgentView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    operation_id = "agents_list",
+    tag = "agents",
+    summary = "Every agent, with its status",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::agents::AgentView>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -52,6 +65,20 @@ pub async fn list(
     Ok(Json(agents.into_iter().map(|a| view(&state, a)).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{id}",
+    operation_id = "agents_show",
+    tag = "agents",
+    summary = "One agent: inventory, session, labels",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::agents::AgentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -66,6 +93,20 @@ pub async fn show(
     Ok(Json(view(&state, agent)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/agents/{id}/revoke",
+    operation_id = "agents_revoke",
+    tag = "agents",
+    summary = "Revoke an agent: its session ends and its certificate is refused",
+    description = "Needs a token with the admin role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::agents::AgentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,6 +124,21 @@ pub async fn revoke(
     show(State(state), caller, Path(id)).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/agents/{id}/labels",
+    operation_id = "agents_set_labels",
+    tag = "agents",
+    summary = "Replace an agent's labels",
+    description = "Needs a token with the admin role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::agents::SetLabels,
+    responses(
+        (status = 200, description = "Done", body = cordon_api::agents::AgentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn set_labels(
     State(state): State<AppState>,
     caller: Caller,

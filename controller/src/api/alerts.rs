@@ -42,7 +42,8 @@ impl From<AlertError> for ApiError {
 }
 
 /// `POST /api/v1/alerts?format=generic|wazuh|ecs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveQuery {
     /// The alert's format; detected from the body when left out.
@@ -51,6 +52,22 @@ pub struct ReceiveQuery {
 }
 
 /// Takes an alert: 201 with the incident it opened, or 200 with the open one it joined.
+#[utoipa::path(
+    post,
+    path = "/api/v1/alerts",
+    operation_id = "alerts_receive",
+    tag = "alerts",
+    summary = "Take an alert in (Wazuh, ECS or Cordon's own JSON): it opens or joins an incident",
+    description = "Needs a token with the automation role (or one that includes it).",
+    params(ReceiveQuery),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "The alert as its source sends it, at most 256 KiB; kept byte for byte"),
+    responses(
+        (status = 201, description = "Done", body = cordon_api::alerts::Received),
+        (status = 200, description = "The alert joined an open incident", body = cordon_api::alerts::Received),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn receive(
     State(state): State<AppState>,
     caller: Caller,
@@ -92,7 +109,8 @@ pub async fn receive(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only the alerts of this incident.
@@ -103,6 +121,20 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/alerts?incident_id=…&limit=N`: newest first, without their payloads.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts",
+    operation_id = "alerts_list",
+    tag = "alerts",
+    summary = "Alerts taken in, newest first",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::alerts::AlertRecord>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -120,6 +152,20 @@ pub async fn list(
 }
 
 /// `GET /api/v1/alerts/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts/{id}",
+    operation_id = "alerts_show",
+    tag = "alerts",
+    summary = "One alert with the payload it came in",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::alerts::AlertView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,6 +14,20 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Longest lifetime an API token may be given (it may also have none).
 pub const MAX_API_TTL_SECS: u64 = 365 * 24 * 3600;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-tokens",
+    operation_id = "api_tokens_create",
+    tag = "tokens",
+    summary = "An API token with a role, shown once",
+    description = "Needs a token with the admin role (or one that includes it).",
+    request_body = cordon_api::tokens::CreateApiToken,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::tokens::ApiTokenCreated),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

@@ -16,7 +16,8 @@ pub use cordon_api::audit::{AuditPage, AuditVerifyView};
 const DEFAULT_LIMIT: i64 = 100;
 
 /// `GET /api/v1/audit?after=SEQ&limit=N`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only entries with a seq above this (0, the default, is from the start).
@@ -27,6 +28,20 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    operation_id = "audit_list",
+    tag = "audit",
+    summary = "One page of the audit log, oldest first",
+    description = "Needs a token with the admin role (or one that includes it).",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::audit::AuditPage),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -51,6 +66,19 @@ pub async fn list(
     Ok(Json(AuditPage { entries, last_seq }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/verify",
+    operation_id = "audit_verify",
+    tag = "audit",
+    summary = "Walk the audit log's hash chain",
+    description = "Needs a token with the admin role (or one that includes it).",
+    responses(
+        (status = 200, description = "Done", body = cordon_api::audit::AuditVerifyView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,

@@ -35,7 +35,8 @@ pub const MAX_PATTERNS: usize = 32;
 /// Longest `Last-Event-ID` looked up (event ids are UUIDs).
 const MAX_LAST_EVENT_ID: usize = 128;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Comma-separated kind patterns, e.g. `incident.*,task.failed`; every event when absent.
@@ -148,6 +149,20 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok((!id.is_empty()).then(|| id.to_owned()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    operation_id = "events_stream",
+    tag = "events",
+    summary = "Live events as server-sent events (`Last-Event-ID` resumes)",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A stream of server-sent events, each one `Event` as JSON", content_type = "text/event-stream", body = cordon_api::events::Event),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,

@@ -17,6 +17,20 @@ use crate::{
 pub use cordon_api::evidence::SignedRecord;
 
 /// `GET /api/v1/evidence`: newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence",
+    operation_id = "evidence_list",
+    tag = "evidence",
+    summary = "Stored evidence, newest first",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(cordon_api::agents::AgentListQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::evidence::EvidenceView>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -43,6 +57,20 @@ fn checked(sha256: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /api/v1/evidence/{sha256}`: the bytes, streamed from disk.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{sha256}",
+    operation_id = "evidence_content",
+    tag = "evidence",
+    summary = "The stored bytes",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("sha256" = String, Path, description = "SHA-256 of the bytes, lowercase hex")),
+    responses(
+        (status = 200, description = "The stored bytes", content_type = "application/octet-stream"),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn content(
     State(state): State<AppState>,
     caller: Caller,
@@ -81,6 +109,20 @@ pub async fn content(
 
 /// `GET /api/v1/evidence/{sha256}/manifest`: every collection of these bytes with its signed
 /// manifest.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{sha256}/manifest",
+    operation_id = "evidence_manifests",
+    tag = "evidence",
+    summary = "Every collection of these bytes with its manifest exactly as signed",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("sha256" = String, Path, description = "SHA-256 of the bytes, lowercase hex")),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::evidence::SignedRecord>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn manifests(
     State(state): State<AppState>,
     caller: Caller,
@@ -107,6 +149,20 @@ pub async fn manifests(
 
 /// `GET /api/v1/evidence/{sha256}/verify`: re-hash the stored bytes and re-check every
 /// signature and manifest.
+#[utoipa::path(
+    get,
+    path = "/api/v1/evidence/{sha256}/verify",
+    operation_id = "evidence_verify",
+    tag = "evidence",
+    summary = "Check the bytes and every manifest's signature again",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("sha256" = String, Path, description = "SHA-256 of the bytes, lowercase hex")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::evidence::Verification),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,

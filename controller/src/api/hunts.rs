@@ -32,6 +32,20 @@ impl From<HuntError> for ApiError {
 }
 
 /// `POST /api/v1/hunts`: 201 with the hunt's id and initial progress.
+#[utoipa::path(
+    post,
+    path = "/api/v1/hunts",
+    operation_id = "hunts_create",
+    tag = "hunts",
+    summary = "Start a hunt: one query on many agents",
+    description = "Needs a token with the responder role (or one that includes it).",
+    request_body = cordon_api::hunts::CreateHunt,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::hunts::HuntView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -49,7 +63,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(hunt)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ShowQuery {
     /// Seconds to wait for the hunt to complete before answering.
     #[serde(default)]
@@ -60,6 +75,20 @@ pub struct ShowQuery {
 }
 
 /// `GET /api/v1/hunts/{id}?wait=SECS&results=all|matched|none`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/hunts/{id}",
+    operation_id = "hunts_show",
+    tag = "hunts",
+    summary = "One hunt with its progress and, as asked, each agent's answer",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id"), ShowQuery),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::hunts::HuntView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,13 +118,28 @@ pub async fn show(
     Ok(Json(view))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     limit: Option<i64>,
 }
 
 /// `GET /api/v1/hunts?limit=N`: newest first, with progress (no per-agent results).
+#[utoipa::path(
+    get,
+    path = "/api/v1/hunts",
+    operation_id = "hunts_list",
+    tag = "hunts",
+    summary = "Hunts, newest first",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::hunts::HuntView>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -60,6 +60,21 @@ pub async fn incident_view(state: &AppState, id: &str) -> Result<IncidentView, A
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents",
+    operation_id = "incidents_create",
+    tag = "incidents",
+    summary = "Open an incident (or answer the open one with the same fingerprint)",
+    description = "Needs a token with the responder role (or one that includes it).",
+    request_body = cordon_api::incidents::CreateIncident,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = 200, description = "An open incident has this fingerprint: that one is the answer", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,7 +90,8 @@ pub async fn create(
     Ok((status, Json(incident_view(&state, &incident.id).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
@@ -90,6 +106,20 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents",
+    operation_id = "incidents_list",
+    tag = "incidents",
+    summary = "Incidents, newest first",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::incidents::IncidentSummary>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,6 +156,20 @@ pub async fn list(
     Ok(Json(out))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents/{id}",
+    operation_id = "incidents_show",
+    tag = "incidents",
+    summary = "One incident with its hosts, links, stages, containment and timeline",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,6 +179,21 @@ pub async fn show(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/stage",
+    operation_id = "incidents_stage",
+    tag = "incidents",
+    summary = "Move an incident to another stage (the move rules apply)",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::incidents::MoveStage,
+    responses(
+        (status = 200, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn stage(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,6 +212,21 @@ pub async fn stage(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/close",
+    operation_id = "incidents_close",
+    tag = "incidents",
+    summary = "Close an incident, or mark it a false positive",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::incidents::Close,
+    responses(
+        (status = 200, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn close(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,6 +250,21 @@ pub async fn close(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/assign",
+    operation_id = "incidents_assign",
+    tag = "incidents",
+    summary = "Assign an incident (or unassign it)",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::incidents::Assign,
+    responses(
+        (status = 200, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn assign(
     State(state): State<AppState>,
     caller: Caller,
@@ -190,6 +279,21 @@ pub async fn assign(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/escalate",
+    operation_id = "incidents_escalate",
+    tag = "incidents",
+    summary = "Escalate an incident to a tier and team",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::incidents::Escalate,
+    responses(
+        (status = 200, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn escalate(
     State(state): State<AppState>,
     caller: Caller,
@@ -214,6 +318,21 @@ pub async fn escalate(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/severity",
+    operation_id = "incidents_severity",
+    tag = "incidents",
+    summary = "Change an incident's severity",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::incidents::SetSeverity,
+    responses(
+        (status = 200, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn severity(
     State(state): State<AppState>,
     caller: Caller,
@@ -229,6 +348,21 @@ pub async fn severity(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/comments",
+    operation_id = "incidents_comment",
+    tag = "incidents",
+    summary = "Comment on an incident",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::incidents::Comment,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn comment(
     State(state): State<AppState>,
     caller: Caller,
@@ -243,6 +377,21 @@ pub async fn comment(
     Ok((StatusCode::CREATED, Json(incident_view(&state, &id).await?)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/hosts",
+    operation_id = "incidents_add_hosts",
+    tag = "incidents",
+    summary = "Add hosts to an incident",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::incidents::AddHosts,
+    responses(
+        (status = 200, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn add_hosts(
     State(state): State<AppState>,
     caller: Caller,
@@ -257,6 +406,21 @@ pub async fn add_hosts(
     Ok(Json(incident_view(&state, &id).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/links",
+    operation_id = "incidents_link",
+    tag = "incidents",
+    summary = "Attach a task, hunt, action or evidence to an incident",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    request_body = cordon_api::incidents::Link,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::incidents::IncidentView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn link(
     State(state): State<AppState>,
     caller: Caller,
@@ -277,7 +441,8 @@ pub async fn link(
 }
 
 /// `GET /api/v1/incidents/{id}/report?format=json|markdown`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// `json` (default) or `markdown` (also `md`).
@@ -285,6 +450,20 @@ pub struct ReportQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents/{id}/report",
+    operation_id = "incidents_report",
+    tag = "incidents",
+    summary = "An incident's report, as JSON or Markdown",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id"), ReportQuery),
+    responses(
+        (status = 200, description = "The report (`format=json`, the default) or Markdown (`format=markdown`)", content((cordon_api::incidents::report::IncidentReport = "application/json"), (String = "text/markdown"))),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn report(
     State(state): State<AppState>,
     caller: Caller,

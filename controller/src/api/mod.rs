@@ -15,6 +15,7 @@ pub mod hunts;
 pub mod incidents;
 pub mod playbooks;
 pub mod recorder;
+pub mod routes;
 pub mod tasks;
 pub mod tokens;
 pub mod types;
@@ -23,10 +24,7 @@ pub mod webhooks;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use axum::{
-    routing::{get, post, put},
-    Router,
-};
+use axum::Router;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
@@ -65,74 +63,8 @@ pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// All API routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health::health))
-        .route("/api/v1/agents", get(agents::list))
-        .route("/api/v1/agents/{id}", get(agents::show))
-        .route("/api/v1/agents/{id}/revoke", post(agents::revoke))
-        .route("/api/v1/agents/{id}/labels", put(agents::set_labels))
-        .route(
-            "/api/v1/enrollment-tokens",
-            post(tokens::create).get(tokens::list),
-        )
-        .route("/api/v1/tasks", post(tasks::create).get(tasks::list))
-        .route("/api/v1/tasks/{id}", get(tasks::show))
-        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/api/v1/actions", post(actions::submit).get(actions::list))
-        .route("/api/v1/actions/automation", post(actions::automation))
-        .route("/api/v1/actions/{id}", get(actions::show))
-        .route("/api/v1/actions/{id}/signatures", post(actions::approve))
-        .route("/api/v1/hunts", post(hunts::create).get(hunts::list))
-        .route("/api/v1/hunts/{id}", get(hunts::show))
-        .route("/api/v1/alerts", post(alerts::receive).get(alerts::list))
-        .route("/api/v1/alerts/{id}", get(alerts::show))
-        .route(
-            "/api/v1/incidents",
-            post(incidents::create).get(incidents::list),
-        )
-        .route("/api/v1/incidents/{id}", get(incidents::show))
-        .route("/api/v1/incidents/{id}/stage", post(incidents::stage))
-        .route("/api/v1/incidents/{id}/close", post(incidents::close))
-        .route("/api/v1/incidents/{id}/assign", post(incidents::assign))
-        .route("/api/v1/incidents/{id}/escalate", post(incidents::escalate))
-        .route("/api/v1/incidents/{id}/severity", post(incidents::severity))
-        .route("/api/v1/incidents/{id}/comments", post(incidents::comment))
-        .route("/api/v1/incidents/{id}/hosts", post(incidents::add_hosts))
-        .route("/api/v1/incidents/{id}/links", post(incidents::link))
-        .route("/api/v1/incidents/{id}/report", get(incidents::report))
-        .route("/api/v1/playbooks", get(playbooks::list))
-        .route("/api/v1/playbooks/reload", post(playbooks::reload))
-        .route("/api/v1/evidence", get(evidence::list))
-        .route("/api/v1/evidence/{sha256}", get(evidence::content))
-        .route(
-            "/api/v1/evidence/{sha256}/manifest",
-            get(evidence::manifests),
-        )
-        .route("/api/v1/evidence/{sha256}/verify", get(evidence::verify))
-        .route("/api/v1/watches", post(watches::create).get(watches::list))
-        .route(
-            "/api/v1/watches/{id}",
-            get(watches::show).delete(watches::stop),
-        )
-        .route("/api/v1/watches/{id}/stop", post(watches::stop))
-        .route("/api/v1/watches/{id}/events", get(watches::events))
-        .route("/api/v1/api-tokens", post(api_tokens::create))
-        .route("/api/v1/audit", get(audit::list))
-        .route("/api/v1/audit/verify", get(audit::verify))
-        .route("/api/v1/events", get(events::stream))
-        .route(
-            "/api/v1/webhooks",
-            post(webhooks::create).get(webhooks::list),
-        )
-        .route(
-            "/api/v1/webhooks/{id}",
-            get(webhooks::show).delete(webhooks::remove),
-        )
-        .route(
-            "/api/v1/webhooks/{id}/deliveries",
-            get(webhooks::deliveries),
-        )
-        .route("/api/v1/webhooks/{id}/test", post(webhooks::test))
+    let (routes, _) = routes::api_routes().split_for_parts();
+    routes
         .fallback(error::no_route)
         // Runs after routing (so it sees the matched route) and before every handler.
         .layer(axum::middleware::from_fn_with_state(

@@ -34,6 +34,19 @@ fn list_of(dir: &std::path::Path, set: &PlaybookSet) -> PlaybookList {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/playbooks",
+    operation_id = "playbooks_list",
+    tag = "playbooks",
+    summary = "The playbooks in force",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    responses(
+        (status = 200, description = "Done", body = cordon_api::playbooks::PlaybookList),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -45,6 +58,19 @@ pub async fn list(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/playbooks/reload",
+    operation_id = "playbooks_reload",
+    tag = "playbooks",
+    summary = "Read the playbook files again; on any error the ones in force stay",
+    description = "Needs a token with the admin role (or one that includes it).",
+    responses(
+        (status = 200, description = "Done", body = cordon_api::playbooks::PlaybookList),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn reload(
     State(state): State<AppState>,
     caller: Caller,

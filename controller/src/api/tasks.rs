@@ -46,6 +46,20 @@ impl From<TaskError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks",
+    operation_id = "tasks_create",
+    tag = "tasks",
+    summary = "Queue a collection task for one agent",
+    description = "Needs a token with the responder role (or one that includes it).",
+    request_body = cordon_api::tasks::CreateTask,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::tasks::TaskView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,13 +101,28 @@ pub async fn create(
     Ok((StatusCode::CREATED, Extension(note), Json(view)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ShowQuery {
     /// Seconds to wait for the task to end before answering.
     #[serde(default)]
     wait: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{id}",
+    operation_id = "tasks_show",
+    tag = "tasks",
+    summary = "One task; with `wait`, once it ends (or the wait runs out)",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id"), ShowQuery),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::tasks::TaskView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -117,6 +146,20 @@ pub async fn show(
     Ok(Json(task.into()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks",
+    operation_id = "tasks_list",
+    tag = "tasks",
+    summary = "Tasks, newest first",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(cordon_api::agents::AgentListQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::tasks::TaskView>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -131,6 +174,20 @@ pub async fn list(
     Ok(Json(tasks.into_iter().map(TaskView::from).collect()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tasks/{id}/cancel",
+    operation_id = "tasks_cancel",
+    tag = "tasks",
+    summary = "Cancel a task that has not ended",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::tasks::TaskView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,

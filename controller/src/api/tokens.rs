@@ -16,6 +16,20 @@ use crate::{
 /// Longest lifetime an enrolment token may have.
 pub const MAX_ENROLL_TTL_SECS: u64 = 30 * 24 * 3600;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/enrollment-tokens",
+    operation_id = "tokens_create",
+    tag = "tokens",
+    summary = "A one-time enrolment token, shown once",
+    description = "Needs a token with the admin role (or one that includes it).",
+    request_body = cordon_api::tokens::CreateEnrollmentToken,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::tokens::EnrollmentTokenCreated),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -54,6 +68,19 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/enrollment-tokens",
+    operation_id = "tokens_list",
+    tag = "tokens",
+    summary = "Enrolment tokens (hash prefixes only)",
+    description = "Needs a token with the admin role (or one that includes it).",
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::tokens::EnrollmentTokenRecord>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -73,6 +73,20 @@ async fn find(state: &AppState, id: &str) -> Result<WatchRecord, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no watch {id}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/watches",
+    operation_id = "watches_create",
+    tag = "watches",
+    summary = "Start a file watch on an agent",
+    description = "Needs a token with the responder role (or one that includes it).",
+    request_body = cordon_api::watches::CreateWatch,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::watches::WatchView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,7 +104,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, watch).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     agent_id: Option<String>,
@@ -101,6 +116,20 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/watches",
+    operation_id = "watches_list",
+    tag = "watches",
+    summary = "File watches, newest first",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::watches::WatchView>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,6 +153,20 @@ pub async fn list(
     Ok(Json(views))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/watches/{id}",
+    operation_id = "watches_show",
+    tag = "watches",
+    summary = "One watch",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::watches::WatchView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,6 +177,43 @@ pub async fn show(
     Ok(Json(view(&state, watch).await?))
 }
 
+/// `POST /api/v1/watches/{id}/stop`: [`stop`], for clients that cannot send `DELETE`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/watches/{id}/stop",
+    operation_id = "watches_stop_by_post",
+    tag = "watches",
+    summary = "Stop a watch (what it recorded stays); the same as `DELETE`",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::watches::WatchView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn stop_by_post(
+    state: State<AppState>,
+    caller: Caller,
+    id: Path<String>,
+) -> Result<Json<WatchView>, ApiError> {
+    stop(state, caller, id).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/watches/{id}",
+    operation_id = "watches_stop",
+    tag = "watches",
+    summary = "Stop a watch (what it recorded stays)",
+    description = "Needs a token with the responder role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::watches::WatchView),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn stop(
     State(state): State<AppState>,
     caller: Caller,
@@ -144,7 +224,8 @@ pub async fn stop(
     Ok(Json(view(&state, watch).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only events with a larger id.
     #[serde(default)]
@@ -153,6 +234,20 @@ pub struct EventsQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/watches/{id}/events",
+    operation_id = "watches_events",
+    tag = "watches",
+    summary = "One page of the changes a watch reported",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id"), EventsQuery),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::watches::WatchEventsPage),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,

@@ -39,6 +39,20 @@ impl From<WebhookError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks",
+    operation_id = "webhooks_create",
+    tag = "webhooks",
+    summary = "Add a webhook; its secret is shown once",
+    description = "Needs a token with the admin role (or one that includes it).",
+    request_body = cordon_api::webhooks::CreateWebhook,
+    responses(
+        (status = 201, description = "Done", body = cordon_api::webhooks::WebhookCreated),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -62,7 +76,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Extension(note), Json(created)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Include removed webhooks.
@@ -70,6 +85,20 @@ pub struct ListQuery {
     all: Option<bool>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    operation_id = "webhooks_list",
+    tag = "webhooks",
+    summary = "Webhooks",
+    description = "Needs a token with the admin role (or one that includes it).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::webhooks::WebhookRecord>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,6 +114,20 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}",
+    operation_id = "webhooks_show",
+    tag = "webhooks",
+    summary = "One webhook",
+    description = "Needs a token with the admin role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::webhooks::WebhookRecord),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -94,6 +137,20 @@ pub async fn show(
     Ok(Json(state.webhook(&id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{id}",
+    operation_id = "webhooks_remove",
+    tag = "webhooks",
+    summary = "Disable a webhook",
+    description = "Needs a token with the admin role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::webhooks::WebhookRecord),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -103,7 +160,8 @@ pub async fn remove(
     Ok(Json(state.remove_webhook(&id, &caller.name).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
     #[serde(default)]
@@ -111,6 +169,20 @@ pub struct DeliveriesQuery {
 }
 
 /// Newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{id}/deliveries",
+    operation_id = "webhooks_deliveries",
+    tag = "webhooks",
+    summary = "A webhook's deliveries, newest first",
+    description = "Needs a token with the admin role (or one that includes it).",
+    params(("id" = String, Path, description = "The id"), DeliveriesQuery),
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::webhooks::DeliveryRecord>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,6 +196,20 @@ pub async fn deliveries(
     Ok(Json(state.store.webhook_deliveries(&id, limit).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{id}/test",
+    operation_id = "webhooks_test",
+    tag = "webhooks",
+    summary = "Queue a test delivery",
+    description = "Needs a token with the admin role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 202, description = "Queued", body = cordon_api::webhooks::TestQueued),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,

@@ -71,6 +71,12 @@ enum Command {
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Print the OpenAPI 3.1 document of the HTTPS API (what `GET /api/v1/openapi.json`
+    /// serves), or write it to a file: `openapi --out docs/openapi.json`.
+    Openapi {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Playbook files, checked here without a running controller.
     Playbooks {
         #[command(subcommand)]
@@ -181,6 +187,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Playbooks {
             command: PlaybooksCommand::Validate { dir, json },
         } => Ok(validate_playbooks(&dir, json)),
+        Command::Openapi { out } => {
+            let text = cordon_controller::api::routes::openapi_text();
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fingerprint { data_dir } => {
             let ca = DataDir::new(&data_dir).load_ca()?;
             println!("{}", ca.fingerprint());
@@ -244,6 +259,8 @@ fn init_logging(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, never into a file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -414,8 +414,8 @@ propose = [
                 5,
             ),
             (
-                "name = \"x\"\nkinds = [\"*\"]\n[[stage]]\nstage = \"response\"\n\npropose = [{ action = \"isolate\", ttl = \"1 hour\" }]\n",
-                "unknown unit",
+                "name = \"x\"\nkinds = [\"*\"]\n[[stage]]\nstage = \"response\"\n\npropose = [{ action = \"isolate\", ttl = \"an hour\" }]\n",
+                "is not a duration",
                 6,
             ),
             (

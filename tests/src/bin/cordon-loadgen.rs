@@ -194,8 +194,14 @@ fn responder_settings(args: &Args) -> anyhow::Result<cordon_cli::config::Resolve
         .with_context(|| format!("reading {}", args.responder_config.display()))?;
     let responder: cordon_cli::config::ResponderConfig = toml::from_str(&text)
         .with_context(|| format!("parsing {}", args.responder_config.display()))?;
-    cordon_cli::config::resolve(responder.url, responder.token, responder.ca_cert, None)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    cordon_cli::config::resolve(
+        responder.url,
+        responder.token,
+        responder.ca_cert,
+        None,
+        true,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Runs `args.hunt` hunts for the marker process across the fleet, one after another, and
