@@ -2,6 +2,7 @@
 
 use cordon_protocol::action::{Action, ActionRequest};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::tasks::TaskErrorView;
 
@@ -93,7 +94,7 @@ pub struct ActionView {
     /// The task that delivers it, once submitted.
     pub task_id: Option<String>,
     /// The agent's receipt, verified under its pinned key, when done.
-    pub receipt: Option<StoredReceipt>,
+    pub receipt: Option<ReceiptView>,
     /// Why it failed or expired (`unauthorized` and `policy_denied` are the agent's refusals).
     pub error: Option<TaskErrorView>,
     pub created_by: String,
@@ -145,3 +146,66 @@ impl ActionState {
 /// A receipt as stored and shown: every signed field as the agent sent it, keys and signature
 /// in hex, so anyone can verify it again ([`cordon_protocol::receipt::ReceiptText::verify`]).
 pub type StoredReceipt = cordon_protocol::receipt::ReceiptText;
+
+/// The agent's signed receipt for an action, as the API shows it: what it found before and saw
+/// after are JSON, exactly the text the agent signed (so [`ReceiptView::to_text`] gives back what
+/// [`ReceiptText::verify`](cordon_protocol::receipt::ReceiptText::verify) checks).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReceiptView {
+    pub action_id: String,
+    pub agent_id: String,
+    pub at_ms: i64,
+    /// What the agent found before acting.
+    #[schema(value_type = Object)]
+    pub before: Box<RawValue>,
+    /// What it did.
+    pub done: String,
+    /// What it saw after.
+    #[schema(value_type = Object)]
+    pub after: Box<RawValue>,
+    /// Hex of the agent's Ed25519 public key and of its signature.
+    pub agent_public_key: String,
+    pub signature: String,
+}
+
+/// `text` as JSON: as it is when it is JSON (it always is from a Cordon agent), else as a
+/// JSON string.
+fn raw(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| {
+        serde_json::value::to_raw_value(text)
+            .unwrap_or_else(|_| RawValue::from_string("null".to_owned()).unwrap_or_default())
+    })
+}
+
+impl From<&StoredReceipt> for ReceiptView {
+    fn from(r: &StoredReceipt) -> Self {
+        Self {
+            action_id: r.action_id.clone(),
+            agent_id: r.agent_id.clone(),
+            at_ms: r.at_ms,
+            before: raw(&r.before),
+            done: r.done.clone(),
+            after: raw(&r.after),
+            agent_public_key: r.agent_public_key.clone(),
+            signature: r.signature.clone(),
+        }
+    }
+}
+
+impl ReceiptView {
+    /// The receipt as signed, to check again.
+    pub fn to_text(&self) -> StoredReceipt {
+        StoredReceipt {
+            action_id: self.action_id.clone(),
+            agent_id: self.agent_id.clone(),
+            at_ms: self.at_ms,
+            before: self.before.get().to_owned(),
+            done: self.done.clone(),
+            after: self.after.get().to_owned(),
+            agent_public_key: self.agent_public_key.clone(),
+            signature: self.signature.clone(),
+        }
+    }
+}
+
+crate::eq_name!(ActionState);

@@ -68,3 +68,5 @@ impl AgentListQuery {
         self.limit.unwrap_or(100).clamp(1, 1000)
     }
 }
+
+crate::eq_name!(AgentStatus);

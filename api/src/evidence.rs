@@ -33,12 +33,13 @@ pub struct Verification {
 }
 
 /// A collection with its manifest exactly as signed.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedRecord {
     #[serde(flatten)]
     pub view: EvidenceView,
-    /// The manifest's JSON text as signed (the signature covers these bytes).
-    pub manifest_text: String,
+    /// Hex of the manifest's bytes exactly as signed (the signature covers these bytes; the
+    /// parsed manifest is `manifest`).
+    pub manifest_hex: String,
     pub agent_public_key: String,
     pub signature: String,
 }

@@ -64,8 +64,22 @@ impl fmt::Display for Severity {
 }
 
 /// What can be attached to an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LinkKind {
     Task,
     Hunt,
@@ -75,12 +89,7 @@ pub enum LinkKind {
 
 impl LinkKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            LinkKind::Task => "task",
-            LinkKind::Hunt => "hunt",
-            LinkKind::Action => "action",
-            LinkKind::Evidence => "evidence",
-        }
+        self.into()
     }
 }
 
@@ -195,8 +204,8 @@ pub struct IncidentRecord {
     pub id: String,
     pub title: String,
     pub kind: String,
-    pub severity: String,
-    pub stage: String,
+    pub severity: Severity,
+    pub stage: Stage,
     pub description: String,
     pub assignee: Option<String>,
     /// Escalation tier, 1 upwards.
@@ -224,7 +233,7 @@ pub struct IncidentHost {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IncidentLink {
     pub incident_id: String,
-    pub kind: String,
+    pub kind: LinkKind,
     pub ref_id: String,
     pub linked_at_ms: i64,
     pub linked_by: String,
@@ -247,13 +256,13 @@ pub struct TimelineEntry {
 pub struct StageEntry {
     pub id: String,
     pub incident_id: String,
-    pub stage: String,
+    pub stage: Stage,
     pub entered_at_ms: i64,
     pub entered_by: String,
     /// `pending` until the playbook runner has handled it, then `done`.
     pub playbook_state: String,
-    /// What the runner did or why it could not (JSON).
-    pub playbook_detail: Option<String>,
+    /// What the runner did, or why it could not.
+    pub playbook_detail: Option<serde_json::Value>,
 }
 
 /// One line of the timeline.
@@ -405,3 +414,5 @@ pub struct Link {
 pub fn is_closed_stage(stage: &str) -> bool {
     stage.parse::<Stage>().is_ok_and(Stage::is_closed)
 }
+
+crate::eq_name!(Severity, Stage, LinkKind);

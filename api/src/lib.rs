@@ -6,6 +6,19 @@
 //! (`*_secs`); enumerations are lowercase (`snake_case`) strings; byte strings are lowercase
 //! hex.
 
+/// `stage == "closed"`: an enumeration compares with its name (its `as_str`).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! eq_name {
+    ($($t:ty),*) => {$(
+        impl PartialEq<&str> for $t {
+            fn eq(&self, name: &&str) -> bool {
+                self.as_str() == *name
+            }
+        }
+    )*};
+}
+
 pub mod actions;
 pub mod agents;
 pub mod alerts;

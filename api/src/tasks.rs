@@ -185,3 +185,5 @@ impl TryFrom<TaskSpec> for cordon_protocol::message::TaskKind {
         })
     }
 }
+
+crate::eq_name!(TaskState);

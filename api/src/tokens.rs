@@ -142,3 +142,5 @@ pub struct ApiTokenCreated {
     pub token: String,
     pub expires_at_ms: Option<i64>,
 }
+
+crate::eq_name!(Role);

@@ -94,3 +94,5 @@ impl WatchStatus {
         self.into()
     }
 }
+
+crate::eq_name!(WatchStatus);

@@ -4,10 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use serde::Deserialize;
 
 use cordon_api::{
-    evidence::{EvidenceView, Verification},
+    evidence::{EvidenceView, SignedRecord, Verification},
     tasks::TaskSpec,
 };
 
@@ -134,15 +133,6 @@ async fn download(client: &Client, sha256: &str, out: &Path) -> Result<(), CliEr
         )));
     }
     Ok(())
-}
-
-#[derive(Debug, Deserialize, serde::Serialize)]
-struct SignedRecord {
-    #[serde(flatten)]
-    view: EvidenceView,
-    manifest_text: String,
-    agent_public_key: String,
-    signature: String,
 }
 
 pub async fn run(

@@ -13,9 +13,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use cordon_api::{
     agents::AgentView,
     incidents::{
-        is_closed_stage, report::IncidentReport, ActiveContainment, AddHosts, Assign, Close,
-        Comment, CreateIncident, Escalate, IncidentSummary, IncidentView, Link, LinkKind,
-        MoveStage, SetSeverity, Stage, MAX_TIER,
+        report::IncidentReport, ActiveContainment, AddHosts, Assign, Close, Comment,
+        CreateIncident, Escalate, IncidentSummary, IncidentView, Link, LinkKind, MoveStage,
+        SetSeverity, Stage, MAX_TIER,
     },
 };
 
@@ -258,8 +258,8 @@ pub async fn run(
                     let i = &s.incident;
                     vec![
                         i.id.clone(),
-                        i.stage.clone(),
-                        i.severity.clone(),
+                        i.stage.to_string(),
+                        i.severity.to_string(),
                         plain(&i.kind),
                         shorten(&plain(&i.title), 48),
                         s.hosts.len().to_string(),
@@ -610,10 +610,10 @@ fn shorten(text: &str, max: usize) -> String {
 /// The incident's header lines.
 fn header(view: &IncidentView) -> String {
     let i = &view.incident;
-    let state = if is_closed_stage(&i.stage) {
+    let state = if i.stage.is_closed() {
         format!("{} at {}", i.stage, output::time(i.closed_at_ms))
     } else {
-        i.stage.clone()
+        i.stage.to_string()
     };
     let mut out = format!("incident {}: {}\n", i.id, plain(&i.title));
     out.push_str(&format!(
@@ -695,7 +695,7 @@ fn render_show(view: &IncidentView, agents: &[AgentView]) -> String {
             .iter()
             .map(|l| {
                 vec![
-                    l.kind.clone(),
+                    l.kind.as_str().to_owned(),
                     l.ref_id.clone(),
                     output::time(Some(l.linked_at_ms)),
                     plain(&l.linked_by),

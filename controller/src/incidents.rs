@@ -303,14 +303,7 @@ impl Controller {
             check_text("reason", reason, MAX_TEXT_CHARS)?;
         }
         let incident = self.incident(id).await?;
-        let from: Stage =
-            incident
-                .stage
-                .parse()
-                .map_err(|e: stage::UnknownStage| StoreError::InvalidData {
-                    what: "incident stage",
-                    detail: e.0,
-                })?;
+        let from: Stage = incident.stage;
         let active = if to.is_closed() {
             let active = self.active_containment(id).await?;
             (!active.is_empty()).then(|| containment::describe(&active))
@@ -564,7 +557,7 @@ impl Controller {
         let now = now_ms();
         let link = IncidentLink {
             incident_id: id.to_owned(),
-            kind: kind.as_str().to_owned(),
+            kind,
             ref_id: ref_id.to_owned(),
             linked_at_ms: now,
             linked_by: actor.to_owned(),

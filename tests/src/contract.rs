@@ -15,6 +15,31 @@ static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
     serde_json::to_value(cordon_controller::api::routes::openapi()).expect("document as JSON")
 });
 
+/// Properties the document leaves free-form (a task's result, an event's data, a receipt's
+/// before and after): what hosts and agents put there is theirs, so only the typed fields
+/// around them are held to carrying no JSON text.
+static FREE_FORM: LazyLock<std::collections::BTreeSet<String>> = LazyLock::new(|| {
+    let mut names = std::collections::BTreeSet::new();
+    let schemas = DOCUMENT["components"]["schemas"].as_object();
+    for schema in schemas.into_iter().flat_map(|s| s.values()) {
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            let typed = property.get("$ref").is_some()
+                || property.get("properties").is_some()
+                || property.get("oneOf").is_some()
+                || property.get("enum").is_some()
+                || property.get("items").is_some()
+                || property["type"].as_str().is_some_and(|t| t != "object")
+                || property["type"]
+                    .as_array()
+                    .is_some_and(|ts| !ts.iter().any(|t| t == "object"));
+            if !typed {
+                names.insert(name.clone());
+            }
+        }
+    }
+    names
+});
+
 /// Validators compiled so far, by (method, path template, status key).
 static VALIDATORS: LazyLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> =
     LazyLock::new(Default::default);
@@ -70,6 +95,9 @@ pub fn check(method: &str, path: &str, status: u16, body: &Value) {
     let Some(schema) = response.pointer("/content/application~1json/schema") else {
         return;
     };
+    if let Some(at) = json_in_a_string(body, "") {
+        panic!("{method} {path} ({status}): {at} holds JSON text inside a string: {body:#}");
+    }
     validate(
         &format!("{method} {template} {key}"),
         schema,
@@ -109,4 +137,27 @@ fn validate(cache_key: &str, schema: &Value, method: &str, path: &str, status: u
         "{method} {path} ({status}) does not match the documented schema:\n{}\nbody: {body:#}",
         errors.join("\n")
     );
+}
+
+/// Where in `value` a string holds a JSON object or array as text, if anywhere: an API answer
+/// carries JSON as JSON.
+pub fn json_in_a_string(value: &Value, at: &str) -> Option<String> {
+    match value {
+        Value::String(text) => {
+            let trimmed = text.trim_start();
+            let looks = trimmed.starts_with('{') || trimmed.starts_with('[');
+            let parses = looks
+                && serde_json::from_str::<Value>(text).is_ok_and(|v| v.is_object() || v.is_array());
+            parses.then(|| format!("`{at}`"))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| json_in_a_string(v, &format!("{at}/{i}"))),
+        Value::Object(fields) => fields
+            .iter()
+            .filter(|(k, _)| !FREE_FORM.contains(k.as_str()))
+            .find_map(|(k, v)| json_in_a_string(v, &format!("{at}/{k}"))),
+        _ => None,
+    }
 }

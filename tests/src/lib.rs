@@ -603,10 +603,12 @@ impl Api {
             body: serde_json::json!({ "error": e.to_string() }),
         })?;
         let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         contract::check(&method, &path, status, &body);
         if (200..300).contains(&status) {
-            serde_json::from_value(body.clone()).map_err(|e| ApiFailure {
+            // From the bytes, as a client reads them (receipts keep their signed JSON exactly).
+            serde_json::from_slice(&bytes).map_err(|e| ApiFailure {
                 status,
                 body: serde_json::json!({ "error": format!("decode: {e}"), "body": body }),
             })

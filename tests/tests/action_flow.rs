@@ -286,7 +286,7 @@ async fn a_signed_kill_runs_and_its_verified_receipt_is_kept() {
     assert_eq!(status.signal(), Some(9), "{status:?}");
 
     // The receipt is stored, and verifies under the agent's own key.
-    let receipt: StoredReceipt = done.receipt.clone().expect("receipt");
+    let receipt: StoredReceipt = done.receipt.as_ref().expect("receipt").to_text();
     let agent_key = agent_key_hex(&agent);
     receipt
         .verify(&done.id, &agent.id, &agent_key)
@@ -933,6 +933,7 @@ async fn a_signed_kill_on_postgres() {
     assert_eq!(done.state, ActionState::Done, "{done:?}");
     done.receipt
         .expect("receipt")
+        .to_text()
         .verify(&done.id, &agent.id, &agent_key_hex(&agent))
         .expect("verified receipt");
     assert_eq!(
@@ -1116,6 +1117,7 @@ async fn a_receipt_lost_with_the_session_arrives_when_the_action_is_sent_again()
     assert!(lost_session_ended_ms > 0, "the session that lost it ended");
     let receipt = done.receipt.expect("receipt");
     receipt
+        .to_text()
         .verify(&done.id, &agent.id, &agent_key_hex(&agent))
         .expect("the receipt verifies under the agent's key");
 

@@ -147,6 +147,13 @@ async fn alerts_open_and_join_incidents_with_their_hosts() {
         use sha2::Digest;
         let sent = alert.to_string();
         assert_eq!(hex::encode(sha2::Sha256::digest(sent.as_bytes())), raw_sha);
+        // The bytes as they came in are there to check the hash against.
+        let (status, raw) = admin
+            .get_bytes(&format!("/api/v1/alerts/{}/raw", opened.alert_id))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(raw, sent.as_bytes());
+        assert_eq!(hex::encode(sha2::Sha256::digest(&raw)), raw_sha);
     }
 
     // The same alert again joins the open incident.

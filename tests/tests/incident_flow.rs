@@ -98,7 +98,7 @@ fn links(view: &IncidentView) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = view
         .links
         .iter()
-        .map(|l| (l.kind.clone(), l.ref_id.clone()))
+        .map(|l| (l.kind.to_string(), l.ref_id.clone()))
         .collect();
     out.sort();
     out

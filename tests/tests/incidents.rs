@@ -432,7 +432,10 @@ async fn open_to_closed(deployment: &mut Deployment) {
     assert_eq!(report.summary.assignee.as_deref(), Some("alice"));
     let host_ids: Vec<&str> = report.hosts.iter().map(|h| h.agent_id.as_str()).collect();
     assert_eq!(host_ids, vec![agent.id.as_str(), sim.id.as_str()]);
-    assert!(report.hosts.iter().all(|h| h.status == "online"));
+    assert!(report
+        .hosts
+        .iter()
+        .all(|h| h.status == Some(cordon_api::agents::AgentStatus::Online)));
     assert_eq!(report.active_containment.len(), 1);
     assert_eq!(report.active_containment[0].what, "isolated");
     assert_eq!(report.active_containment[0].action_id, isolated.id);
@@ -586,7 +589,7 @@ async fn open_to_closed(deployment: &mut Deployment) {
     let entered = |v: &IncidentView| {
         v.stages
             .iter()
-            .map(|s| (s.id.clone(), s.stage.clone(), s.entered_at_ms))
+            .map(|s| (s.id.clone(), s.stage, s.entered_at_ms))
             .collect::<Vec<_>>()
     };
     assert_eq!(entered(&after), entered(&before));

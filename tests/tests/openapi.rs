@@ -140,3 +140,18 @@ fn answers_are_held_to_the_documented_schemas() {
         json!({ "message": "no" })
     ));
 }
+
+#[test]
+fn typed_fields_never_carry_json_text_and_free_form_ones_are_left_alone() {
+    use cordon_tests::contract::json_in_a_string;
+    use serde_json::json;
+    let receipt_as_text = json!({ "receipt": { "before": "x", "done": "{\"pid\": 1}" } });
+    assert_eq!(
+        json_in_a_string(&receipt_as_text, "").as_deref(),
+        Some("`/receipt/done`")
+    );
+    assert!(json_in_a_string(&json!({ "summary": "a {brace} in words" }), "").is_none());
+    // A task's result is what the host had: an argument may well be JSON.
+    let result = json!({ "result": { "processes": [{ "cmdline": ["{\"a\": 1}"] }] } });
+    assert!(json_in_a_string(&result, "").is_none());
+}

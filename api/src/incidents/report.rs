@@ -26,8 +26,8 @@ pub struct ReportSummary {
     pub id: String,
     pub title: String,
     pub kind: String,
-    pub severity: String,
-    pub stage: String,
+    pub severity: super::Severity,
+    pub stage: super::Stage,
     /// Whether the stage is `closed` or `false_positive`.
     pub closed: bool,
     pub description: String,
@@ -48,8 +48,8 @@ pub struct ReportHost {
     pub agent_id: String,
     /// None if the agent is no longer known.
     pub hostname: Option<String>,
-    /// `online`, `offline`, `revoked`, or `unknown`.
-    pub status: String,
+    /// None when the controller no longer knows the agent.
+    pub status: Option<crate::agents::AgentStatus>,
     pub added_at_ms: i64,
     pub added_by: String,
 }
@@ -88,11 +88,13 @@ pub struct ReportSigner {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportReceipt {
     pub at_ms: i64,
-    /// What the agent found before acting (JSON text).
-    pub before: String,
+    /// What the agent found before acting, as it signed it.
+    #[schema(value_type = Object)]
+    pub before: Box<serde_json::value::RawValue>,
     pub done: String,
-    /// What it saw after (JSON text).
-    pub after: String,
+    /// What it saw after, as it signed it.
+    #[schema(value_type = Object)]
+    pub after: Box<serde_json::value::RawValue>,
     /// Hex of the agent's key that signed it.
     pub agent_public_key: String,
     /// Whether the signature verifies now under the key the controller pinned for the agent.
@@ -109,8 +111,7 @@ pub struct ReportAction {
     pub kind: String,
     /// In a few words, e.g. "block 203.0.113.7 for 1h".
     pub what: String,
-    /// pending, submitted, done, failed or expired.
-    pub state: String,
+    pub state: crate::actions::ActionState,
     pub created_by: String,
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,

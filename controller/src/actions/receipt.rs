@@ -87,10 +87,15 @@ impl Controller {
         let (end, task_end) = match checked {
             Ok(()) => {
                 tracing::info!(action_id = %action.id, agent_id, task_id, kind = %action.kind, "action done; receipt verified");
+                // The task's result is the receipt as the API shows it: before and after are
+                // JSON, not JSON inside strings.
+                let result =
+                    serde_json::to_string(&cordon_api::actions::ReceiptView::from(&stored))
+                        .unwrap_or_else(|_| json.clone());
                 let end = ActionEnd::Done {
                     receipt: json.clone(),
                 };
-                (end, TaskEnd::Done { result: json })
+                (end, TaskEnd::Done { result })
             }
             Err(message) => {
                 tracing::warn!(action_id = %action.id, agent_id, task_id, %message, "receipt refused");

@@ -6,6 +6,7 @@ use crate::{
     store::{ActionRecord, StoreError},
 };
 pub use cordon_api::actions::{ActionView, AutomationAction, SubmitAction};
+use cordon_api::actions::{ReceiptView, StoredReceipt};
 
 impl TryFrom<ActionRecord> for ActionView {
     type Error = StoreError;
@@ -18,9 +19,11 @@ impl TryFrom<ActionRecord> for ActionView {
             receipt: a
                 .receipt
                 .as_deref()
-                .map(serde_json::from_str)
+                .map(serde_json::from_str::<StoredReceipt>)
                 .transpose()
-                .map_err(json("action receipt"))?,
+                .map_err(json("action receipt"))?
+                .as_ref()
+                .map(ReceiptView::from),
             error: a.error_code.map(|code| TaskErrorView {
                 code,
                 message: a.error_message.unwrap_or_default(),

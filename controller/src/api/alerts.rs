@@ -179,3 +179,36 @@ pub async fn show(
     let raw = serde_json::from_str(&raw).unwrap_or(serde_json::Value::String(raw));
     Ok(Json(AlertView { alert, raw }))
 }
+
+/// `GET /api/v1/alerts/{id}/raw`: the payload byte for byte, as it came in.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alerts/{id}/raw",
+    operation_id = "alerts_raw",
+    tag = "alerts",
+    summary = "An alert's payload exactly as received: its SHA-256 is the alert's `raw_sha256`",
+    description = "Needs a token with the viewer role (or one that includes it).",
+    params(("id" = String, Path, description = "The id")),
+    responses(
+        (status = 200, description = "The bytes as received", content_type = "application/json"),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn raw(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let raw = state
+        .store
+        .alert_raw(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no alert {id}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        raw,
+    )
+        .into_response())
+}

@@ -139,7 +139,7 @@ pub async fn manifests(
             .into_iter()
             .map(|r| SignedRecord {
                 view: EvidenceView::from(&r),
-                manifest_text: r.manifest,
+                manifest_hex: hex::encode(r.manifest.as_bytes()),
                 agent_public_key: r.agent_public_key,
                 signature: r.signature,
             })

@@ -108,6 +108,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hunts::show))
         .routes(routes!(alerts::receive, alerts::list))
         .routes(routes!(alerts::show))
+        .routes(routes!(alerts::raw))
         .routes(routes!(incidents::create, incidents::list))
         .routes(routes!(incidents::show))
         .routes(routes!(incidents::stage))

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cordon_api::format::{time, what};
 
-use super::{is_closed_stage, IncidentError, LinkKind};
+use super::{IncidentError, LinkKind};
 use crate::{
     actions::view::ActionView, api::types::AgentStatus, now_ms, state::Controller,
     store::EvidenceRecord,
@@ -40,16 +40,16 @@ impl Controller {
         for host in self.store.incident_hosts(id).await? {
             let agent = self.store.get_agent(&host.agent_id).await?;
             let status = match &agent {
-                None => "unknown",
-                Some(a) if a.revoked_at_ms.is_some() => AgentStatus::Revoked.as_str(),
+                None => None,
+                Some(a) if a.revoked_at_ms.is_some() => Some(AgentStatus::Revoked),
                 Some(_) if self.registry.session_info(&host.agent_id).is_some() => {
-                    AgentStatus::Online.as_str()
+                    Some(AgentStatus::Online)
                 }
-                Some(_) => AgentStatus::Offline.as_str(),
+                Some(_) => Some(AgentStatus::Offline),
             };
             hosts.push(ReportHost {
                 hostname: agent.map(|a| a.hostname),
-                status: status.to_owned(),
+                status,
                 agent_id: host.agent_id,
                 added_at_ms: host.added_at_ms,
                 added_by: host.added_by,
@@ -59,9 +59,9 @@ impl Controller {
         // Evidence: what attached tasks stored, and what was attached by hash.
         let mut records: Vec<EvidenceRecord> = Vec::new();
         for link in &links {
-            if link.kind == LinkKind::Task.as_str() {
+            if link.kind == LinkKind::Task {
                 records.extend(self.store.evidence_for_task(&link.ref_id).await?);
-            } else if link.kind == LinkKind::Evidence.as_str() {
+            } else if link.kind == LinkKind::Evidence {
                 records.extend(self.store.evidence_by_sha256(&link.ref_id).await?);
             }
         }
@@ -113,7 +113,7 @@ impl Controller {
         let mut action_ids: Vec<String> = Vec::new();
         let attached = links
             .iter()
-            .filter(|l| l.kind == LinkKind::Action.as_str())
+            .filter(|l| l.kind == LinkKind::Action)
             .map(|l| l.ref_id.clone());
         let containing = active_containment.iter().map(|c| c.action_id.clone());
         for action_id in attached.chain(containing) {
@@ -134,7 +134,7 @@ impl Controller {
         Ok(IncidentReport {
             generated_at_ms,
             summary: ReportSummary {
-                closed: is_closed_stage(&incident.stage),
+                closed: incident.stage.is_closed(),
                 id: incident.id,
                 title: incident.title,
                 kind: incident.kind,
@@ -165,7 +165,7 @@ impl Controller {
             None => None,
             Some(receipt) => {
                 let checked = match self.store.agent_signing_key(&view.agent_id).await? {
-                    Some(pinned) => receipt.verify(&view.id, &view.agent_id, &pinned),
+                    Some(pinned) => receipt.to_text().verify(&view.id, &view.agent_id, &pinned),
                     None => Err(format!("agent {} has no pinned signing key", view.agent_id)),
                 };
                 Some(ReportReceipt {
@@ -181,7 +181,7 @@ impl Controller {
         };
         Ok(ReportAction {
             what: what(&view.request.action),
-            state: view.state.as_str().to_owned(),
+            state: view.state,
             signers: view
                 .signatures
                 .iter()

@@ -184,19 +184,7 @@ impl Controller {
                 .await?;
             return Ok(());
         };
-        let stage: Stage = match entry.stage.parse() {
-            Ok(stage) => stage,
-            Err(e) => {
-                self.store
-                    .set_stage_entry_state(
-                        &entry.id,
-                        PLAYBOOK_DONE,
-                        &serde_json::json!({ "error": format!("{e}") }),
-                    )
-                    .await?;
-                return Ok(());
-            }
-        };
+        let stage: Stage = entry.stage;
         let set = self.playbooks.current();
         let matching = set.matching(&incident.kind, stage);
         let mut ran = Vec::new();

@@ -11,7 +11,7 @@
 use serde::Serialize;
 use sqlx::{any::AnyRow, Any, Row, Transaction};
 
-use super::{db_err, touched, Store, StoreError};
+use super::{db_err, parse_stored, touched, Store, StoreError};
 pub use cordon_api::incidents::{
     IncidentHost, IncidentLink, IncidentRecord, StageEntry, TimelineEntry,
 };
@@ -259,7 +259,7 @@ impl Store {
              AND ref_id = $3",
         )
         .bind(&link.incident_id)
-        .bind(&link.kind)
+        .bind(link.kind.as_str())
         .bind(&link.ref_id)
         .fetch_optional(&mut *tx)
         .await
@@ -275,7 +275,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&link.incident_id)
-        .bind(&link.kind)
+        .bind(link.kind.as_str())
         .bind(&link.ref_id)
         .bind(link.linked_at_ms)
         .bind(&link.linked_by)
@@ -680,8 +680,14 @@ fn incident_from_row(row: &AnyRow) -> Result<IncidentRecord, StoreError> {
         id: row.try_get("id").map_err(get())?,
         title: row.try_get("title").map_err(get())?,
         kind: row.try_get("kind").map_err(get())?,
-        severity: row.try_get("severity").map_err(get())?,
-        stage: row.try_get("stage").map_err(get())?,
+        severity: parse_stored(
+            "incident severity",
+            &row.try_get::<String, _>("severity").map_err(get())?,
+        )?,
+        stage: parse_stored(
+            "incident stage",
+            &row.try_get::<String, _>("stage").map_err(get())?,
+        )?,
         description: row.try_get("description").map_err(get())?,
         assignee: row.try_get("assignee").map_err(get())?,
         tier: row.try_get("tier").map_err(get())?,
@@ -703,7 +709,10 @@ fn link_from_row(row: &AnyRow) -> Result<IncidentLink, StoreError> {
     let get = || db_err("read incident link");
     Ok(IncidentLink {
         incident_id: row.try_get("incident_id").map_err(get())?,
-        kind: row.try_get("kind").map_err(get())?,
+        kind: parse_stored(
+            "incident link kind",
+            &row.try_get::<String, _>("kind").map_err(get())?,
+        )?,
         ref_id: row.try_get("ref_id").map_err(get())?,
         linked_at_ms: row.try_get("linked_at").map_err(get())?,
         linked_by: row.try_get("linked_by").map_err(get())?,
@@ -715,11 +724,17 @@ fn stage_entry_from_row(row: &AnyRow) -> Result<StageEntry, StoreError> {
     Ok(StageEntry {
         id: row.try_get("id").map_err(get())?,
         incident_id: row.try_get("incident_id").map_err(get())?,
-        stage: row.try_get("stage").map_err(get())?,
+        stage: parse_stored(
+            "stage entry stage",
+            &row.try_get::<String, _>("stage").map_err(get())?,
+        )?,
         entered_at_ms: row.try_get("entered_at").map_err(get())?,
         entered_by: row.try_get("entered_by").map_err(get())?,
         playbook_state: row.try_get("playbook_state").map_err(get())?,
-        playbook_detail: row.try_get("playbook_detail").map_err(get())?,
+        playbook_detail: row
+            .try_get::<Option<String>, _>("playbook_detail")
+            .map_err(get())?
+            .map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))),
     })
 }
 
@@ -841,7 +856,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|s| s.stage)
+            .map(|s| s.stage.to_string())
             .collect();
         assert_eq!(stages, ["alert", "collection"]);
         assert!(store
@@ -882,7 +897,7 @@ mod tests {
         assert_eq!(hosts_entry[1].summary, "hosts added: a2");
         let link = IncidentLink {
             incident_id: "i1".into(),
-            kind: "task".into(),
+            kind: cordon_api::incidents::LinkKind::Task,
             ref_id: "t1".into(),
             linked_at_ms: 1_200,
             linked_by: "alice".into(),

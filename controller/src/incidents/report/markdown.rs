@@ -142,8 +142,8 @@ pub fn render_markdown(report: &IncidentReport) -> String {
     let mut rows = vec![
         vec!["Id".into(), code(&s.id)],
         vec!["Kind".into(), escape(&s.kind)],
-        vec!["Severity".into(), escape(&s.severity)],
-        vec!["Stage".into(), escape(&s.stage)],
+        vec!["Severity".into(), escape(s.severity.as_str())],
+        vec!["Stage".into(), escape(s.stage.as_str())],
         vec!["Assignee".into(), or_dash(s.assignee.as_deref())],
         vec!["Escalation".into(), escalation],
         vec![
@@ -179,7 +179,7 @@ pub fn render_markdown(report: &IncidentReport) -> String {
                 vec![
                     code(&h.agent_id),
                     or_dash(h.hostname.as_deref()),
-                    escape(&h.status),
+                    h.status.map_or("unknown", AgentStatus::as_str).to_owned(),
                     format!("{} by {}", time(Some(h.added_at_ms)), escape(&h.added_by)),
                 ]
             })
@@ -287,7 +287,7 @@ pub fn render_markdown(report: &IncidentReport) -> String {
             "### {} on {}: {}\n\n",
             escape(&a.what),
             code(&a.agent_id),
-            escape(&a.state)
+            a.state.as_str()
         ));
         out.push_str(&format!("- Action: {}\n", code(&a.id)));
         out.push_str(&format!(
@@ -329,9 +329,9 @@ pub fn render_markdown(report: &IncidentReport) -> String {
                     time(Some(r.at_ms)),
                     code(&r.agent_public_key)
                 ));
-                out.push_str(&format!("  - before: {}\n", code_span(&r.before)));
+                out.push_str(&format!("  - before: {}\n", code_span(r.before.get())));
                 out.push_str(&format!("  - done: {}\n", escape(&r.done)));
-                out.push_str(&format!("  - after: {}\n", code_span(&r.after)));
+                out.push_str(&format!("  - after: {}\n", code_span(r.after.get())));
             }
         }
         out.push('\n');
@@ -346,7 +346,7 @@ pub fn render_markdown(report: &IncidentReport) -> String {
             .iter()
             .map(|l| {
                 vec![
-                    escape(&l.kind),
+                    escape(l.kind.as_str()),
                     code(&l.ref_id),
                     format!("{} by {}", time(Some(l.linked_at_ms)), escape(&l.linked_by)),
                 ]

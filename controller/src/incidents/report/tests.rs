@@ -12,8 +12,8 @@ fn report() -> IncidentReport {
             id: "6f1c2a9e-0000-4000-8000-000000000001".into(),
             title: "beacon | from\nweb-1 [x](http://evil)".into(),
             kind: "c2".into(),
-            severity: "high".into(),
-            stage: "response".into(),
+            severity: cordon_api::incidents::Severity::High,
+            stage: cordon_api::incidents::Stage::Response,
             closed: false,
             description: "line one | still one\n# not a heading\n1. not a list".into(),
             assignee: Some("alice".into()),
@@ -29,7 +29,7 @@ fn report() -> IncidentReport {
         hosts: vec![ReportHost {
             agent_id: "agent-1".into(),
             hostname: Some("web|1\r\nevil".into()),
-            status: "online".into(),
+            status: Some(cordon_api::agents::AgentStatus::Online),
             added_at_ms: 1_700_000_000_000,
             added_by: "alice".into(),
         }],
@@ -58,7 +58,7 @@ fn report() -> IncidentReport {
             agent_id: "agent-1".into(),
             kind: "block".into(),
             what: "block 203.0.113.7 for 1h".into(),
-            state: "done".into(),
+            state: cordon_api::actions::ActionState::Done,
             created_by: "alice".into(),
             created_at_ms: 1_700_000_003_000,
             finished_at_ms: Some(1_700_000_004_000),
@@ -69,9 +69,13 @@ fn report() -> IncidentReport {
             }],
             receipt: Some(ReportReceipt {
                 at_ms: 1_700_000_004_000,
-                before: "{\"blocked\":[]}".into(),
+                before: serde_json::value::RawValue::from_string("{\"blocked\":[]}".into())
+                    .unwrap(),
                 done: "blocked 203.0.113.7\nfor 1h".into(),
-                after: "{\"blocked\":[\"203.0.113.7\"]}".into(),
+                after: serde_json::value::RawValue::from_string(
+                    "{\"blocked\":[\"203.0.113.7\"]}".into(),
+                )
+                .unwrap(),
                 agent_public_key: "cd".repeat(32),
                 signature_verified: true,
                 verify_error: None,
