@@ -24,7 +24,7 @@ pub struct EnrollmentTokenCreated {
 }
 
 /// An enrolment token as shown to operators.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentTokenRecord {
     /// The first characters of the token's hash, for display only.
     pub token_hash_prefix: String,

@@ -22,6 +22,7 @@ pub mod evidence;
 pub mod hunt;
 pub mod incidents;
 pub mod keys;
+pub mod netstat;
 pub mod output;
 pub mod playbooks;
 pub mod progress;
@@ -121,11 +122,9 @@ pub enum Command {
         #[arg(long, requires = "pid")]
         environment: bool,
     },
-    /// TCP and UDP sockets with owning processes, and interfaces.
-    Netstat {
-        #[command(flatten)]
-        target: tasks::Target,
-    },
+    /// TCP and UDP sockets with owning processes, and interfaces (`--pid`, `--port`,
+    /// `--state` narrow the sockets and wait for the answer).
+    Netstat(netstat::NetstatArgs),
     /// Hostname, OS, kernel, boot time, logged-in users.
     System {
         #[command(flatten)]
@@ -257,16 +256,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             )
             .await
         }
-        Command::Netstat { target } => {
-            tasks::collect(
-                &client,
-                &target,
-                TaskSpec::Network,
-                cli.json,
-                tasks::render_network,
-            )
-            .await
-        }
+        Command::Netstat(args) => netstat::run(&client, args, cli.json).await,
         Command::System { target } => {
             tasks::collect(
                 &client,

@@ -4,7 +4,7 @@
 
 use clap::{Args, Subcommand};
 use cordon_protocol::collect::{
-    DirListing, FileHash, FileStat, NetworkSnapshot, ProcessDetail, ProcessList, SystemInfo,
+    DirListing, FileHash, FileStat, ProcessDetail, ProcessList, SystemInfo,
 };
 
 use cordon_api::{
@@ -204,7 +204,9 @@ pub(crate) fn finish(task: &TaskView, json: bool, render: Render) -> Result<Stri
 /// Turns a task's JSON result into human output.
 pub type Render = fn(serde_json::Value) -> Result<String, CliError>;
 
-fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, CliError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, CliError> {
     serde_json::from_value(value).map_err(|e| CliError::Other(format!("unexpected result: {e}")))
 }
 
@@ -283,43 +285,6 @@ pub fn render_process_detail(value: serde_json::Value) -> Result<String, CliErro
         rows.push(vec!["env".into(), e.clone()]);
     }
     Ok(output::table(&["FIELD", "VALUE"], &rows))
-}
-
-pub fn render_network(value: serde_json::Value) -> Result<String, CliError> {
-    let n: NetworkSnapshot = parse(value)?;
-    let endpoint = |addr: &str, port: u16| {
-        if addr.contains(':') {
-            format!("[{addr}]:{port}")
-        } else {
-            format!("{addr}:{port}")
-        }
-    };
-    let rows: Vec<Vec<String>> = n
-        .sockets
-        .iter()
-        .map(|s| {
-            vec![
-                format!("{}{}", s.protocol, if s.family == 6 { "6" } else { "" }),
-                endpoint(&s.local_address, s.local_port),
-                endpoint(&s.remote_address, s.remote_port),
-                s.state.clone(),
-                s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                s.process_name.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
-    let mut out = output::table(
-        &["PROTO", "LOCAL", "REMOTE", "STATE", "PID", "PROCESS"],
-        &rows,
-    );
-    out.push('\n');
-    let rows: Vec<Vec<String>> = n
-        .interfaces
-        .iter()
-        .map(|i| vec![i.name.clone(), i.mac.clone(), i.addresses.join(", ")])
-        .collect();
-    out.push_str(&output::table(&["INTERFACE", "MAC", "ADDRESSES"], &rows));
-    Ok(out)
 }
 
 pub fn render_system(value: serde_json::Value) -> Result<String, CliError> {
@@ -405,7 +370,7 @@ pub fn renderer(kind: &str) -> Render {
     match kind {
         "processes" => render_processes,
         "process_detail" => render_process_detail,
-        "network" => render_network,
+        "network" => crate::netstat::render_network,
         "system" => render_system,
         "file_stat" => render_stat,
         "file_hash" => render_hash,

@@ -1,10 +1,10 @@
-//! `cordon tokens create|list`: one-time enrolment tokens; `cordon tokens api-create`: API
-//! tokens with a role.
+//! `cordon tokens create|list|revoke`: one-time enrolment tokens; `cordon tokens
+//! api-create|api-list|api-revoke`: API tokens with a role.
 
 use clap::Subcommand;
 
 use cordon_api::tokens::{
-    ApiTokenCreated, CreateApiToken, CreateEnrollmentToken, EnrollmentTokenCreated,
+    ApiTokenCreated, ApiTokenRecord, CreateApiToken, CreateEnrollmentToken, EnrollmentTokenCreated,
     EnrollmentTokenRecord, Role,
 };
 
@@ -23,6 +23,12 @@ pub enum TokensCommand {
     },
     /// List enrolment tokens (hash prefixes only; tokens are never stored).
     List,
+    /// Revoke an unused enrolment token by the start of its hash (as `list` shows it): it
+    /// expires now and can enrol nothing.
+    Revoke {
+        /// At least 6 hex digits of the token's hash.
+        prefix: String,
+    },
     /// Create an API token with a role and print it (shown this once; only its hash is kept).
     ApiCreate {
         /// viewer, responder, admin or automation.
@@ -34,6 +40,13 @@ pub enum TokensCommand {
         /// Lifetime, e.g. 12h, 90d (at most 365d); without it the token lasts until revoked.
         #[arg(long, value_parser = parse_duration_secs)]
         ttl: Option<u64>,
+    },
+    /// List API tokens: id, name, role, expiry and revocation (never the tokens).
+    ApiList,
+    /// Revoke an API token by id: from now on it is refused.
+    ApiRevoke {
+        /// The token's id, as `api-list` shows it.
+        id: String,
     },
 }
 
@@ -86,6 +99,67 @@ pub async fn run(client: &Client, command: TokensCommand, json: bool) -> Result<
                     .map_or_else(|| "never (until revoked)".to_owned(), |ms| output::time(Some(ms))),
             ))
         }
+        TokensCommand::Revoke { prefix } => {
+            let token: EnrollmentTokenRecord = client
+                .post(
+                    &format!(
+                        "/api/v1/enrollment-tokens/{}/revoke",
+                        path_segment(&prefix)?
+                    ),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if json {
+                return Ok(output::json(&token));
+            }
+            Ok(format!(
+                "enrolment token {} revoked: it can enrol nothing (expired {})\n",
+                token.token_hash_prefix,
+                output::time(Some(token.expires_at_ms))
+            ))
+        }
+        TokensCommand::ApiList => {
+            let tokens: Vec<ApiTokenRecord> = client.get("/api/v1/api-tokens").await?;
+            if json {
+                return Ok(output::json(&tokens));
+            }
+            let rows: Vec<Vec<String>> = tokens
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.name.clone(),
+                        t.role.to_string(),
+                        output::time(Some(t.created_at_ms)),
+                        t.expires_at_ms
+                            .map_or_else(|| "never".to_owned(), |ms| output::time(Some(ms))),
+                        output::time(t.revoked_at_ms),
+                    ]
+                })
+                .collect();
+            Ok(output::table(
+                &["ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED"],
+                &rows,
+            ))
+        }
+        TokensCommand::ApiRevoke { id } => {
+            let token: ApiTokenRecord = client
+                .post(
+                    &format!("/api/v1/api-tokens/{}/revoke", path_segment(&id)?),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if json {
+                return Ok(output::json(&token));
+            }
+            Ok(format!(
+                "API token {} ({}, {}) revoked at {}\n",
+                token.id,
+                token.name,
+                token.role,
+                output::time(token.revoked_at_ms)
+            ))
+        }
         TokensCommand::List => {
             let tokens: Vec<EnrollmentTokenRecord> =
                 client.get("/api/v1/enrollment-tokens").await?;
@@ -113,3 +187,18 @@ pub async fn run(client: &Client, command: TokensCommand, json: bool) -> Result<
 }
 
 pub use cordon_api::format::parse_duration_secs;
+
+/// `text` as one path segment: letters, digits, `-` and `_` only (ids and hash prefixes are).
+fn path_segment(text: &str) -> Result<&str, CliError> {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(text)
+    } else {
+        Err(CliError::Usage(format!(
+            "{text:?} is not an id: ids are letters, digits, - and _"
+        )))
+    }
+}

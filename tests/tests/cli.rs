@@ -125,3 +125,156 @@ async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         "colour codes in a pipe: {stderr:?}"
     );
 }
+
+/// Runs the CLI as the admin with `args` and parses its `--json` answer.
+async fn json_of(deployment: &Deployment, args: &[&str]) -> serde_json::Value {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--json");
+    let out = deployment.run_cli(&all).await;
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_enrolment_tokens_are_listed_and_revoked() {
+    let deployment = Deployment::start().await;
+
+    // An API token: listed (never the token itself), refused once revoked.
+    let created = json_of(
+        &deployment,
+        &[
+            "tokens",
+            "api-create",
+            "--role",
+            "viewer",
+            "--name",
+            "soar-bot",
+        ],
+    )
+    .await;
+    let (id, token) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["token"].as_str().unwrap().to_owned(),
+    );
+    let listed = deployment.run_cli(&["tokens", "api-list"]).await;
+    let table = text(&listed.stdout);
+    assert!(table.contains(&id) && table.contains("soar-bot"), "{table}");
+    assert!(!table.contains(&token), "a listing never shows a token");
+    let works = deployment.run_cli_as(&token, &["agents", "list"]).await;
+    assert!(works.status.success(), "{works:?}");
+    let revoked = json_of(&deployment, &["tokens", "api-revoke", &id]).await;
+    assert!(revoked["revoked_at_ms"].as_i64().is_some(), "{revoked}");
+    let refused = deployment.run_cli_as(&token, &["agents", "list"]).await;
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    let unknown = deployment
+        .run_cli(&["tokens", "api-revoke", "no-such-token"])
+        .await;
+    assert_eq!(unknown.status.code(), Some(4), "{unknown:?}");
+    let hostile = deployment
+        .run_cli(&["tokens", "api-revoke", "../agents"])
+        .await;
+    assert_eq!(hostile.status.code(), Some(2), "{hostile:?}");
+
+    // An enrolment token, revoked by the start of its hash, enrols nothing.
+    let enrol = json_of(&deployment, &["tokens", "create", "--ttl", "10m"]).await;
+    let enrol_token = enrol["token"].as_str().unwrap().to_owned();
+    let tokens = json_of(&deployment, &["tokens", "list"]).await;
+    let prefix = tokens[0]["token_hash_prefix"].as_str().unwrap().to_owned();
+    let gone = json_of(&deployment, &["tokens", "revoke", &prefix[..8]]).await;
+    assert_eq!(gone["token_hash_prefix"], prefix.as_str());
+    let dir = tempfile::tempdir().unwrap();
+    let attempt = cordon_agent::enroll::enroll(&cordon_agent::enroll::EnrollOptions {
+        data_dir: dir.path().to_path_buf(),
+        controller: deployment.agent_addr.to_string(),
+        ca_fingerprint: deployment.ca_fingerprint.clone(),
+        token: enrol_token,
+    })
+    .await;
+    assert!(attempt.is_err(), "a revoked token enrolled an agent");
+    // A used token is not revoked (the agent is), and a short prefix is refused.
+    let agent = deployment.enroll_agent().await;
+    let tokens = json_of(&deployment, &["tokens", "list"]).await;
+    let used = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["used_by_agent"] == agent.id.as_str())
+        .unwrap()["token_hash_prefix"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = deployment.run_cli(&["tokens", "revoke", &used]).await;
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(text(&out.stderr).contains("revoke the agent"), "{out:?}");
+    let out = deployment.run_cli(&["tokens", "revoke", "abc"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netstat_narrows_sockets_by_pid_port_and_state() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    agent.start();
+    deployment
+        .wait_for_status(
+            &agent.id,
+            cordon_controller::api::types::AgentStatus::Online,
+        )
+        .await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (port_number, pid_number) = (listener.local_addr().unwrap().port(), std::process::id());
+    let (port, pid) = (port_number.to_string(), pid_number.to_string());
+    let sockets = |snapshot: &serde_json::Value| -> Vec<serde_json::Value> {
+        snapshot["sockets"].as_array().cloned().unwrap_or_default()
+    };
+
+    // By port (no --wait needed: a filter waits for the answer).
+    let by_port = json_of(
+        &deployment,
+        &["netstat", "--agent", &agent.id, "--port", &port],
+    )
+    .await;
+    let found = sockets(&by_port);
+    assert!(!found.is_empty(), "{by_port}");
+    assert!(found
+        .iter()
+        .all(|s| s["local_port"] == port_number || s["remote_port"] == port_number));
+    assert!(found
+        .iter()
+        .any(|s| s["state"] == "LISTEN" && s["pid"] == pid_number));
+
+    // By pid and state, any case.
+    let mine = json_of(
+        &deployment,
+        &[
+            "netstat", "--agent", &agent.id, "--pid", &pid, "--state", "listen",
+        ],
+    )
+    .await;
+    let found = sockets(&mine);
+    assert!(
+        found.iter().any(|s| s["local_port"] == port_number),
+        "{mine}"
+    );
+    assert!(found
+        .iter()
+        .all(|s| s["pid"] == pid_number && s["state"] == "LISTEN"));
+
+    // A state nothing is in: no sockets, still the interfaces.
+    let none = json_of(
+        &deployment,
+        &["netstat", "--agent", &agent.id, "--state", "NO-SUCH-STATE"],
+    )
+    .await;
+    assert!(sockets(&none).is_empty(), "{none}");
+    assert!(!none["interfaces"].as_array().unwrap().is_empty());
+    // The table shows the same narrowing.
+    let out = deployment
+        .run_cli(&["netstat", "--agent", &agent.id, "--port", &port])
+        .await;
+    assert!(
+        text(&out.stdout).contains(&format!("127.0.0.1:{port}")),
+        "{out:?}"
+    );
+    drop(listener);
+}

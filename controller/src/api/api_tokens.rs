@@ -5,7 +5,7 @@ use axum::{extract::State, http::StatusCode, Extension, Json};
 use crate::{
     api::{auth::Caller, error::ApiError, recorder::AuditNote, AppState},
     now_ms, secret,
-    store::Role,
+    store::{ApiTokenRecord, Role},
 };
 pub use cordon_api::tokens::{ApiTokenCreated, CreateApiToken};
 
@@ -84,4 +84,64 @@ pub async fn create(
             expires_at_ms,
         }),
     ))
+}
+
+/// `GET /api/v1/api-tokens`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/api-tokens",
+    operation_id = "api_tokens_list",
+    tag = "tokens",
+    summary = "Every API token: id, name, role, expiry, revocation (never the token or its hash)",
+    description = "Needs a token with the admin role (or one that includes it).",
+    responses(
+        (status = 200, description = "Done", body = Vec<cordon_api::tokens::ApiTokenRecord>),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ApiTokenRecord>>, ApiError> {
+    caller.require(Role::Admin)?;
+    Ok(Json(state.store.list_api_tokens().await?))
+}
+
+/// `POST /api/v1/api-tokens/{id}/revoke`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-tokens/{id}/revoke",
+    operation_id = "api_tokens_revoke",
+    tag = "tokens",
+    summary = "Revoke an API token: from now on it is refused (an earlier revocation time is kept)",
+    description = "Needs a token with the admin role (or one that includes it). A token cannot revoke itself.",
+    params(("id" = String, Path, description = "The token's id, as `GET /api/v1/api-tokens` shows it")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::tokens::ApiTokenRecord),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<ApiTokenRecord>, ApiError> {
+    caller.require(Role::Admin)?;
+    if caller.token_id == id {
+        return Err(ApiError::bad_request(format!(
+            "token {id} is the one making this request; revoke it with another admin token"
+        )));
+    }
+    if !state.store.revoke_api_token(&id, now_ms()).await? {
+        return Err(ApiError::not_found(format!("no API token {id}")));
+    }
+    let token = state
+        .store
+        .get_api_token(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no API token {id}")))?;
+    tracing::info!(token_id = %id, by = %caller.name, "API token revoked");
+    Ok(Json(token))
 }

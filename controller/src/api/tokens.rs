@@ -10,7 +10,7 @@ use crate::{
         AppState,
     },
     now_ms, secret,
-    store::{EnrollmentTokenRecord, NewEnrollmentToken, Role},
+    store::{EnrollmentRevocation, EnrollmentTokenRecord, NewEnrollmentToken, Role},
 };
 
 /// Longest lifetime an enrolment token may have.
@@ -87,4 +87,65 @@ pub async fn list(
 ) -> Result<Json<Vec<EnrollmentTokenRecord>>, ApiError> {
     caller.require(Role::Admin)?;
     Ok(Json(state.store.list_enrollment_tokens().await?))
+}
+
+/// `POST /api/v1/enrollment-tokens/{prefix}/revoke`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/enrollment-tokens/{prefix}/revoke",
+    operation_id = "tokens_revoke",
+    tag = "tokens",
+    summary = "Revoke an unused enrolment token: it expires now and can enrol nothing",
+    description = "Needs a token with the admin role (or one that includes it). A token that \
+                   enrolled an agent already is refused (409): revoke the agent instead.",
+    params(("prefix" = String, Path, description = "The start of the token's hash, as `GET /api/v1/enrollment-tokens` shows it (at least 6 hex digits)")),
+    responses(
+        (status = 200, description = "Done", body = cordon_api::tokens::EnrollmentTokenRecord),
+        (status = "4XX", description = "Refused: the body says why, naming the input", body = cordon_api::error::ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(prefix): axum::extract::Path<String>,
+) -> Result<Json<EnrollmentTokenRecord>, ApiError> {
+    caller.require(Role::Admin)?;
+    let prefix = prefix.trim().to_ascii_lowercase();
+    if prefix.len() < 6 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(format!(
+            "{prefix:?} is not the start of a token hash: give at least 6 hex digits as \
+             `cordon tokens list` shows them"
+        )));
+    }
+    match state
+        .store
+        .revoke_enrollment_token(&prefix, now_ms())
+        .await?
+    {
+        EnrollmentRevocation::Revoked(token) => {
+            tracing::info!(token = %token.token_hash_prefix, by = %caller.name, "enrolment token revoked");
+            Ok(Json(token))
+        }
+        EnrollmentRevocation::NotFound => Err(ApiError::not_found(format!(
+            "no enrolment token whose hash starts with {prefix}"
+        ))),
+        EnrollmentRevocation::Ambiguous(candidates) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ambiguous",
+            format!(
+                "{prefix} starts several tokens' hashes ({}); give more of it",
+                candidates.join(", ")
+            ),
+        )),
+        EnrollmentRevocation::AlreadyUsed(token) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "enrolment token {} already enrolled agent {}; revoke the agent instead",
+                token.token_hash_prefix,
+                token.used_by_agent.as_deref().unwrap_or("?")
+            ),
+        )),
+    }
 }

@@ -49,7 +49,10 @@ pub use incidents::{
     NewIncident, NewTimelineEntry, StageEntry, TimelineEntry,
 };
 pub use tasks::{NewTask, TaskEnd, TaskRecord, TaskState};
-pub use tokens::{ApiTokenRecord, EnrollmentTokenRecord, NewEnrollmentToken, ParseRoleError, Role};
+pub use tokens::{
+    ApiTokenRecord, EnrollmentRevocation, EnrollmentTokenRecord, NewEnrollmentToken,
+    ParseRoleError, Role,
+};
 pub use watches::{
     NewWatch, NewWatchEvent, StoredChanges, WatchEventRecord, WatchRecord, STOPPED_AT_LIMIT,
 };

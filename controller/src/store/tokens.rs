@@ -128,6 +128,77 @@ impl Store {
         Ok(touched(&result))
     }
 
+    /// Every API token (never its hash), newest first.
+    pub async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, expires_at, revoked_at FROM api_tokens \
+             ORDER BY created_at DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err("list API tokens"))?;
+        rows.iter().map(api_token_from_row).collect()
+    }
+
+    /// The API token `id`, revoked or not.
+    pub async fn get_api_token(&self, id: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_at, expires_at, revoked_at FROM api_tokens \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err("read API token"))?;
+        row.as_ref().map(api_token_from_row).transpose()
+    }
+
+    /// Ends the life of the one unused enrolment token whose hash starts with `prefix` (as
+    /// listings show it): it expires now, so it can enrol nothing.
+    pub async fn revoke_enrollment_token(
+        &self,
+        prefix: &str,
+        now_ms: i64,
+    ) -> Result<EnrollmentRevocation, StoreError> {
+        let matching: Vec<EnrollmentTokenRecord> = self
+            .list_enrollment_tokens()
+            .await?
+            .into_iter()
+            .filter(|t| t.token_hash_prefix.starts_with(prefix))
+            .collect();
+        let token = match matching.as_slice() {
+            [] => return Ok(EnrollmentRevocation::NotFound),
+            [one] => one.clone(),
+            many => {
+                return Ok(EnrollmentRevocation::Ambiguous(
+                    many.iter().map(|t| t.token_hash_prefix.clone()).collect(),
+                ))
+            }
+        };
+        if token.used_at_ms.is_some() {
+            return Ok(EnrollmentRevocation::AlreadyUsed(token));
+        }
+        // The prefix is of the hash's hex; LIKE on it matches what the listing matched.
+        let result = sqlx::query(
+            "UPDATE enrollment_tokens SET expires_at = $2 \
+             WHERE token_hash LIKE $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(format!("{}%", token.token_hash_prefix))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err("revoke enrolment token"))?;
+        let expires_at_ms = if touched(&result) {
+            now_ms
+        } else {
+            token.expires_at_ms
+        };
+        Ok(EnrollmentRevocation::Revoked(EnrollmentTokenRecord {
+            expires_at_ms,
+            ..token
+        }))
+    }
+
     /// How many API tokens were ever created, revoked and expired ones included (so revoking
     /// every token does not look like a fresh installation).
     pub async fn count_api_tokens(&self) -> Result<i64, StoreError> {
@@ -136,6 +207,18 @@ impl Store {
             .await
             .map_err(db_err("count API tokens"))
     }
+}
+
+/// How revoking an enrolment token went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollmentRevocation {
+    /// It can enrol nothing now (it may have expired already).
+    Revoked(EnrollmentTokenRecord),
+    NotFound,
+    /// Several tokens' hashes start so: these.
+    Ambiguous(Vec<String>),
+    /// It enrolled an agent already: revoke the agent instead.
+    AlreadyUsed(EnrollmentTokenRecord),
 }
 
 fn api_token_from_row(row: &AnyRow) -> Result<ApiTokenRecord, StoreError> {
@@ -292,8 +375,57 @@ mod tests {
         assert!(matches!(err, StoreError::Database { .. }), "{err}");
     }
 
+    async fn enrolment_tokens_are_revoked_by_an_unambiguous_prefix(store: &Store) {
+        for (hash, at) in [
+            ("abcdef0001", NOW),
+            ("abcdef0002", NOW + 1),
+            ("9999990000", NOW + 2),
+        ] {
+            store
+                .create_enrollment_token(&NewEnrollmentToken {
+                    token_hash: hash.into(),
+                    created_at_ms: at,
+                    expires_at_ms: NOW + 60_000,
+                    created_by: "admin".into(),
+                    note: None,
+                })
+                .await
+                .unwrap();
+        }
+        let ambiguous = store
+            .revoke_enrollment_token("abcdef", NOW + 5)
+            .await
+            .unwrap();
+        assert_eq!(
+            ambiguous,
+            EnrollmentRevocation::Ambiguous(vec!["abcdef0002".into(), "abcdef0001".into()])
+        );
+        let missing = store
+            .revoke_enrollment_token("777777", NOW + 5)
+            .await
+            .unwrap();
+        assert_eq!(missing, EnrollmentRevocation::NotFound);
+        let EnrollmentRevocation::Revoked(gone) = store
+            .revoke_enrollment_token("abcdef0001", NOW + 5)
+            .await
+            .unwrap()
+        else {
+            panic!("not revoked")
+        };
+        assert_eq!(gone.expires_at_ms, NOW + 5);
+        // Only that one: the other with the same start still lives.
+        let tokens = store.list_enrollment_tokens().await.unwrap();
+        let left: Vec<(&str, i64)> = tokens
+            .iter()
+            .map(|t| (t.token_hash_prefix.as_str(), t.expires_at_ms))
+            .collect();
+        assert!(left.contains(&("abcdef0002", NOW + 60_000)), "{left:?}");
+        assert!(left.contains(&("abcdef0001", NOW + 5)), "{left:?}");
+    }
+
     backend_tests!(
         enrolment_tokens_list_newest_first_without_full_hash,
         api_token_lookup_respects_expiry_and_revocation,
+        enrolment_tokens_are_revoked_by_an_unambiguous_prefix,
     );
 }
