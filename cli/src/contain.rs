@@ -11,6 +11,7 @@ use cordon_protocol::{action::Action, collect::ProcessDetail};
 
 use cordon_api::{
     actions::ActionView,
+    incidents::LinkKind,
     tasks::{CreateTask, TaskSpec, TaskState, TaskView},
 };
 
@@ -31,6 +32,9 @@ pub struct Signer {
     /// Print the action id and return instead of waiting for the agent's receipt.
     #[arg(long)]
     pub no_wait: bool,
+    /// Attach the action to this incident (checked before anything is signed).
+    #[arg(long)]
+    pub incident: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -260,8 +264,11 @@ async fn submit(
     valid_for: u64,
     json: bool,
 ) -> Result<String, CliError> {
+    let incident = signer.incident.as_deref();
+    crate::attach::check(client, incident).await?;
     let submit = keys::sign_new(key, agent_id, action, valid_for)?;
     let view: ActionView = client.post("/api/v1/actions", &submit).await?;
+    crate::attach::attach(client, incident, LinkKind::Action, &view.id).await?;
     follow(client, view, signer.no_wait, json).await
 }
 

@@ -52,6 +52,9 @@ pub struct HuntArgs {
     /// the agents that matched. Otherwise print the hunt id.
     #[arg(long)]
     pub wait: bool,
+    /// Attach the hunt to this incident (checked before the hunt starts).
+    #[arg(long)]
+    pub incident: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +91,15 @@ pub async fn run_hunt(client: &Client, args: HuntArgs, json: bool) -> Result<Str
         label: args.label,
         ttl_secs: Some(args.ttl),
     };
+    crate::attach::check(client, args.incident.as_deref()).await?;
     let created: HuntView = client.post("/api/v1/hunts", &body).await?;
+    crate::attach::attach(
+        client,
+        args.incident.as_deref(),
+        cordon_api::incidents::LinkKind::Hunt,
+        &created.id,
+    )
+    .await?;
     if args.wait {
         let done = follow(client, &created).await?;
         return Ok(if json {

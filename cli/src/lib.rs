@@ -13,6 +13,7 @@
 pub mod actions;
 pub mod agents;
 pub mod alerts;
+pub mod attach;
 pub mod audit;
 pub mod client;
 pub mod config;

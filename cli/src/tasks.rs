@@ -9,6 +9,7 @@ use cordon_protocol::collect::{
 
 use cordon_api::{
     agents::AgentView,
+    incidents::LinkKind,
     tasks::{CreateTask, TaskSpec, TaskState, TaskView},
 };
 
@@ -26,6 +27,9 @@ pub struct Target {
     /// How long the task may wait for an offline agent, e.g. 10m, 1h, 2d.
     #[arg(long, default_value = "1h", value_parser = crate::tokens::parse_duration_secs)]
     pub ttl: u64,
+    /// Attach the task to this incident (checked before the task is queued).
+    #[arg(long)]
+    pub incident: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,7 +147,9 @@ pub(crate) async fn queue(
     task: TaskSpec,
 ) -> Result<TaskView, CliError> {
     let agent_id = resolve_agent(client, &target.agent).await?;
-    client
+    let incident = target.incident.as_deref();
+    crate::attach::check(client, incident).await?;
+    let created: TaskView = client
         .post(
             "/api/v1/tasks",
             &CreateTask {
@@ -152,7 +158,9 @@ pub(crate) async fn queue(
                 ttl_secs: Some(target.ttl),
             },
         )
-        .await
+        .await?;
+    crate::attach::attach(client, incident, LinkKind::Task, &created.id).await?;
+    Ok(created)
 }
 
 /// What to print for a task queued without `--wait`.

@@ -278,3 +278,114 @@ async fn netstat_narrows_sockets_by_pid_port_and_state() {
     );
     drop(listener);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_command_starts_is_attached_to_the_incident_it_names() {
+    let deployment = Deployment::start().await;
+    let mut agent = deployment.enroll_agent().await;
+    let alice = cordon_tests::generate_key(deployment.tmp.path(), "alice");
+    agent.trust("alice", &alice.public_file, "kill", "1h");
+    agent.start();
+    deployment
+        .wait_for_status(
+            &agent.id,
+            cordon_controller::api::types::AgentStatus::Online,
+        )
+        .await;
+    let incident = json_of(
+        &deployment,
+        &[
+            "incidents",
+            "create",
+            "--title",
+            "beacon",
+            "--kind",
+            "c2",
+            "--agent",
+            &agent.id,
+        ],
+    )
+    .await;
+    let incident_id = incident["id"].as_str().unwrap().to_owned();
+
+    // A collection, a hunt and a signed kill, each with --incident.
+    let task = json_of(
+        &deployment,
+        &["ps", "--agent", &agent.id, "--incident", &incident_id],
+    )
+    .await;
+    let hunt = json_of(
+        &deployment,
+        &[
+            "hunt",
+            "--process-name",
+            "no-such-process",
+            "--incident",
+            &incident_id,
+        ],
+    )
+    .await;
+    let mut victim = cordon_tests::Victim::spawn();
+    let key = alice.file.to_str().unwrap();
+    let pid = victim.pid_arg();
+    let kill = json_of(
+        &deployment,
+        &[
+            "kill",
+            "--agent",
+            &agent.id,
+            "--pid",
+            &pid,
+            "--key",
+            key,
+            "--incident",
+            &incident_id,
+        ],
+    )
+    .await;
+    assert!(victim.exit_within(Duration::from_secs(10)).is_some());
+    let view = json_of(&deployment, &["incidents", "show", &incident_id]).await;
+    let links: Vec<(String, String)> = view["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_owned(),
+                l["ref_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (kind, id) in [
+        ("task", &task["id"]),
+        ("hunt", &hunt["id"]),
+        ("action", &kill["id"]),
+    ] {
+        let id = id
+            .as_str()
+            .unwrap_or_else(|| panic!("{kind} id in {task} {hunt} {kill}"));
+        assert!(
+            links.contains(&(kind.to_owned(), id.to_owned())),
+            "{kind} {id}: {links:?}"
+        );
+    }
+
+    // An incident that does not exist is refused before anything starts.
+    let before = deployment
+        .api()
+        .get_json::<Vec<serde_json::Value>>("/api/v1/tasks?limit=1000")
+        .await
+        .unwrap()
+        .len();
+    let out = deployment
+        .run_cli(&["ps", "--agent", &agent.id, "--incident", "no-such-incident"])
+        .await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let after = deployment
+        .api()
+        .get_json::<Vec<serde_json::Value>>("/api/v1/tasks?limit=1000")
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "no task was queued");
+}
