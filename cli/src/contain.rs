@@ -274,28 +274,15 @@ async fn submit(
 
 /// Parameters the agent would refuse anyway, refused here with exit code 2.
 fn check_parameters(action: &Action) -> Result<(), CliError> {
-    let address = |t: &String| {
-        let (ip, len) = t
-            .split_once('/')
-            .map_or((t.as_str(), None), |(a, l)| (a, Some(l)));
-        let ip: std::net::IpAddr = ip.parse().ok()?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        match len {
-            None => Some(()),
-            Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).map(|_| ()),
-        }
-    };
     match action {
         Action::Quarantine { path } if !path.starts_with('/') => Err(CliError::Usage(format!(
             "{path:?}: give the file's absolute path on the host"
         ))),
+        // The agent's own rule (cordon_protocol::cidr), before anything is signed.
         Action::Block { targets, .. } | Action::Unblock { targets } => {
-            match targets.iter().find(|t| address(t).is_none()) {
-                Some(bad) => Err(CliError::Usage(format!(
-                    "{bad:?} is not an IPv4/IPv6 address or CIDR"
-                ))),
-                None => Ok(()),
-            }
+            cordon_protocol::cidr::parse_targets(targets)
+                .map(|_| ())
+                .map_err(CliError::Usage)
         }
         _ => Ok(()),
     }
@@ -352,6 +339,22 @@ mod tests {
         assert!(check_parameters(&block("2001:db8::/32")).is_ok());
         assert!(check_parameters(&block("10.0.0.0/33")).is_err());
         assert!(check_parameters(&block("example.org")).is_err());
+        // What only the agent refused before: host bits set, overlapping targets, none.
+        let err = check_parameters(&block("10.0.0.5/24")).unwrap_err();
+        assert!(
+            err.to_string().contains("did you mean 10.0.0.0/24"),
+            "{err}"
+        );
+        let overlapping = Action::Block {
+            targets: vec!["10.0.0.0/8".into(), "10.1.2.3".into()],
+            ttl_secs: 60,
+        };
+        assert!(check_parameters(&overlapping)
+            .unwrap_err()
+            .to_string()
+            .contains("overlap"));
+        let none = Action::Unblock { targets: vec![] };
+        assert_eq!(check_parameters(&none).unwrap_err().exit_code(), 2);
         let relative = Action::Quarantine {
             path: "tmp/x".into(),
         };

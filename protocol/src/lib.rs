@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod cidr;
 pub mod codec;
 pub mod collect;
 pub mod connection;

@@ -20,7 +20,6 @@
 //! - Every change is one `nft -f -` transaction; receipts read the table back with `nft -j`.
 
 mod block;
-mod cidr;
 mod isolation;
 mod nft;
 mod record;
@@ -38,13 +37,13 @@ use std::{
 
 use cordon_protocol::message::{TaskError, TaskErrorCode};
 
-use self::{cidr::Cidr, nft::Nft};
+use self::nft::Nft;
 use super::{refused_by_rail, ActEnv, Outcome};
+use cordon_protocol::cidr::Cidr;
 
 /// Longest block or isolation one action may ask for.
 pub const MAX_TTL_SECS: u64 = 30 * 24 * 60 * 60;
-/// Most targets one block or unblock may name.
-pub const MAX_TARGETS: usize = 1024;
+pub use cordon_protocol::cidr::MAX_TARGETS;
 
 /// Firewall actions read the table, decide, and write it: one at a time.
 static FIREWALL: Mutex<()> = Mutex::new(());

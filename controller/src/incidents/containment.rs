@@ -88,27 +88,9 @@ pub fn in_force(agent_id: &str, actions: &[ActionView], now: i64) -> Vec<ActiveC
 /// that is no address is kept as it is (the agent would have refused it).
 pub fn normalize_target(target: &str) -> String {
     let target = target.trim();
-    let (addr, len) = match target.split_once('/') {
-        Some((addr, len)) => (addr, Some(len)),
-        None => (target, None),
-    };
-    let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
-        return target.to_owned();
-    };
-    let mapped = matches!(addr, std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some());
-    let canonical = addr.to_canonical();
-    let max: u8 = if canonical.is_ipv4() { 32 } else { 128 };
-    let len = match len.map(str::parse::<u8>) {
-        None => max,
-        Some(Ok(len)) if mapped && (96..=128).contains(&len) => len - 96,
-        Some(Ok(len)) if !mapped && len <= max => len,
-        Some(_) => return target.to_owned(),
-    };
-    if len == max {
-        canonical.to_string()
-    } else {
-        format!("{canonical}/{len}")
-    }
+    target
+        .parse::<cordon_protocol::cidr::Cidr>()
+        .map_or_else(|_| target.to_owned(), |cidr| cidr.to_string())
 }
 
 /// One line for humans: "host-1 isolated until …; host-2 blocked 203.0.113.7 until …".

@@ -1,44 +1,19 @@
 //! Block and unblock: targets parsed strictly, the safety rail (never the controller, never
 //! loopback), and elements of `blocked4`/`blocked6` with kernel timeouts.
 
-use cordon_protocol::message::TaskError;
+use cordon_protocol::{cidr::Cidr, message::TaskError};
 use serde_json::{json, Value};
 
 use super::{
-    check_ttl, cidr::Cidr, invalid, list_of, lock, nft, nft::Nft, refused_by_rail,
-    resolve_controller, state::TableState, ActEnv, Controller, Outcome, MAX_TARGETS,
+    check_ttl, invalid, list_of, lock, nft, nft::Nft, refused_by_rail, resolve_controller,
+    state::TableState, ActEnv, Controller, Outcome,
 };
 
 /// Attempts at a change whose elements may expire between reading and writing them.
 const ATTEMPTS: u32 = 3;
 
 fn parse_targets(targets: &[String]) -> Result<Vec<Cidr>, TaskError> {
-    if targets.is_empty() {
-        return Err(invalid("no target given"));
-    }
-    if targets.len() > MAX_TARGETS {
-        return Err(invalid(format!(
-            "{} targets given; at most {MAX_TARGETS} per action",
-            targets.len()
-        )));
-    }
-    let mut parsed = targets
-        .iter()
-        .map(|t| t.parse::<Cidr>().map_err(|e| invalid(e.0)))
-        .collect::<Result<Vec<_>, _>>()?;
-    parsed.sort();
-    parsed.dedup();
-    for (i, a) in parsed.iter().enumerate() {
-        if let Some(b) = parsed[i + 1..]
-            .iter()
-            .find(|b| a.range().overlaps(&b.range()))
-        {
-            return Err(invalid(format!(
-                "targets {a} and {b} overlap; name each network once"
-            )));
-        }
-    }
-    Ok(parsed)
+    cordon_protocol::cidr::parse_targets(targets).map_err(invalid)
 }
 
 /// The safety rail: nothing that covers the controller or loopback is ever blocked.
@@ -286,7 +261,7 @@ mod tests {
         }
         let err = unblock_with(&no_nft(), &targets(&["10.0.0.1/8"]), &env).unwrap_err();
         assert_eq!(err.code, TaskErrorCode::InvalidInput);
-        let many = vec!["192.0.2.7".to_owned(); MAX_TARGETS + 1];
+        let many = vec!["192.0.2.7".to_owned(); cordon_protocol::cidr::MAX_TARGETS + 1];
         let err = block_with(&no_nft(), &many, 60, &env).unwrap_err();
         assert_eq!(err.code, TaskErrorCode::InvalidInput);
     }

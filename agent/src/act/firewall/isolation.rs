@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 
+use cordon_protocol::cidr::Cidr;
 use cordon_protocol::message::TaskError;
 use serde_json::{json, Value};
 
 use super::{
-    check_ttl, cidr::Cidr, invalid, list_of, lock, nft, nft::Nft, record, record::Record,
-    resolve_controller, state::TableState, ActEnv, Controller, Outcome, MAX_TTL_SECS,
+    check_ttl, invalid, list_of, lock, nft, nft::Nft, record, record::Record, resolve_controller,
+    state::TableState, ActEnv, Controller, Outcome, MAX_TTL_SECS,
 };
 
 fn parse_allowlist(env: &ActEnv) -> Result<Vec<Cidr>, TaskError> {

@@ -5,7 +5,7 @@
 use cordon_protocol::message::{TaskError, TaskErrorCode};
 use serde_json::{json, Value};
 
-use super::cidr::{AddrRange, Cidr};
+use cordon_protocol::cidr::{AddrRange, Cidr};
 
 /// One element of `blocked4`/`blocked6` as the kernel lists it.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,7 @@
 //! Addresses and CIDR blocks as block/isolate targets: strict parsing (a typo must not widen a
 //! block), and the overlap arithmetic the safety rails and the nftables interval sets need.
+//! One rule for everyone: the agent applies it before acting, the CLI before signing, the
+//! controller when it works out what is still blocked.
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
@@ -139,6 +141,41 @@ impl fmt::Display for Cidr {
             write!(f, "{}/{}", self.addr, self.len)
         }
     }
+}
+
+/// Most targets one block or unblock names.
+pub const MAX_TARGETS: usize = 1024;
+
+/// A block's or unblock's targets, as the agent takes them: at least one, at most
+/// [`MAX_TARGETS`], each an address or a network without host bits, and no two overlapping.
+/// Sorted, duplicates folded.
+pub fn parse_targets(targets: &[String]) -> Result<Vec<Cidr>, String> {
+    if targets.is_empty() {
+        return Err("no target given".into());
+    }
+    if targets.len() > MAX_TARGETS {
+        return Err(format!(
+            "{} targets given; at most {MAX_TARGETS} per action",
+            targets.len()
+        ));
+    }
+    let mut parsed = targets
+        .iter()
+        .map(|t| t.parse::<Cidr>().map_err(|e| e.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    parsed.sort();
+    parsed.dedup();
+    for (i, a) in parsed.iter().enumerate() {
+        if let Some(b) = parsed[i + 1..]
+            .iter()
+            .find(|b| a.range().overlaps(&b.range()))
+        {
+            return Err(format!(
+                "targets {a} and {b} overlap; name each network once"
+            ));
+        }
+    }
+    Ok(parsed)
 }
 
 fn max_len(addr: &IpAddr) -> u8 {
