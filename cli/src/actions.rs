@@ -178,11 +178,12 @@ pub(crate) async fn follow(
     if let Some(receipt) = &view.receipt {
         out.push_str(&format!(
             "receipt, signed by the agent (key {}) at {}:\n  before: {}\n  done:   {}\n  after:  {}\n",
-            receipt.agent_public_key.get(..16).unwrap_or(&receipt.agent_public_key),
+            output::escape(receipt.agent_public_key.get(..16).unwrap_or(&receipt.agent_public_key)),
             output::time(Some(receipt.at_ms)),
-            receipt.before,
-            receipt.done,
-            receipt.after
+            // The agent's words: one line each, escaped.
+            output::escape(receipt.before.get()),
+            output::escape(&receipt.done),
+            output::escape(receipt.after.get())
         ));
     }
     Ok(out)

@@ -3,7 +3,7 @@
 
 use cordon_api::incidents::{IncidentView, Link, LinkKind};
 
-use crate::{client::Client, CliError};
+use crate::{client::Client, output, CliError};
 
 /// Refuses before anything starts when `incident` names no incident.
 pub async fn check(client: &Client, incident: Option<&str>) -> Result<(), CliError> {
@@ -15,28 +15,34 @@ pub async fn check(client: &Client, incident: Option<&str>) -> Result<(), CliErr
     Ok(())
 }
 
-/// Attaches what was started (`kind` `id`) to `incident`. A failure says what was started, so
-/// nothing is lost: it can be attached by hand (`cordon incidents link`).
-pub async fn attach(
-    client: &Client,
-    incident: Option<&str>,
-    kind: LinkKind,
-    id: &str,
-) -> Result<(), CliError> {
+/// Attaches what was started (`kind` `id`) to `incident`. What was started is not undone by a
+/// failure here, and the command goes on (a script that retried would start it twice): the
+/// failure is said on stderr with how to attach it by hand.
+pub async fn attach(client: &Client, incident: Option<&str>, kind: LinkKind, id: &str) {
     let Some(incident) = incident else {
-        return Ok(());
+        return;
     };
-    let path = format!("/api/v1/incidents/{}/links", segment(incident)?);
     let body = Link {
         kind,
         id: id.to_owned(),
     };
-    let attached: Result<IncidentView, CliError> = client.post(&path, &body).await;
-    attached.map(|_| ()).map_err(|e| {
-        CliError::Other(format!(
-            "{kind} {id} was started but not attached to incident {incident}: {e}"
-        ))
-    })
+    let attached: Result<IncidentView, CliError> = match segment(incident) {
+        Ok(segment) => {
+            client
+                .post(&format!("/api/v1/incidents/{segment}/links"), &body)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = attached {
+        eprintln!(
+            "cordon: warning: {kind} {id} was started but not attached to incident {}: {}; \
+             attach it with `cordon incidents attach {} --{kind} {id}`",
+            output::terminal(incident),
+            output::terminal(&e.to_string()),
+            output::terminal(incident),
+        );
+    }
 }
 
 /// An id as one path segment.

@@ -268,7 +268,7 @@ async fn submit(
     crate::attach::check(client, incident).await?;
     let submit = keys::sign_new(key, agent_id, action, valid_for)?;
     let view: ActionView = client.post("/api/v1/actions", &submit).await?;
-    crate::attach::attach(client, incident, LinkKind::Action, &view.id).await?;
+    crate::attach::attach(client, incident, LinkKind::Action, &view.id).await;
     follow(client, view, signer.no_wait, json).await
 }
 

@@ -99,7 +99,7 @@ pub async fn run_hunt(client: &Client, args: HuntArgs, json: bool) -> Result<Str
         cordon_api::incidents::LinkKind::Hunt,
         &created.id,
     )
-    .await?;
+    .await;
     if args.wait {
         let done = follow(client, &created).await?;
         return Ok(if json {

@@ -159,7 +159,7 @@ pub(crate) async fn queue(
             },
         )
         .await?;
-    crate::attach::attach(client, incident, LinkKind::Task, &created.id).await?;
+    crate::attach::attach(client, incident, LinkKind::Task, &created.id).await;
     Ok(created)
 }
 

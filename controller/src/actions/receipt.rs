@@ -160,7 +160,19 @@ impl Controller {
             .await
             .map_err(|e| format!("reading the agent's signing key: {e}"))?
             .ok_or_else(|| format!("agent {} has no pinned signing key", action.agent_id))?;
-        receipt.verify(&action.id, &action.agent_id, &pinned)
+        receipt.verify(&action.id, &action.agent_id, &pinned)?;
+        // The API shows before and after as JSON, exactly as signed: text that is not plain
+        // JSON (or that no ordinary parser could read back) would show otherwise than signed.
+        for (what, text) in [("before", &receipt.before), ("after", &receipt.after)] {
+            let exact = serde_json::value::RawValue::from_string(text.clone())
+                .is_ok_and(|raw| raw.get() == text.as_str());
+            if !exact || serde_json::from_str::<serde_json::Value>(text).is_err() {
+                return Err(format!(
+                    "the receipt's {what} is not JSON as agents write it"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A task ended otherwise than with a receipt (refused, failed, cancelled): if it delivers

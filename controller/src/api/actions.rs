@@ -183,11 +183,14 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<ShowQuery>, QueryRejection>,
+    busy: Option<axum::Extension<crate::listen::idle::Busy>>,
 ) -> Result<Json<ActionView>, ApiError> {
     caller.require(Role::Viewer)?;
     let Query(query) = query?;
     let view = match query.wait {
         Some(secs) if secs > 0 => {
+            // The connection is busy while this waits, not idle.
+            let _waiting = crate::api::waiting(busy);
             state
                 .wait_for_action(&id, Duration::from_secs(secs).min(MAX_WAIT))
                 .await?

@@ -94,6 +94,7 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<ShowQuery>, QueryRejection>,
+    busy: Option<axum::Extension<crate::listen::idle::Busy>>,
 ) -> Result<Json<HuntView>, ApiError> {
     caller.require(Role::Viewer)?;
     let Query(query) = query?;
@@ -111,6 +112,8 @@ pub async fn show(
     let view = match query.wait {
         Some(secs) if secs > 0 => {
             let timeout = Duration::from_secs(secs).min(MAX_WAIT);
+            // The connection is busy while this waits, not idle.
+            let _waiting = crate::api::waiting(busy);
             state.wait_for_hunt(&id, timeout, filter).await?
         }
         _ => state.hunt_view(&id, filter).await?,

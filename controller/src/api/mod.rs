@@ -22,7 +22,7 @@ pub mod types;
 pub mod watches;
 pub mod webhooks;
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::time::Duration;
 
 use axum::Router;
 use hyper_util::{
@@ -140,73 +140,69 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
     }
 }
 
-/// A connection's service, counting each request in `busy` until its response is ready, so a
-/// long-poll does not count as an idle connection.
+/// A connection's service, handing each request the connection's [`Busy`] (as an extension)
+/// so a handler that waits on purpose — a long-poll — marks the connection busy for as long as
+/// it waits. Nothing else does: a client that stalls its request body is still idle.
 #[derive(Clone)]
 struct InFlight<S> {
     inner: S,
     busy: Busy,
 }
 
-impl<S, R> hyper::service::Service<R> for InFlight<S>
+impl<S, B> hyper::service::Service<hyper::Request<B>> for InFlight<S>
 where
-    S: hyper::service::Service<R, Future: Send + 'static>,
+    S: hyper::service::Service<hyper::Request<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = S::Future;
 
-    fn call(&self, request: R) -> Self::Future {
-        let guard = self.busy.start();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await;
-            drop(guard);
-            response
-        })
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.busy.clone());
+        self.inner.call(request)
     }
+}
+
+/// Marks the request's connection busy until the guard drops: for long-polls.
+pub fn waiting(busy: Option<axum::Extension<Busy>>) -> Option<crate::listen::idle::BusyGuard> {
+    busy.map(|axum::Extension(busy)| busy.start())
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use hyper::service::Service;
-    use tokio::sync::Notify;
 
     use super::*;
 
-    /// Answers once `go` is notified.
+    /// Answers whether the request carried a `Busy`, and holds it busy meanwhile.
     #[derive(Clone)]
-    struct Slow(Arc<Notify>);
+    struct Probe;
 
-    impl Service<()> for Slow {
-        type Response = ();
+    impl Service<hyper::Request<()>> for Probe {
+        type Response = bool;
         type Error = ();
-        type Future = Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>;
+        type Future = std::future::Ready<Result<bool, ()>>;
 
-        fn call(&self, (): ()) -> Self::Future {
-            let go = self.0.clone();
-            Box::pin(async move {
-                go.notified().await;
-                Ok(())
-            })
+        fn call(&self, request: hyper::Request<()>) -> Self::Future {
+            let busy = request.extensions().get::<Busy>().cloned();
+            let guard = waiting(busy.map(axum::Extension));
+            let active = guard.is_some();
+            std::future::ready(Ok(active))
         }
     }
 
     #[tokio::test]
-    async fn a_request_counts_as_in_flight_until_its_response_is_ready() {
-        let go = Arc::new(Notify::new());
+    async fn only_a_handler_that_waits_marks_the_connection_busy() {
         let busy = Busy::default();
         let service = InFlight {
-            inner: Slow(go.clone()),
+            inner: Probe,
             busy: busy.clone(),
         };
-        let response = tokio::spawn(service.call(()));
-        tokio::task::yield_now().await;
-        assert!(busy.active(), "a long-poll keeps its connection busy");
-        go.notify_one();
-        response.await.unwrap().unwrap();
-        assert!(!busy.active(), "and lets it go when answered");
+        assert!(
+            !busy.active(),
+            "a request alone (its body unread) is not busy"
+        );
+        assert!(service.call(hyper::Request::new(())).await.unwrap());
+        assert!(!busy.active(), "and the wait's guard let go when it ended");
     }
 }

@@ -128,11 +128,14 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<ShowQuery>, QueryRejection>,
+    busy: Option<axum::Extension<crate::listen::idle::Busy>>,
 ) -> Result<Json<TaskView>, ApiError> {
     caller.require(Role::Viewer)?;
     let Query(query) = query?;
     let task = match query.wait {
         Some(secs) if secs > 0 => {
+            // The connection is busy while this waits, not idle.
+            let _waiting = crate::api::waiting(busy);
             state
                 .wait_for_task(&id, Duration::from_secs(secs).min(MAX_WAIT))
                 .await?

@@ -188,15 +188,24 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(db_err("revoke enrolment token"))?;
-        let expires_at_ms = if touched(&result) {
-            now_ms
+        if touched(&result) {
+            return Ok(EnrollmentRevocation::Revoked(EnrollmentTokenRecord {
+                expires_at_ms: now_ms,
+                ..token
+            }));
+        }
+        // Nothing changed: it expired already, or it enrolled an agent since it was listed.
+        let now = self
+            .list_enrollment_tokens()
+            .await?
+            .into_iter()
+            .find(|t| t.token_hash_prefix == token.token_hash_prefix)
+            .unwrap_or(token);
+        Ok(if now.used_at_ms.is_some() {
+            EnrollmentRevocation::AlreadyUsed(now)
         } else {
-            token.expires_at_ms
-        };
-        Ok(EnrollmentRevocation::Revoked(EnrollmentTokenRecord {
-            expires_at_ms,
-            ..token
-        }))
+            EnrollmentRevocation::Revoked(now)
+        })
     }
 
     /// How many API tokens were ever created, revoked and expired ones included (so revoking

@@ -311,9 +311,10 @@ impl Index {
         }
         let (parent_path, name) = split(path);
         let Ok(parent) = open_dir(&parent_path) else {
-            // Gone (or never there): decide on the nearest directory that is still there.
-            return nearest_open_ancestor(&parent_path)
-                .is_some_and(|dir| self.check_ancestry(&dir).is_ok());
+            // Its directory is gone: what it was cannot be checked any more (a removed denied
+            // or marked directory's files must not be listed by their deletion events), so
+            // nothing is reported. The directory's own removal is, from its parent.
+            return false;
         };
         if self.check_ancestry(&parent).is_err() {
             return false;

@@ -383,10 +383,15 @@ fn a_watch_never_reports_names_from_a_denied_directory_that_has_gone() {
     std::fs::create_dir(&marked).unwrap();
     std::fs::write(marked.join(PRIVATE_DIR_MARKER), PRIVATE_DIR_MARKER_TEXT).unwrap();
     let index = lab.gate.index();
-    // A name in a subdirectory that no longer exists is judged by what is still there.
+    // A name in a directory that no longer exists cannot be checked: it is not reported,
+    // wherever it was (the marked directory itself may be the one that went).
     assert!(!index.permits_change(&marked.join("removed/ca.key")));
     assert!(!index.permits_change(&lab.dir.path().join("secret/removed/x")));
-    assert!(index.permits_change(&lab.dir.path().join("removed/x")));
+    assert!(!index.permits_change(&lab.dir.path().join("removed/x")));
+    std::fs::remove_dir_all(&marked).unwrap();
+    assert!(!index.permits_change(&marked.join("ca.key")));
+    // The removal of a directory is still reported, from its parent.
+    assert!(index.permits_change(&marked));
 }
 
 #[test]

@@ -56,17 +56,22 @@ pub fn escape(text: &str) -> String {
             }
             '\n' | '\u{2028}' | '\u{2029}' => out.push_str("<br>"),
             c if c.is_control() => out.push(' '),
-            '\u{061c}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}' => {
+            c if reorders_or_hides(c) => {
                 out.push_str(&format!("\\[U+{:04X}\\]", c as u32));
             }
             c => out.push(c),
         }
     }
     out
+}
+
+/// The controls that reorder or hide text: bidirectional overrides and isolates, zero-width
+/// marks.
+fn reorders_or_hides(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+    )
 }
 
 /// An identifier as inline code when it can be (hex, UUIDs), else escaped text.
@@ -85,7 +90,10 @@ pub(super) fn code(text: &str) -> String {
 /// Text as an inline code span, outside tables only (GFM splits cells on a `|` even inside
 /// code): literal, so nothing in it is markup. Text a span cannot hold is escaped instead.
 pub(super) fn code_span(text: &str) -> String {
-    if !text.is_empty() && !text.contains('`') && !text.chars().any(char::is_control) {
+    if !text.is_empty()
+        && !text.contains('`')
+        && !text.chars().any(|c| c.is_control() || reorders_or_hides(c))
+    {
         format!("`{text}`")
     } else {
         escape(text)

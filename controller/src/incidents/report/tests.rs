@@ -218,5 +218,7 @@ fn the_markdown_says_what_a_reader_needs() {
     assert_eq!(code_span("a\nb"), "a<br>b");
     assert_eq!(code_span("<b>"), "`<b>`");
     assert_eq!(code_span("a`b"), "a\\`b");
+    // Reordering controls leave the code span and are named.
+    assert_eq!(code_span("{\"a\u{202e}b\"}"), "{\"a\\[U+202E\\]b\"}");
     assert!(md.contains("| `agent-1` | blocked | 203.0.113.7 |"));
 }
