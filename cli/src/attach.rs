@@ -3,13 +3,16 @@
 
 use cordon_api::incidents::{IncidentView, Link, LinkKind};
 
-use crate::{client::Client, output, CliError};
+use crate::{
+    client::{path_segment, Client},
+    output, CliError,
+};
 
 /// Refuses before anything starts when `incident` names no incident.
 pub async fn check(client: &Client, incident: Option<&str>) -> Result<(), CliError> {
     if let Some(id) = incident {
         let _: IncidentView = client
-            .get(&format!("/api/v1/incidents/{}", segment(id)?))
+            .get(&format!("/api/v1/incidents/{}", path_segment(id)?))
             .await?;
     }
     Ok(())
@@ -26,7 +29,7 @@ pub async fn attach(client: &Client, incident: Option<&str>, kind: LinkKind, id:
         kind,
         id: id.to_owned(),
     };
-    let attached: Result<IncidentView, CliError> = match segment(incident) {
+    let attached: Result<IncidentView, CliError> = match path_segment(incident) {
         Ok(segment) => {
             client
                 .post(&format!("/api/v1/incidents/{segment}/links"), &body)
@@ -42,20 +45,5 @@ pub async fn attach(client: &Client, incident: Option<&str>, kind: LinkKind, id:
             output::terminal(&e.to_string()),
             output::terminal(incident),
         );
-    }
-}
-
-/// An id as one path segment.
-fn segment(id: &str) -> Result<&str, CliError> {
-    if !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        Ok(id)
-    } else {
-        Err(CliError::Usage(format!(
-            "{id:?} is not an incident id: ids are letters, digits, - and _"
-        )))
     }
 }

@@ -267,3 +267,19 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
         _ => CliError::Other(format!("{status}: {detail}")),
     }
 }
+
+/// An id the user gave, as one URL path segment: ids are letters, digits, `-` and `_`, so
+/// anything else (a `/`, `..`, `?`) is refused before it can name another route.
+pub fn path_segment(id: &str) -> Result<&str, CliError> {
+    if !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(id)
+    } else {
+        Err(CliError::Usage(format!(
+            "{id:?} is not an id: ids are letters, digits, - and _"
+        )))
+    }
+}

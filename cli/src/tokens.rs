@@ -8,7 +8,10 @@ use cordon_api::tokens::{
     EnrollmentTokenRecord, Role,
 };
 
-use crate::{client::Client, output, CliError};
+use crate::{
+    client::{path_segment, Client},
+    output, CliError,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
@@ -187,18 +190,3 @@ pub async fn run(client: &Client, command: TokensCommand, json: bool) -> Result<
 }
 
 pub use cordon_api::format::parse_duration_secs;
-
-/// `text` as one path segment: letters, digits, `-` and `_` only (ids and hash prefixes are).
-fn path_segment(text: &str) -> Result<&str, CliError> {
-    if !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        Ok(text)
-    } else {
-        Err(CliError::Usage(format!(
-            "{text:?} is not an id: ids are letters, digits, - and _"
-        )))
-    }
-}

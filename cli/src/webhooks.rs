@@ -7,7 +7,10 @@ use cordon_api::webhooks::{
     CreateWebhook, DeliveryRecord, TestQueued, WebhookCreated, WebhookRecord,
 };
 
-use crate::{client::Client, output, CliError};
+use crate::{
+    client::{path_segment, Client},
+    output, CliError,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum WebhooksCommand {
@@ -115,7 +118,7 @@ pub async fn run(
         }
         WebhooksCommand::Remove { id } => {
             let webhook: WebhookRecord = client
-                .delete(&format!("/api/v1/webhooks/{}", segment(&id)))
+                .delete(&format!("/api/v1/webhooks/{}", path_segment(&id)?))
                 .await?;
             if json {
                 return Ok(output::json(&webhook));
@@ -129,7 +132,7 @@ pub async fn run(
             let deliveries: Vec<DeliveryRecord> = client
                 .get(&format!(
                     "/api/v1/webhooks/{}/deliveries?limit={}",
-                    segment(&id),
+                    path_segment(&id)?,
                     limit.clamp(1, 1000)
                 ))
                 .await?;
@@ -166,7 +169,7 @@ pub async fn run(
         WebhooksCommand::Test { id } => {
             let queued: TestQueued = client
                 .post(
-                    &format!("/api/v1/webhooks/{}/test", segment(&id)),
+                    &format!("/api/v1/webhooks/{}/test", path_segment(&id)?),
                     &serde_json::json!({}),
                 )
                 .await?;
@@ -179,14 +182,4 @@ pub async fn run(
             ))
         }
     }
-}
-
-/// Webhook ids are UUIDs, but never trust input in a URL path.
-fn segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
