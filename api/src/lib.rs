@@ -29,6 +29,7 @@ pub mod evidence;
 pub mod format;
 pub mod hunts;
 pub mod incidents;
+pub mod lookup;
 pub mod playbooks;
 pub mod tasks;
 pub mod tokens;

@@ -12,13 +12,16 @@ use std::{
 use clap::{Args, Subcommand};
 use cordon_protocol::action::signing_bytes;
 
-use cordon_api::actions::{ActionState, ActionView, SignatureSpec};
+use cordon_api::{
+    actions::{ActionState, ActionView, SignatureSpec},
+    lookup::LookupKind,
+};
 
-use crate::{client::Client, config, keys, output, tasks, CliError};
+use crate::{client::Client, config, keys, output, resolve, CliError};
 
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
-    /// The pending action's id.
+    /// The pending action's id, or a unique prefix of it.
     pub id: String,
     /// The approver's signing key (default: signing_key in the config file).
     #[arg(long, env = "CORDON_SIGNING_KEY")]
@@ -35,7 +38,7 @@ pub struct ApproveArgs {
 pub enum ActionsCommand {
     /// Recent actions, newest first.
     List {
-        /// Only this agent's (id or hostname).
+        /// Only this agent's (id, id prefix or hostname).
         #[arg(long)]
         agent: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -43,6 +46,7 @@ pub enum ActionsCommand {
     },
     /// One action: its request, signers, state and the agent's receipt.
     Show {
+        /// The id, or a unique prefix of it.
         id: String,
         /// Block until it ends.
         #[arg(long)]
@@ -58,7 +62,8 @@ pub async fn approve(
     json: bool,
 ) -> Result<String, CliError> {
     let key = keys::load_signing_key(&config::signing_key_path(args.key, config_path)?)?;
-    let view: ActionView = client.get(&format!("/api/v1/actions/{}", args.id)).await?;
+    let id = resolve::id(client, LookupKind::Action, &args.id).await?;
+    let view: ActionView = client.get(&format!("/api/v1/actions/{id}")).await?;
     if view.state != ActionState::Pending {
         return Err(CliError::Usage(format!(
             "action {} is {}: there is nothing to approve",
@@ -103,6 +108,7 @@ pub async fn approve(
 pub async fn run(client: &Client, command: ActionsCommand, json: bool) -> Result<String, CliError> {
     match command {
         ActionsCommand::Show { id, wait } => {
+            let id = resolve::id(client, LookupKind::Action, &id).await?;
             let view: ActionView = client.get(&format!("/api/v1/actions/{id}")).await?;
             follow(client, view, !wait, json).await
         }
@@ -111,19 +117,21 @@ pub async fn run(client: &Client, command: ActionsCommand, json: bool) -> Result
             if let Some(agent) = agent {
                 path.push_str(&format!(
                     "&agent_id={}",
-                    tasks::resolve_agent(client, &agent).await?
+                    resolve::agent(client, &agent).await?
                 ));
             }
             let views: Vec<ActionView> = client.get(&path).await?;
             if json {
                 return Ok(output::json(&views));
             }
+            let hosts = resolve::Hostnames::fetch(client, !views.is_empty()).await?;
             let rows: Vec<Vec<String>> = views
                 .iter()
                 .map(|v| {
                     vec![
                         v.id.clone(),
                         v.agent_id.clone(),
+                        hosts.of(&v.agent_id),
                         v.kind.clone(),
                         v.state.as_str().to_string(),
                         format!("{}/{}", v.signatures.len(), v.required_signers),
@@ -133,7 +141,9 @@ pub async fn run(client: &Client, command: ActionsCommand, json: bool) -> Result
                 })
                 .collect();
             Ok(output::table(
-                &["ID", "AGENT", "KIND", "STATE", "SIGNED", "CREATED", "BY"],
+                &[
+                    "ID", "AGENT", "HOSTNAME", "KIND", "STATE", "SIGNED", "CREATED", "BY",
+                ],
                 &rows,
             ))
         }

@@ -4,18 +4,25 @@ use clap::Subcommand;
 
 use cordon_api::agents::{AgentView, SetLabels};
 
-use crate::{client::Client, output, CliError};
+use crate::{client::Client, output, resolve, CliError};
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
     /// List enrolled agents with their status.
     List,
     /// Show one agent: inventory, labels, session.
-    Show { id: String },
+    Show {
+        /// Agent id, a unique prefix of one, or hostname (any case).
+        id: String,
+    },
     /// Revoke an agent's certificate: it is disconnected and refused at every later handshake.
-    Revoke { id: String },
+    Revoke {
+        /// Agent id, a unique prefix of one, or hostname (any case).
+        id: String,
+    },
     /// Replace an agent's labels (used by hunts and playbooks to pick hosts).
     Label {
+        /// Agent id, a unique prefix of one, or hostname (any case).
         id: String,
         /// Labels, e.g. `env=prod role=web`. None clears them.
         labels: Vec<String>,
@@ -58,9 +65,8 @@ pub async fn run(client: &Client, command: AgentsCommand, json: bool) -> Result<
             ))
         }
         AgentsCommand::Show { id } => {
-            let agent: AgentView = client
-                .get(&format!("/api/v1/agents/{}", encode(&id)))
-                .await?;
+            let id = resolve::agent(client, &id).await?;
+            let agent: AgentView = client.get(&format!("/api/v1/agents/{}", id)).await?;
             Ok(if json {
                 output::json(&agent)
             } else {
@@ -68,9 +74,10 @@ pub async fn run(client: &Client, command: AgentsCommand, json: bool) -> Result<
             })
         }
         AgentsCommand::Revoke { id } => {
+            let id = resolve::agent(client, &id).await?;
             let agent: AgentView = client
                 .post(
-                    &format!("/api/v1/agents/{}/revoke", encode(&id)),
+                    &format!("/api/v1/agents/{}/revoke", id),
                     &serde_json::json!({}),
                 )
                 .await?;
@@ -81,9 +88,10 @@ pub async fn run(client: &Client, command: AgentsCommand, json: bool) -> Result<
             })
         }
         AgentsCommand::Label { id, labels } => {
+            let id = resolve::agent(client, &id).await?;
             let agent: AgentView = client
                 .put(
-                    &format!("/api/v1/agents/{}/labels", encode(&id)),
+                    &format!("/api/v1/agents/{}/labels", id),
                     &SetLabels { labels },
                 )
                 .await?;
@@ -124,15 +132,4 @@ fn describe(a: &AgentView) -> String {
         rows.push(vec!["booted".into(), output::time(Some(inv.boot_time_ms))]);
     }
     output::table(&["FIELD", "VALUE"], &rows)
-}
-
-/// Agent ids are UUIDs, but never trust input in a URL path.
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -42,7 +42,7 @@ pub enum AlertsCommand {
     },
     /// One alert: how it was read, the incident it went to, and the payload as received.
     Show {
-        /// The alert's id.
+        /// The alert's id, or a unique prefix of it.
         id: String,
     },
 }
@@ -62,13 +62,6 @@ impl AlertFormat {
             AlertFormat::Ecs => "ecs",
         }
     }
-}
-
-fn path_id(id: &str) -> Result<&str, CliError> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(CliError::Usage(format!("{id:?} is not an id")));
-    }
-    Ok(id)
 }
 
 /// Reads the alert, refusing more than the controller would take.
@@ -109,7 +102,10 @@ pub async fn run(client: &Client, command: AlertsCommand, json: bool) -> Result<
         AlertsCommand::List { incident, limit } => {
             let mut path = format!("/api/v1/alerts?limit={limit}");
             if let Some(incident) = incident {
-                path.push_str(&format!("&incident_id={}", path_id(&incident)?));
+                path.push_str(&format!(
+                    "&incident_id={}",
+                    crate::resolve::incident(client, &incident).await?
+                ));
             }
             let alerts: Vec<AlertRecord> = client.get(&path).await?;
             if json {
@@ -129,7 +125,10 @@ pub async fn run(client: &Client, command: AlertsCommand, json: bool) -> Result<
         }
         AlertsCommand::Show { id } => {
             let view: AlertView = client
-                .get(&format!("/api/v1/alerts/{}", path_id(&id)?))
+                .get(&format!(
+                    "/api/v1/alerts/{}",
+                    crate::resolve::id(client, cordon_api::lookup::LookupKind::Alert, &id).await?
+                ))
                 .await?;
             Ok(if json {
                 output::json(&view)

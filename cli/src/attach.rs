@@ -3,22 +3,20 @@
 
 use cordon_api::incidents::{IncidentView, Link, LinkKind};
 
-use crate::{
-    client::{path_segment, Client},
-    output, CliError,
-};
+use crate::{client::Client, output, resolve, CliError};
 
-/// Refuses before anything starts when `incident` names no incident.
-pub async fn check(client: &Client, incident: Option<&str>) -> Result<(), CliError> {
-    if let Some(id) = incident {
-        let _: IncidentView = client
-            .get(&format!("/api/v1/incidents/{}", path_segment(id)?))
-            .await?;
-    }
-    Ok(())
+/// The incident's whole id (from an id, or a unique prefix of one), refusing before anything
+/// starts when `incident` names no incident.
+pub async fn check(client: &Client, incident: Option<&str>) -> Result<Option<String>, CliError> {
+    let Some(text) = incident else {
+        return Ok(None);
+    };
+    let id = resolve::incident(client, text).await?;
+    let _: IncidentView = client.get(&format!("/api/v1/incidents/{id}")).await?;
+    Ok(Some(id))
 }
 
-/// Attaches what was started (`kind` `id`) to `incident`. What was started is not undone by a
+/// Attaches what was started (`kind` `id`) to `incident` (as [`check`] returned it). What was started is not undone by a
 /// failure here, and the command goes on (a script that retried would start it twice): the
 /// failure is said on stderr with how to attach it by hand.
 pub async fn attach(client: &Client, incident: Option<&str>, kind: LinkKind, id: &str) {
@@ -29,14 +27,9 @@ pub async fn attach(client: &Client, incident: Option<&str>, kind: LinkKind, id:
         kind,
         id: id.to_owned(),
     };
-    let attached: Result<IncidentView, CliError> = match path_segment(incident) {
-        Ok(segment) => {
-            client
-                .post(&format!("/api/v1/incidents/{segment}/links"), &body)
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let attached: Result<IncidentView, CliError> = client
+        .post(&format!("/api/v1/incidents/{incident}/links"), &body)
+        .await;
     if let Err(e) = attached {
         eprintln!(
             "cordon: warning: {kind} {id} was started but not attached to incident {}: {}; \

@@ -71,6 +71,16 @@ impl Client {
         self.request::<(), T>(Method::GET, path, None).await
     }
 
+    /// A GET with query parameters, encoded for the URL.
+    pub async fn get_query<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, CliError> {
+        let url = format!("{}{path}", self.base);
+        send(&url, self.authed(self.http.get(&url).query(query))).await
+    }
+
     /// A GET whose answer is text, not JSON (e.g. a Markdown report). Errors are still JSON.
     pub async fn get_text(&self, path: &str) -> Result<String, CliError> {
         let url = format!("{}{path}", self.base);

@@ -22,7 +22,7 @@ use crate::{
 /// Options every signing command takes.
 #[derive(Debug, Args)]
 pub struct Signer {
-    /// Agent id or hostname.
+    /// Agent: hostname, id, or a unique prefix of an id.
     #[arg(long)]
     pub agent: String,
     /// The responder's signing key (default: signing_key in the config file, then
@@ -122,7 +122,7 @@ pub async fn kill(
     json: bool,
 ) -> Result<String, CliError> {
     let key = signing_key(&args.signer, config_path)?;
-    let agent_id = tasks::resolve_agent(client, &args.signer.agent).await?;
+    let agent_id = crate::resolve::agent(client, &args.signer.agent).await?;
     let start_time_ms = match args.start_time_ms {
         Some(ms) => ms,
         None => start_time(client, &agent_id, args.pid).await?,
@@ -242,7 +242,7 @@ async fn contain(
 ) -> Result<String, CliError> {
     check_parameters(&action)?;
     let key = signing_key(signer, config_path)?;
-    let agent_id = tasks::resolve_agent(client, &signer.agent).await?;
+    let agent_id = crate::resolve::agent(client, &signer.agent).await?;
     submit(client, &key, signer, agent_id, action, valid_for, json).await
 }
 
@@ -264,11 +264,10 @@ async fn submit(
     valid_for: u64,
     json: bool,
 ) -> Result<String, CliError> {
-    let incident = signer.incident.as_deref();
-    crate::attach::check(client, incident).await?;
+    let incident = crate::attach::check(client, signer.incident.as_deref()).await?;
     let submit = keys::sign_new(key, agent_id, action, valid_for)?;
     let view: ActionView = client.post("/api/v1/actions", &submit).await?;
-    crate::attach::attach(client, incident, LinkKind::Action, &view.id).await;
+    crate::attach::attach(client, incident.as_deref(), LinkKind::Action, &view.id).await;
     follow(client, view, signer.no_wait, json).await
 }
 

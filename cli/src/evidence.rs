@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use cordon_api::{
     evidence::{EvidenceView, SignedRecord, Verification},
+    lookup::LookupKind,
     tasks::TaskSpec,
 };
 
@@ -22,16 +23,20 @@ use crate::{
 pub enum EvidenceCommand {
     /// Stored evidence, newest first.
     List {
-        /// Only this agent's (id or hostname).
+        /// Only this agent's (id, id prefix or hostname).
         #[arg(long)]
         agent: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
     /// Every collection of these bytes, with its signed manifest.
-    Show { sha256: String },
+    Show {
+        /// The SHA-256, or a unique prefix of it (as `evidence list` prints).
+        sha256: String,
+    },
     /// Download stored bytes (the hash is checked after the download).
     Get {
+        /// The SHA-256, or a unique prefix of it.
         sha256: String,
         /// Where to write them (never overwritten).
         #[arg(short, long)]
@@ -40,7 +45,7 @@ pub enum EvidenceCommand {
     /// Re-check stored evidence on the controller: the bytes against their hash, and every
     /// manifest's signature against the agent's pinned key.
     Verify {
-        /// Hashes to verify.
+        /// SHA-256s (or unique prefixes) to verify.
         sha256: Vec<String>,
         /// Verify the newest 1,000 pieces of evidence.
         #[arg(long, conflicts_with = "sha256")]
@@ -144,13 +149,14 @@ pub async fn run(
         EvidenceCommand::List { agent, limit } => {
             let mut path = format!("/api/v1/evidence?limit={limit}");
             if let Some(agent) = agent {
-                let id = tasks::resolve_agent(client, &agent).await?;
+                let id = crate::resolve::agent(client, &agent).await?;
                 path.push_str(&format!("&agent_id={id}"));
             }
             let list: Vec<EvidenceView> = client.get(&path).await?;
             if json {
                 return Ok(output::json(&list));
             }
+            let hosts = crate::resolve::Hostnames::fetch(client, !list.is_empty()).await?;
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|e| {
@@ -159,17 +165,21 @@ pub async fn run(
                         e.kind.clone(),
                         human_bytes(e.size.max(0) as u64),
                         e.agent_id.clone(),
+                        hosts.of(&e.agent_id),
                         output::time(Some(e.received_at_ms)),
                         e.source_path.clone().unwrap_or_else(|| "-".into()),
                     ]
                 })
                 .collect();
             Ok(output::table(
-                &["SHA256", "KIND", "SIZE", "AGENT", "RECEIVED", "PATH"],
+                &[
+                    "SHA256", "KIND", "SIZE", "AGENT", "HOSTNAME", "RECEIVED", "PATH",
+                ],
                 &rows,
             ))
         }
         EvidenceCommand::Show { sha256 } => {
+            let sha256 = crate::resolve::id(client, LookupKind::Evidence, &sha256).await?;
             let records: Vec<SignedRecord> = client
                 .get(&format!("/api/v1/evidence/{sha256}/manifest"))
                 .await?;
@@ -193,6 +203,7 @@ pub async fn run(
                     output.display()
                 )));
             }
+            let sha256 = crate::resolve::id(client, LookupKind::Evidence, &sha256).await?;
             download(client, &sha256, &output).await?;
             Ok(format!("saved {sha256} to {}\n", output.display()))
         }
@@ -208,7 +219,11 @@ pub async fn run(
                     "name the evidence to verify (SHA-256 …) or pass --all".into(),
                 ));
             } else {
-                sha256
+                let mut whole = Vec::with_capacity(sha256.len());
+                for text in &sha256 {
+                    whole.push(crate::resolve::id(client, LookupKind::Evidence, text).await?);
+                }
+                whole
             };
             let mut results: Vec<Verification> = Vec::new();
             for sha in &hashes {

@@ -10,7 +10,10 @@ use std::{io::IsTerminal, time::Duration};
 use clap::{Args, Subcommand};
 use cordon_protocol::collect::FileKind;
 
-use cordon_api::hunts::{CreateHunt, HuntAgentResult, HuntQuerySpec, HuntView};
+use cordon_api::{
+    hunts::{CreateHunt, HuntAgentResult, HuntQuerySpec, HuntView},
+    lookup::LookupKind,
+};
 
 use crate::{client::Client, output, progress::Progress, CliError};
 
@@ -61,6 +64,7 @@ pub struct HuntArgs {
 pub enum HuntsCommand {
     /// A hunt's progress and the agents that matched (or failed).
     Show {
+        /// The id, or a unique prefix of it.
         id: String,
         /// Block until it completes, showing progress.
         #[arg(long)]
@@ -91,11 +95,11 @@ pub async fn run_hunt(client: &Client, args: HuntArgs, json: bool) -> Result<Str
         label: args.label,
         ttl_secs: Some(args.ttl),
     };
-    crate::attach::check(client, args.incident.as_deref()).await?;
+    let incident = crate::attach::check(client, args.incident.as_deref()).await?;
     let created: HuntView = client.post("/api/v1/hunts", &body).await?;
     crate::attach::attach(
         client,
-        args.incident.as_deref(),
+        incident.as_deref(),
         cordon_api::incidents::LinkKind::Hunt,
         &created.id,
     )
@@ -132,6 +136,7 @@ pub async fn run_hunts(
 ) -> Result<String, CliError> {
     match command {
         HuntsCommand::Show { id, wait, all } => {
+            let id = crate::resolve::id(client, LookupKind::Hunt, &id).await?;
             let view: HuntView = if wait {
                 let first: HuntView = client
                     .get(&format!("/api/v1/hunts/{id}?results=none"))

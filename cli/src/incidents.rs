@@ -19,7 +19,9 @@ use cordon_api::{
     },
 };
 
-use crate::{client::Client, output, tasks::resolve_agent, CliError};
+use cordon_api::lookup::LookupKind;
+
+use crate::{client::Client, output, resolve, CliError};
 
 #[derive(Debug, Subcommand)]
 pub enum IncidentsCommand {
@@ -32,7 +34,7 @@ pub enum IncidentsCommand {
         /// Only incidents that are not closed or false positive.
         #[arg(long)]
         open: bool,
-        /// Only incidents involving this agent (id or hostname).
+        /// Only incidents involving this agent (id, id prefix or hostname).
         #[arg(long)]
         agent: Option<String>,
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
@@ -40,7 +42,7 @@ pub enum IncidentsCommand {
     },
     /// One incident: its header, hosts, containment still active, and the timeline.
     Show {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
     },
     /// Open an incident by hand (it starts in the alert stage).
@@ -59,7 +61,7 @@ pub enum IncidentsCommand {
         /// low, medium (default), high or critical.
         #[arg(long)]
         severity: Option<String>,
-        /// A host involved (agent id or hostname); repeat for more.
+        /// A host involved (hostname, agent id or id prefix); repeat for more.
         #[arg(long = "agent")]
         agents: Vec<String>,
         /// A label, e.g. env=prod; repeat for more.
@@ -81,7 +83,7 @@ pub enum IncidentsCommand {
                             a closed incident reopens into assessment only, with --reason."
     )]
     Stage {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         /// The stage to move to.
         #[arg(value_parser = parse_stage)]
@@ -96,7 +98,7 @@ pub enum IncidentsCommand {
     },
     /// Set who works on an incident, or clear it with --none.
     Assign {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         /// The person (or queue) it is assigned to.
         #[arg(required_unless_present = "none", conflicts_with = "none")]
@@ -107,7 +109,7 @@ pub enum IncidentsCommand {
     },
     /// Escalate an incident to a higher tier and, optionally, a team or role.
     Escalate {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         /// The tier it goes to (1-5); default: one above the current.
         #[arg(long, value_parser = clap::value_parser!(i64).range(1..=MAX_TIER))]
@@ -121,14 +123,14 @@ pub enum IncidentsCommand {
     },
     /// Change an incident's severity (low, medium, high, critical).
     Severity {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         /// low, medium, high or critical.
         severity: String,
     },
     /// Add a comment to an incident's timeline.
     Comment {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         /// The comment (quote it).
         text: String,
@@ -136,7 +138,7 @@ pub enum IncidentsCommand {
     /// Close an incident (from remediation; earlier only with --force --reason), or mark it a
     /// false positive (up to analysis).
     Close {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         /// It was a false positive: nothing happened.
         #[arg(long)]
@@ -154,7 +156,7 @@ pub enum IncidentsCommand {
     /// Attach an existing task, hunt, action or evidence to an incident (its host joins the
     /// incident); what happens to it then shows on the timeline.
     Attach {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         #[command(flatten)]
         what: AttachWhat,
@@ -162,7 +164,7 @@ pub enum IncidentsCommand {
     /// The incident's report: summary, hosts, timeline, evidence with hashes (re-verified),
     /// actions with signers and verified receipts, containment still active.
     Report {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         /// markdown (default) or json (the default with --json).
         #[arg(long, value_enum)]
@@ -177,7 +179,7 @@ pub enum IncidentsCommand {
 pub enum HostsCommand {
     /// Add hosts (agent ids or hostnames) to an incident.
     Add {
-        /// The incident's id.
+        /// The incident's id, or a unique prefix of it.
         id: String,
         #[arg(required = true)]
         agents: Vec<String>,
@@ -188,16 +190,16 @@ pub enum HostsCommand {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct AttachWhat {
-    /// A task id (e.g. from `cordon ps --agent A`).
+    /// A task id or unique prefix (e.g. from `cordon ps --agent A`).
     #[arg(long)]
     pub task: Option<String>,
-    /// A hunt id.
+    /// A hunt id or unique prefix.
     #[arg(long)]
     pub hunt: Option<String>,
-    /// A containment action id.
+    /// A containment action id or unique prefix.
     #[arg(long)]
     pub action: Option<String>,
-    /// Stored evidence, by SHA-256.
+    /// Stored evidence, by SHA-256 or a unique prefix of it.
     #[arg(long)]
     pub evidence: Option<String>,
 }
@@ -210,13 +212,6 @@ pub enum ReportFormat {
 
 fn parse_stage(s: &str) -> Result<Stage, String> {
     s.parse::<Stage>().map_err(|e| e.to_string())
-}
-
-fn path_id(id: &str) -> Result<&str, CliError> {
-    if id.is_empty() || id.contains(['/', '?', '#', '%']) || id.chars().any(char::is_whitespace) {
-        return Err(CliError::Usage(format!("{id:?} is not an incident id")));
-    }
-    Ok(id)
 }
 
 /// `cordon incidents …`.
@@ -242,7 +237,7 @@ pub async fn run(
             if let Some(agent) = agent {
                 path.push_str(&format!(
                     "&agent_id={}",
-                    resolve_agent(client, &agent).await?
+                    resolve::agent(client, &agent).await?
                 ));
             }
             let incidents: Vec<IncidentSummary> = client.get(&path).await?;
@@ -279,7 +274,10 @@ pub async fn run(
         }
         IncidentsCommand::Show { id } => {
             let view: IncidentView = client
-                .get(&format!("/api/v1/incidents/{}", path_id(&id)?))
+                .get(&format!(
+                    "/api/v1/incidents/{}",
+                    resolve::incident(client, &id).await?
+                ))
                 .await?;
             if json {
                 return Ok(output::json(&view));
@@ -296,6 +294,7 @@ pub async fn run(
             assignee,
             description,
         } => {
+            let agents = resolve::agents(client, &agents).await?;
             let body = CreateIncident {
                 title,
                 kind,
@@ -340,7 +339,13 @@ pub async fn run(
                 force,
             };
             let view: IncidentView = client
-                .post(&format!("/api/v1/incidents/{}/close", path_id(&id)?), &body)
+                .post(
+                    &format!(
+                        "/api/v1/incidents/{}/close",
+                        resolve::incident(client, &id).await?
+                    ),
+                    &body,
+                )
                 .await
                 .map_err(|e| refused_move(e, &id, to))?;
             changed(
@@ -355,7 +360,10 @@ pub async fn run(
             };
             let view: IncidentView = client
                 .post(
-                    &format!("/api/v1/incidents/{}/assign", path_id(&id)?),
+                    &format!(
+                        "/api/v1/incidents/{}/assign",
+                        resolve::incident(client, &id).await?
+                    ),
                     &body,
                 )
                 .await?;
@@ -374,7 +382,10 @@ pub async fn run(
             let body = Escalate { tier, to, reason };
             let view: IncidentView = client
                 .post(
-                    &format!("/api/v1/incidents/{}/escalate", path_id(&id)?),
+                    &format!(
+                        "/api/v1/incidents/{}/escalate",
+                        resolve::incident(client, &id).await?
+                    ),
                     &body,
                 )
                 .await?;
@@ -390,7 +401,10 @@ pub async fn run(
         IncidentsCommand::Severity { id, severity } => {
             let view: IncidentView = client
                 .post(
-                    &format!("/api/v1/incidents/{}/severity", path_id(&id)?),
+                    &format!(
+                        "/api/v1/incidents/{}/severity",
+                        resolve::incident(client, &id).await?
+                    ),
                     &SetSeverity { severity },
                 )
                 .await?;
@@ -403,7 +417,10 @@ pub async fn run(
         IncidentsCommand::Comment { id, text } => {
             let view: IncidentView = client
                 .post(
-                    &format!("/api/v1/incidents/{}/comments", path_id(&id)?),
+                    &format!(
+                        "/api/v1/incidents/{}/comments",
+                        resolve::incident(client, &id).await?
+                    ),
                     &Comment { text },
                 )
                 .await?;
@@ -411,14 +428,22 @@ pub async fn run(
             changed(&view, json, what)
         }
         IncidentsCommand::Hosts(HostsCommand::Add { id, agents }) => {
+            let id = resolve::incident(client, &id).await?;
+            let agents = resolve::agents(client, &agents).await?;
             let before = client
-                .get::<IncidentView>(&format!("/api/v1/incidents/{}", path_id(&id)?))
+                .get::<IncidentView>(&format!(
+                    "/api/v1/incidents/{}",
+                    resolve::incident(client, &id).await?
+                ))
                 .await?
                 .hosts
                 .len();
             let view: IncidentView = client
                 .post(
-                    &format!("/api/v1/incidents/{}/hosts", path_id(&id)?),
+                    &format!(
+                        "/api/v1/incidents/{}/hosts",
+                        resolve::incident(client, &id).await?
+                    ),
                     &AddHosts { agents },
                 )
                 .await?;
@@ -432,23 +457,27 @@ pub async fn run(
         }
         IncidentsCommand::Attach { id, what } => {
             let (kind, ref_id) = match what {
-                AttachWhat { task: Some(t), .. } => (LinkKind::Task, t),
-                AttachWhat { hunt: Some(h), .. } => (LinkKind::Hunt, h),
+                AttachWhat { task: Some(t), .. } => (LinkKind::Task, (LookupKind::Task, t)),
+                AttachWhat { hunt: Some(h), .. } => (LinkKind::Hunt, (LookupKind::Hunt, h)),
                 AttachWhat {
                     action: Some(a), ..
-                } => (LinkKind::Action, a),
+                } => (LinkKind::Action, (LookupKind::Action, a)),
                 AttachWhat {
                     evidence: Some(e), ..
-                } => (LinkKind::Evidence, e.to_ascii_lowercase()),
+                } => (LinkKind::Evidence, (LookupKind::Evidence, e)),
                 _ => {
                     return Err(CliError::Usage(
                         "give one of --task, --hunt, --action or --evidence".into(),
                     ))
                 }
             };
+            let ref_id = resolve::id(client, ref_id.0, &ref_id.1).await?;
             let view: IncidentView = client
                 .post(
-                    &format!("/api/v1/incidents/{}/links", path_id(&id)?),
+                    &format!(
+                        "/api/v1/incidents/{}/links",
+                        resolve::incident(client, &id).await?
+                    ),
                     &Link {
                         kind,
                         id: ref_id.clone(),
@@ -469,7 +498,8 @@ pub async fn run(
             } else {
                 ReportFormat::Markdown
             });
-            let base = format!("/api/v1/incidents/{}/report", path_id(&id)?);
+            let id = resolve::incident(client, &id).await?;
+            let base = format!("/api/v1/incidents/{id}/report");
             let text = match format {
                 ReportFormat::Markdown => {
                     client.get_text(&format!("{base}?format=markdown")).await?
@@ -521,7 +551,13 @@ async fn move_to(
         force,
     };
     let view: IncidentView = client
-        .post(&format!("/api/v1/incidents/{}/stage", path_id(id)?), &body)
+        .post(
+            &format!(
+                "/api/v1/incidents/{}/stage",
+                resolve::incident(client, id).await?
+            ),
+            &body,
+        )
         .await
         .map_err(|e| refused_move(e, id, to))?;
     changed(
@@ -685,7 +721,7 @@ fn render_show(view: &IncidentView, agents: &[AgentView]) -> String {
     if view.active_containment.is_empty() {
         out.push_str("  none\n");
     } else {
-        out.push_str(&containment_table(&view.active_containment));
+        out.push_str(&containment_table(&view.active_containment, &by_id));
     }
 
     if !view.links.is_empty() {
@@ -722,12 +758,15 @@ fn render_show(view: &IncidentView, agents: &[AgentView]) -> String {
     out
 }
 
-fn containment_table(active: &[ActiveContainment]) -> String {
+fn containment_table(active: &[ActiveContainment], agents: &HashMap<&str, &AgentView>) -> String {
     let rows: Vec<Vec<String>> = active
         .iter()
         .map(|c| {
             vec![
                 c.agent_id.clone(),
+                agents
+                    .get(c.agent_id.as_str())
+                    .map_or_else(|| "-".into(), |a| plain(&a.hostname)),
                 c.what.clone(),
                 if c.targets.is_empty() {
                     "-".into()
@@ -739,7 +778,10 @@ fn containment_table(active: &[ActiveContainment]) -> String {
             ]
         })
         .collect();
-    output::table(&["AGENT", "WHAT", "TARGETS", "UNTIL", "ACTION"], &rows)
+    output::table(
+        &["AGENT", "HOSTNAME", "WHAT", "TARGETS", "UNTIL", "ACTION"],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -772,13 +814,5 @@ mod tests {
         // Anything else passes through untouched.
         let denied = refused_move(CliError::Denied("forbidden".into()), "i1", Stage::Closed);
         assert_eq!(denied.exit_code(), 3);
-    }
-
-    #[test]
-    fn ids_cannot_change_the_path() {
-        assert!(path_id("6f1c2a9e-0000-4000-8000-000000000001").is_ok());
-        assert!(path_id("../agents").is_err());
-        assert!(path_id("a?b").is_err());
-        assert!(path_id("").is_err());
     }
 }

@@ -27,6 +27,7 @@ pub mod netstat;
 pub mod output;
 pub mod playbooks;
 pub mod progress;
+pub mod resolve;
 pub mod signed_read;
 pub mod signer;
 pub mod ssh_agent;

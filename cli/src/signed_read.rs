@@ -9,7 +9,7 @@ use cordon_protocol::action::Action;
 
 use cordon_api::{actions::SubmitAction, agents::AgentView};
 
-use crate::{client::Client, config, keys, tasks::resolve_agent, CliError};
+use crate::{client::Client, config, keys, resolve, CliError};
 
 /// How long a fetch signature stays valid: as long as the task may wait for its agent, within
 /// what the host's policy lets the key sign.
@@ -21,7 +21,7 @@ pub async fn authorization(
     valid_for_secs: u64,
     config_path: Option<PathBuf>,
 ) -> Result<Option<SubmitAction>, CliError> {
-    let agent_id = resolve_agent(client, agent).await?;
+    let agent_id = resolve::agent(client, agent).await?;
     let view: AgentView = client.get(&format!("/api/v1/agents/{agent_id}")).await?;
     let required = view
         .inventory

@@ -8,8 +8,8 @@ use cordon_protocol::collect::{
 };
 
 use cordon_api::{
-    agents::AgentView,
     incidents::LinkKind,
+    lookup::LookupKind,
     tasks::{CreateTask, TaskSpec, TaskState, TaskView},
 };
 
@@ -18,7 +18,7 @@ use crate::{client::Client, output, CliError};
 /// Options every collection command takes.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// Agent id or hostname.
+    /// Agent: hostname, id, or a unique prefix of an id.
     #[arg(long)]
     pub agent: String,
     /// Block until the task ends and print its result (otherwise print the task id).
@@ -84,6 +84,7 @@ pub enum FilesCommand {
 pub enum TasksCommand {
     /// Show a task's state and, when done, its result.
     Show {
+        /// The id, or a unique prefix of it.
         id: String,
         /// Block until it ends.
         #[arg(long)]
@@ -91,37 +92,17 @@ pub enum TasksCommand {
     },
     /// Recent tasks, newest first.
     List {
-        /// Only this agent's (id or hostname).
+        /// Only this agent's (id, id prefix or hostname).
         #[arg(long)]
         agent: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
     /// Cancel a queued or running task.
-    Cancel { id: String },
-}
-
-/// Resolves `--agent`: an id, or a hostname that names exactly one agent.
-pub async fn resolve_agent(client: &Client, agent: &str) -> Result<String, CliError> {
-    let agents: Vec<AgentView> = client.get("/api/v1/agents").await?;
-    if agents.iter().any(|a| a.id == agent) {
-        return Ok(agent.to_string());
-    }
-    let matches: Vec<&AgentView> = agents.iter().filter(|a| a.hostname == agent).collect();
-    match matches.as_slice() {
-        [one] => Ok(one.id.clone()),
-        [] => Err(CliError::NotFound(format!(
-            "no agent with id or hostname {agent:?}"
-        ))),
-        many => Err(CliError::Usage(format!(
-            "hostname {agent:?} names {} agents; use an id: {}",
-            many.len(),
-            many.iter()
-                .map(|a| a.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
+    Cancel {
+        /// The task's id, or a unique prefix of it.
+        id: String,
+    },
 }
 
 /// Queues a collection and, with `--wait`, prints its result.
@@ -146,9 +127,8 @@ pub(crate) async fn queue(
     target: &Target,
     task: TaskSpec,
 ) -> Result<TaskView, CliError> {
-    let agent_id = resolve_agent(client, &target.agent).await?;
-    let incident = target.incident.as_deref();
-    crate::attach::check(client, incident).await?;
+    let agent_id = crate::resolve::agent(client, &target.agent).await?;
+    let incident = crate::attach::check(client, target.incident.as_deref()).await?;
     let created: TaskView = client
         .post(
             "/api/v1/tasks",
@@ -159,7 +139,7 @@ pub(crate) async fn queue(
             },
         )
         .await?;
-    crate::attach::attach(client, incident, LinkKind::Task, &created.id).await;
+    crate::attach::attach(client, incident.as_deref(), LinkKind::Task, &created.id).await;
     Ok(created)
 }
 
@@ -394,6 +374,7 @@ pub async fn run_tasks(
 ) -> Result<String, CliError> {
     match command {
         TasksCommand::Show { id, wait: block } => {
+            let id = crate::resolve::id(client, LookupKind::Task, &id).await?;
             let task: TaskView = if block {
                 wait(client, &id).await?
             } else {
@@ -417,7 +398,7 @@ pub async fn run_tasks(
             let path = match agent {
                 Some(agent) => format!(
                     "/api/v1/tasks?agent_id={}&limit={limit}",
-                    resolve_agent(client, &agent).await?
+                    crate::resolve::agent(client, &agent).await?
                 ),
                 None => format!("/api/v1/tasks?limit={limit}"),
             };
@@ -425,12 +406,14 @@ pub async fn run_tasks(
             if json {
                 return Ok(output::json(&tasks));
             }
+            let hosts = crate::resolve::Hostnames::fetch(client, !tasks.is_empty()).await?;
             let rows: Vec<Vec<String>> = tasks
                 .iter()
                 .map(|t| {
                     vec![
                         t.id.clone(),
                         t.agent_id.clone(),
+                        hosts.of(&t.agent_id),
                         t.kind.clone(),
                         t.state.as_str().to_string(),
                         output::time(Some(t.created_at_ms)),
@@ -442,11 +425,14 @@ pub async fn run_tasks(
                 })
                 .collect();
             Ok(output::table(
-                &["ID", "AGENT", "KIND", "STATE", "CREATED", "ERROR"],
+                &[
+                    "ID", "AGENT", "HOSTNAME", "KIND", "STATE", "CREATED", "ERROR",
+                ],
                 &rows,
             ))
         }
         TasksCommand::Cancel { id } => {
+            let id = crate::resolve::id(client, LookupKind::Task, &id).await?;
             let task: TaskView = client
                 .post(
                     &format!("/api/v1/tasks/{id}/cancel"),

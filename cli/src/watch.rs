@@ -11,7 +11,9 @@ use clap::{Args, Subcommand};
 
 use cordon_api::watches::{CreateWatch, WatchEventView, WatchEventsPage, WatchStatus, WatchView};
 
-use crate::{client::Client, output, tasks::resolve_agent, CliError};
+use cordon_api::lookup::LookupKind;
+
+use crate::{client::Client, output, resolve, CliError};
 
 /// Time between polls while following.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -20,7 +22,7 @@ const PAGE: i64 = 1000;
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Agent id or hostname.
+    /// Agent: hostname, id, or a unique prefix of an id.
     #[arg(long)]
     pub agent: String,
     /// Absolute paths to watch; directories are watched with everything below them.
@@ -38,7 +40,7 @@ pub struct WatchArgs {
 pub enum WatchesCommand {
     /// Watches, newest first.
     List {
-        /// Only this agent's (id or hostname).
+        /// Only this agent's (id, id prefix or hostname).
         #[arg(long)]
         agent: Option<String>,
         /// Only watches that are not stopped.
@@ -48,9 +50,13 @@ pub enum WatchesCommand {
         limit: u32,
     },
     /// One watch: paths, status, and why it failed if it did.
-    Show { id: String },
+    Show {
+        /// The watch's id, or a unique prefix of it.
+        id: String,
+    },
     /// The changes a watch recorded, oldest first.
     Events {
+        /// The watch's id, or a unique prefix of it.
         id: String,
         /// Only changes after this event id.
         #[arg(long, default_value_t = 0)]
@@ -60,12 +66,15 @@ pub enum WatchesCommand {
         follow: bool,
     },
     /// Stop a watch (the agent stops watching; changes after this are not recorded).
-    Stop { id: String },
+    Stop {
+        /// The watch's id, or a unique prefix of it.
+        id: String,
+    },
 }
 
 /// `cordon watch`.
 pub async fn watch(client: &Client, args: WatchArgs, json: bool) -> Result<String, CliError> {
-    let agent_id = resolve_agent(client, &args.agent).await?;
+    let agent_id = resolve::agent(client, &args.agent).await?;
     let created: WatchView = client
         .post(
             "/api/v1/watches",
@@ -238,19 +247,21 @@ pub async fn run(client: &Client, command: WatchesCommand, json: bool) -> Result
             if let Some(agent) = agent {
                 path.push_str(&format!(
                     "&agent_id={}",
-                    resolve_agent(client, &agent).await?
+                    resolve::agent(client, &agent).await?
                 ));
             }
             let watches: Vec<WatchView> = client.get(&path).await?;
             if json {
                 return Ok(output::json(&watches));
             }
+            let hosts = resolve::Hostnames::fetch(client, !watches.is_empty()).await?;
             let rows: Vec<Vec<String>> = watches
                 .iter()
                 .map(|w| {
                     vec![
                         w.id.clone(),
                         w.agent_id.clone(),
+                        hosts.of(&w.agent_id),
                         w.status.as_str().to_string(),
                         output::time(Some(w.created_at_ms)),
                         w.paths.join(" "),
@@ -262,11 +273,14 @@ pub async fn run(client: &Client, command: WatchesCommand, json: bool) -> Result
                 })
                 .collect();
             Ok(output::table(
-                &["ID", "AGENT", "STATUS", "CREATED", "PATHS", "ERROR"],
+                &[
+                    "ID", "AGENT", "HOSTNAME", "STATUS", "CREATED", "PATHS", "ERROR",
+                ],
                 &rows,
             ))
         }
         WatchesCommand::Show { id } => {
+            let id = resolve::id(client, LookupKind::Watch, &id).await?;
             let w: WatchView = client.get(&format!("/api/v1/watches/{id}")).await?;
             if json {
                 return Ok(output::json(&w));
@@ -274,6 +288,12 @@ pub async fn run(client: &Client, command: WatchesCommand, json: bool) -> Result
             let mut rows = vec![
                 vec!["id".to_string(), w.id.clone()],
                 vec!["agent".into(), w.agent_id.clone()],
+                vec![
+                    "host".into(),
+                    resolve::Hostnames::fetch(client, true)
+                        .await?
+                        .of(&w.agent_id),
+                ],
                 vec!["status".into(), w.status.as_str().to_string()],
                 vec![
                     "created".into(),
@@ -308,8 +328,12 @@ pub async fn run(client: &Client, command: WatchesCommand, json: bool) -> Result
             id,
             after,
             follow: true,
-        } => follow(client, &id, after, json, false).await,
+        } => {
+            let id = resolve::id(client, LookupKind::Watch, &id).await?;
+            follow(client, &id, after, json, false).await
+        }
         WatchesCommand::Events { id, after, .. } => {
+            let id = resolve::id(client, LookupKind::Watch, &id).await?;
             let page: WatchEventsPage = client
                 .get(&format!(
                     "/api/v1/watches/{id}/events?after={after}&limit={PAGE}"
@@ -340,6 +364,7 @@ pub async fn run(client: &Client, command: WatchesCommand, json: bool) -> Result
             Ok(out)
         }
         WatchesCommand::Stop { id } => {
+            let id = resolve::id(client, LookupKind::Watch, &id).await?;
             let w: WatchView = client
                 .post(
                     &format!("/api/v1/watches/{id}/stop"),

@@ -1,6 +1,6 @@
 //! The real `cordon` binary where new users tripped: output into a pipe that closes early,
 //! durations without a unit, the health check without a token, a URL that is not HTTPS, and
-//! colour codes in logs that are not going to a terminal.
+//! colour codes in logs that are not going to a terminal; ids by hostname or prefix.
 
 use std::{
     io::Read,
@@ -378,9 +378,19 @@ async fn what_a_command_starts_is_attached_to_the_incident_it_names() {
         .unwrap()
         .len();
     let out = deployment
-        .run_cli(&["ps", "--agent", &agent.id, "--incident", "no-such-incident"])
+        .run_cli(&[
+            "ps",
+            "--agent",
+            &agent.id,
+            "--incident",
+            "00000000-0000-4000-8000-000000000000",
+        ])
         .await;
     assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let out = deployment
+        .run_cli(&["ps", "--agent", &agent.id, "--incident", "no-such-incident"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "not an id at all: {out:?}");
     let after = deployment
         .api()
         .get_json::<Vec<serde_json::Value>>("/api/v1/tasks?limit=1000")
@@ -388,4 +398,118 @@ async fn what_a_command_starts_is_attached_to_the_incident_it_names() {
         .unwrap()
         .len();
     assert_eq!(before, after, "no task was queued");
+}
+
+/// The shortest prefix of `id` that no other of `all` starts with.
+fn unique_prefix<'a>(id: &'a str, all: &[String]) -> &'a str {
+    (1..=id.len())
+        .map(|n| &id[..n])
+        .find(|p| all.iter().filter(|other| other.starts_with(p)).count() == 1)
+        .unwrap_or(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn things_are_named_by_hostname_or_a_unique_prefix_and_ambiguity_lists_the_candidates() {
+    let deployment = Deployment::start().await;
+    let first = deployment.enroll_agent().await;
+    let second = deployment.enroll_agent().await;
+    let agents = json_of(&deployment, &["agents", "list"]).await;
+    let hostname = agents[0]["hostname"].as_str().unwrap().to_owned();
+    let ids: Vec<String> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+
+    // Both agents run on this machine, so its hostname (in any case) names two: each is listed.
+    let out = deployment
+        .run_cli(&["agents", "show", &hostname.to_uppercase()])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("names 2 agents")
+            && stderr.contains(&first.id)
+            && stderr.contains(&second.id),
+        "{stderr}"
+    );
+    // A unique prefix of an id names the agent, for collection too.
+    let prefix = unique_prefix(&first.id, &ids);
+    let shown = json_of(&deployment, &["agents", "show", prefix]).await;
+    assert_eq!(shown["id"], first.id.as_str());
+    let task = json_of(&deployment, &["system", "--agent", &first.id[..13]]).await;
+    assert_eq!(task["agent_id"], first.id.as_str());
+    let task_id = task["id"].as_str().unwrap();
+    let by_prefix = json_of(&deployment, &["tasks", "show", &task_id[..8]]).await;
+    assert_eq!(by_prefix["id"], task_id);
+    // Tables show the hostname next to the agent id.
+    let out = deployment.run_cli(&["tasks", "list"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let table = text(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(task_id))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        table.lines().next().unwrap().contains("HOSTNAME") && row.contains(&hostname),
+        "{table}"
+    );
+
+    // Seventeen incidents: two of them share a first hex digit, so that digit is ambiguous.
+    let api = deployment.api();
+    let mut incidents = Vec::new();
+    for n in 0..17 {
+        let view: serde_json::Value = api
+            .post_json(
+                "/api/v1/incidents",
+                serde_json::json!({ "title": format!("case {n}"), "kind": "malware" }),
+            )
+            .await
+            .unwrap();
+        incidents.push(view["id"].as_str().unwrap().to_owned());
+    }
+    let digit = (0..16)
+        .map(|d| format!("{d:x}"))
+        .find(|d| {
+            incidents
+                .iter()
+                .filter(|i| i.starts_with(d.as_str()))
+                .count()
+                >= 2
+        })
+        .unwrap();
+    let out = deployment.run_cli(&["incidents", "show", &digit]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = text(&out.stderr);
+    for id in incidents.iter().filter(|i| i.starts_with(digit.as_str())) {
+        assert!(stderr.contains(id.as_str()), "{id} not listed: {stderr}");
+    }
+    assert!(
+        stderr.contains("case "),
+        "titles shown beside ids: {stderr}"
+    );
+    let one = &incidents[0];
+    let shown = json_of(
+        &deployment,
+        &[
+            "incidents",
+            "show",
+            &unique_prefix(one, &incidents).to_uppercase(),
+        ],
+    )
+    .await;
+    assert_eq!(shown["id"], one.as_str());
+    // A prefix nothing starts with is not found; text that cannot start an id is a usage error.
+    let unused = (0..=0xffff_u32)
+        .map(|n| format!("{n:04x}"))
+        .find(|p| !incidents.iter().any(|i| i.starts_with(p.as_str())))
+        .unwrap();
+    let out = deployment.run_cli(&["incidents", "show", &unused]).await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let out = deployment
+        .run_cli(&["incidents", "show", "../agents"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("hex digits"), "{out:?}");
 }

@@ -13,6 +13,7 @@ pub mod evidence;
 pub mod health;
 pub mod hunts;
 pub mod incidents;
+pub mod lookup;
 pub mod playbooks;
 pub mod recorder;
 pub mod routes;

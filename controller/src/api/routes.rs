@@ -12,7 +12,7 @@ use utoipa::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    actions, agents, alerts, api_tokens, audit, events, evidence, health, hunts, incidents,
+    actions, agents, alerts, api_tokens, audit, events, evidence, health, hunts, incidents, lookup,
     playbooks, tasks, tokens, watches, webhooks, AppState,
 };
 
@@ -140,6 +140,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::show, webhooks::remove))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(webhooks::test))
+        .routes(routes!(lookup::lookup))
 }
 
 /// The OpenAPI 3.1 document of every route.

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod evidence;
 pub mod hunts;
 pub mod incidents;
+pub mod lookup;
 pub mod meta;
 pub mod migrations;
 pub mod task_writes;
