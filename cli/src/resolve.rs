@@ -37,10 +37,15 @@ pub async fn id(client: &Client, kind: LookupKind, text: &str) -> Result<String,
         return Ok(text.to_ascii_lowercase());
     }
     if kind != LookupKind::Agent && id_prefix(kind, text).is_none() {
-        return Err(CliError::Usage(format!(
-            "{text:?} is not a {kind} {key} or the start of one: {key}s are made of hex digits{dash}",
+        return Err(CliError::NotFound(format!(
+            "no {kind} {}: {key}s are made of hex digits{dash}",
+            output::escape(text),
             key = kind.key(),
-            dash = if kind == LookupKind::Evidence { "" } else { " and -" },
+            dash = if kind == LookupKind::Evidence {
+                ""
+            } else {
+                " and -"
+            },
         )));
     }
     if text.is_empty() {

@@ -390,7 +390,7 @@ async fn what_a_command_starts_is_attached_to_the_incident_it_names() {
     let out = deployment
         .run_cli(&["ps", "--agent", &agent.id, "--incident", "no-such-incident"])
         .await;
-    assert_eq!(out.status.code(), Some(2), "not an id at all: {out:?}");
+    assert_eq!(out.status.code(), Some(4), "not an id at all: {out:?}");
     let after = deployment
         .api()
         .get_json::<Vec<serde_json::Value>>("/api/v1/tasks?limit=1000")
@@ -500,7 +500,7 @@ async fn things_are_named_by_hostname_or_a_unique_prefix_and_ambiguity_lists_the
     )
     .await;
     assert_eq!(shown["id"], one.as_str());
-    // A prefix nothing starts with is not found; text that cannot start an id is a usage error.
+    // A prefix nothing starts with is not found, and so is text that cannot start an id.
     let unused = (0..=0xffff_u32)
         .map(|n| format!("{n:04x}"))
         .find(|p| !incidents.iter().any(|i| i.starts_with(p.as_str())))
@@ -510,6 +510,6 @@ async fn things_are_named_by_hostname_or_a_unique_prefix_and_ambiguity_lists_the
     let out = deployment
         .run_cli(&["incidents", "show", "../agents"])
         .await;
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(text(&out.stderr).contains("hex digits"), "{out:?}");
 }

@@ -661,7 +661,13 @@ async fn viewers_read_incidents_and_responders_change_them() {
         &["incidents", "comment", &id, "hi"],
         &["incidents", "close", &id, "--false-positive"],
         &["incidents", "hosts", "add", &id, &agent.id],
-        &["incidents", "attach", &id, "--hunt", "h1"],
+        &[
+            "incidents",
+            "attach",
+            &id,
+            "--hunt",
+            "00000000-0000-4000-8000-000000000001",
+        ],
     ];
     for args in changes {
         let out = deployment.run_cli_as(viewer, args).await;
