@@ -17,7 +17,12 @@ use cordon_api::{
     lookup::LookupKind,
 };
 
-use crate::{client::Client, config, keys, output, resolve, CliError};
+use crate::{
+    client::Client,
+    config,
+    follow::{self, Backoff},
+    keys, output, resolve, CliError,
+};
 
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
@@ -48,7 +53,8 @@ pub enum ActionsCommand {
     Show {
         /// The id, or a unique prefix of it.
         id: String,
-        /// Block until it ends.
+        /// Block until it ends: while it awaits more signatures (until it expires), then while
+        /// its agent runs it.
         #[arg(long)]
         wait: bool,
     },
@@ -100,7 +106,7 @@ pub async fn approve(
     } else {
         format!("approved with key {my_id}:\n{summary}")
     };
-    out.push_str(&follow(client, approved, args.no_wait, json).await?);
+    out.push_str(&follow(client, approved, Wait::unless(args.no_wait), json).await?);
     Ok(out)
 }
 
@@ -110,7 +116,8 @@ pub async fn run(client: &Client, command: ActionsCommand, json: bool) -> Result
         ActionsCommand::Show { id, wait } => {
             let id = resolve::id(client, LookupKind::Action, &id).await?;
             let view: ActionView = client.get(&format!("/api/v1/actions/{id}")).await?;
-            follow(client, view, !wait, json).await
+            let wait = if wait { Wait::End } else { Wait::No };
+            follow(client, view, wait, json).await
         }
         ActionsCommand::List { agent, limit } => {
             let mut path = format!("/api/v1/actions?limit={limit}");
@@ -150,20 +157,61 @@ pub async fn run(client: &Client, command: ActionsCommand, json: bool) -> Result
     }
 }
 
-/// Prints an action; unless `no_wait`, first waits for a submitted one to end. A failed action
-/// is an error whose exit code says why (3 when the agent refused it).
+/// How long [`follow`] waits before it prints an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Print it as it is.
+    No,
+    /// Wait while it is with its agent (signed and sent), not while it awaits signatures.
+    Submitted,
+    /// Wait until it ends, through `pending` too (another responder's approval).
+    End,
+}
+
+impl Wait {
+    /// [`Wait::Submitted`], or [`Wait::No`] with `--no-wait`.
+    pub(crate) fn unless(no_wait: bool) -> Self {
+        if no_wait {
+            Wait::No
+        } else {
+            Wait::Submitted
+        }
+    }
+
+    fn waits_on(self, state: ActionState) -> bool {
+        match self {
+            Wait::No => false,
+            Wait::Submitted => state == ActionState::Submitted,
+            Wait::End => matches!(state, ActionState::Submitted | ActionState::Pending),
+        }
+    }
+}
+
+/// Prints an action, once it is past what `wait` waits for (through controller restarts). A
+/// failed action is an error whose exit code says why (3 when the agent refused it).
 pub(crate) async fn follow(
     client: &Client,
     mut view: ActionView,
-    no_wait: bool,
+    wait: Wait,
     json: bool,
 ) -> Result<String, CliError> {
-    if !no_wait {
-        while view.state == ActionState::Submitted {
-            view = client
-                .get(&format!("/api/v1/actions/{}?wait=60", view.id))
-                .await?;
+    let mut backoff = Backoff::new();
+    let path = format!("/api/v1/actions/{}?wait=60", view.id);
+    let mut told = false;
+    while wait.waits_on(view.state) {
+        if view.state == ActionState::Pending && !told {
+            told = true;
+            eprintln!(
+                "action {} has {} of {} required signatures; waiting until {} for another \
+                 responder to approve it (cordon approve {})",
+                view.id,
+                view.signatures.len(),
+                view.required_signers,
+                output::time(Some(view.request.expires_at_ms)),
+                view.id
+            );
         }
+        view = follow::get(client, &path, &mut backoff).await?;
     }
     if let Some(err) = failure(&view) {
         return Err(err);

@@ -266,11 +266,19 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The CLI error for an API error response.
 fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
-    let detail = match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(body) => format!("{}: {}", body.error, body.detail),
-        Err(_) => String::from_utf8_lossy(bytes).chars().take(500).collect(),
+    let body = serde_json::from_slice::<ErrorBody>(bytes).ok();
+    let detail = match &body {
+        Some(body) => format!("{}: {}", body.error, body.detail),
+        None => String::from_utf8_lossy(bytes).chars().take(500).collect(),
     };
+    let unavailable = body.as_ref().is_some_and(|b| b.error == "unavailable");
     match status {
+        // A proxy in front of a controller that is away, or a controller whose database is:
+        // as good as unreachable, and worth trying again.
+        StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+            CliError::Unreachable(format!("{status}: {detail}"))
+        }
+        StatusCode::SERVICE_UNAVAILABLE if unavailable => CliError::Unreachable(detail),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CliError::Denied(detail),
         StatusCode::NOT_FOUND => CliError::NotFound(detail),
         StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => CliError::Usage(detail),

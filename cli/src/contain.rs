@@ -16,7 +16,11 @@ use cordon_api::{
 };
 
 use crate::{
-    actions::follow, client::Client, config, keys, tasks, tokens::parse_duration_secs, CliError,
+    actions::{follow, Wait},
+    client::Client,
+    config, keys, tasks,
+    tokens::parse_duration_secs,
+    CliError,
 };
 
 /// Options every signing command takes.
@@ -268,7 +272,7 @@ async fn submit(
     let submit = keys::sign_new(key, agent_id, action, valid_for)?;
     let view: ActionView = client.post("/api/v1/actions", &submit).await?;
     crate::attach::attach(client, incident.as_deref(), LinkKind::Action, &view.id).await;
-    follow(client, view, signer.no_wait, json).await
+    follow(client, view, Wait::unless(signer.no_wait), json).await
 }
 
 /// Parameters the agent would refuse anyway, refused here with exit code 2.

@@ -8,11 +8,7 @@ use clap::Args;
 
 use cordon_api::events::Event;
 
-use crate::{client::Client, output, CliError};
-
-/// Waits before reconnecting a broken stream: doubling from the first to the last.
-const RECONNECT_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
-const RECONNECT_LAST: std::time::Duration = std::time::Duration::from_secs(30);
+use crate::{client::Client, follow::Backoff, output, CliError};
 
 /// Largest single server-sent event accepted; a bigger one means the answer is not an event
 /// stream.
@@ -149,21 +145,23 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<String
     let mut parser = SseParser::default();
     let mut seen = 0u64;
     let mut last_id: Option<String> = None;
-    let mut wait = RECONNECT_FIRST;
+    let mut backoff = Backoff::new();
     loop {
         let Some(stream) = response.as_mut() else {
             // Broken: reconnect and resume after the last event seen. A refusal (a revoked
             // token, say) ends it; an unreachable controller is tried again.
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(RECONNECT_LAST);
             match client.open_stream(&path, last_id.as_deref()).await {
                 Ok(reopened) => {
+                    match &last_id {
+                        Some(id) => eprintln!("cordon: reconnected; resuming after event {id}"),
+                        None => eprintln!(
+                            "cordon: reconnected; events published while away are not replayed"
+                        ),
+                    }
                     parser = SseParser::default();
                     response = Some(reopened);
                 }
-                Err(CliError::Unreachable(e)) => {
-                    eprintln!("cordon: {e}; trying again in {wait:?}");
-                }
+                Err(CliError::Unreachable(e)) => backoff.pause(&e).await,
                 Err(e) => return Err(e),
             }
             continue;
@@ -173,15 +171,18 @@ pub async fn run(client: &Client, args: EventsArgs, json: bool) -> Result<String
             Ok(None) => {
                 eprintln!("cordon: the controller closed the event stream; reconnecting");
                 response = None;
+                // A stream that ends at once, again and again, is not tried in a tight loop.
+                tokio::time::sleep(backoff.step()).await;
                 continue;
             }
             Err(e) => {
                 eprintln!("cordon: reading the event stream: {e}; reconnecting");
                 response = None;
+                tokio::time::sleep(backoff.step()).await;
                 continue;
             }
         };
-        wait = RECONNECT_FIRST;
+        backoff.reset();
         for message in parser.push(&chunk)? {
             if message.id.is_some() {
                 last_id.clone_from(&message.id);

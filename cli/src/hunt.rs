@@ -15,7 +15,13 @@ use cordon_api::{
     lookup::LookupKind,
 };
 
-use crate::{client::Client, output, progress::Progress, CliError};
+use crate::{
+    client::Client,
+    follow::{self, Backoff},
+    output,
+    progress::Progress,
+    CliError,
+};
 
 /// How often the progress bar asks for news.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -169,21 +175,22 @@ async fn follow(client: &Client, hunt: &HuntView) -> Result<HuntView, CliError> 
     let total = u64::try_from(hunt.progress.targeted).unwrap_or(0);
     let mut progress = Progress::items("hunt", total);
     let mut view = hunt.clone();
+    let mut backoff = Backoff::new();
     while !view.progress.complete {
         if interactive {
             tokio::time::sleep(POLL_INTERVAL).await;
         }
         let wait = if interactive { 0 } else { 60 };
-        view = client
-            .get(&format!(
-                "/api/v1/hunts/{}?results=none&wait={wait}",
-                hunt.id
-            ))
-            .await?;
+        view = follow::get(
+            client,
+            &format!("/api/v1/hunts/{}?results=none&wait={wait}", hunt.id),
+            &mut backoff,
+        )
+        .await?;
         progress.set(u64::try_from(view.progress.tasks.finished()).unwrap_or(0));
     }
     progress.finish();
-    client.get(&format!("/api/v1/hunts/{}", hunt.id)).await
+    follow::get(client, &format!("/api/v1/hunts/{}", hunt.id), &mut backoff).await
 }
 
 /// A hunt for people: a summary line, the matches (one row each), then what failed.

@@ -20,6 +20,7 @@ pub mod config;
 pub mod contain;
 pub mod events;
 pub mod evidence;
+pub mod follow;
 pub mod hunt;
 pub mod incidents;
 pub mod keys;

@@ -13,7 +13,11 @@ use cordon_api::{
     tasks::{CreateTask, TaskSpec, TaskState, TaskView},
 };
 
-use crate::{client::Client, output, CliError};
+use crate::{
+    client::Client,
+    follow::{self, Backoff},
+    output, CliError,
+};
 
 /// Options every collection command takes.
 #[derive(Debug, Args)]
@@ -157,10 +161,12 @@ pub(crate) fn queued(created: &TaskView, json: bool) -> String {
     }
 }
 
-/// Waits (long-polling) until the task ends.
+/// Waits (long-polling) until the task ends, through controller restarts.
 pub(crate) async fn wait(client: &Client, id: &str) -> Result<TaskView, CliError> {
+    let mut backoff = Backoff::new();
+    let path = format!("/api/v1/tasks/{id}?wait=60");
     loop {
-        let task: TaskView = client.get(&format!("/api/v1/tasks/{id}?wait=60")).await?;
+        let task: TaskView = follow::get(client, &path, &mut backoff).await?;
         if task.state.is_final() {
             return Ok(task);
         }

@@ -13,7 +13,11 @@ use cordon_api::watches::{CreateWatch, WatchEventView, WatchEventsPage, WatchSta
 
 use cordon_api::lookup::LookupKind;
 
-use crate::{client::Client, output, resolve, CliError};
+use crate::{
+    client::Client,
+    follow::{self, Backoff, Interrupt},
+    output, resolve, CliError,
+};
 
 /// Time between polls while following.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -109,32 +113,52 @@ pub async fn watch(client: &Client, args: WatchArgs, json: bool) -> Result<Strin
     follow(client, &created.id, 0, json, true).await
 }
 
-/// Prints a watch's changes after `after` as they arrive, until Ctrl-C or the watch stops.
-/// With `check_start`, also waits for the agent to start the watch and fails (stopping the
-/// watch) if it could not.
+/// Prints a watch's changes after `after` as they arrive, until Ctrl-C or the watch stops,
+/// through controller restarts. With `check_start`, also waits for the agent to start the
+/// watch and fails (stopping the watch) if it could not.
 async fn follow(
+    client: &Client,
+    id: &str,
+    after: i64,
+    json: bool,
+    check_start: bool,
+) -> Result<String, CliError> {
+    // Set up before anything is printed, so an interrupt is never missed.
+    let mut interrupted = Interrupt::new()?;
+    tokio::select! {
+        _ = interrupted.recv() => {
+            eprintln!("stopped following; watch {id} keeps recording (cordon watches stop {id})");
+            Ok(String::new())
+        }
+        followed = print_changes(client, id, after, json, check_start) => followed,
+    }
+}
+
+/// [`follow`]'s loop: pages of changes, printed, until the watch is stopped and drained.
+async fn print_changes(
     client: &Client,
     id: &str,
     mut after: i64,
     json: bool,
     mut check_start: bool,
 ) -> Result<String, CliError> {
-    // Set up before anything is printed, so an interrupt is never missed.
-    let mut interrupted = Interrupt::new()?;
+    let mut backoff = Backoff::new();
     loop {
         if check_start {
-            let watch: WatchView = client.get(&format!("/api/v1/watches/{id}")).await?;
+            let watch: WatchView =
+                follow::get(client, &format!("/api/v1/watches/{id}"), &mut backoff).await?;
             match watch.status {
                 WatchStatus::Pending => {}
                 WatchStatus::Active | WatchStatus::Stopped => check_start = false,
                 WatchStatus::Failed => return Err(start_failed(client, &watch).await),
             }
         }
-        let page: WatchEventsPage = client
-            .get(&format!(
-                "/api/v1/watches/{id}/events?after={after}&limit={PAGE}"
-            ))
-            .await?;
+        let page: WatchEventsPage = follow::get(
+            client,
+            &format!("/api/v1/watches/{id}/events?after={after}&limit={PAGE}"),
+            &mut backoff,
+        )
+        .await?;
         after = page.last_id;
         let full = i64::try_from(page.events.len()).unwrap_or(PAGE) >= PAGE;
         for event in &page.events {
@@ -155,50 +179,9 @@ async fn follow(
             eprintln!("watch {id} is stopped");
             return Ok(String::new());
         }
-        if full {
-            continue;
+        if !full {
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
-        tokio::select! {
-            _ = interrupted.recv() => {
-                eprintln!("stopped following; watch {id} keeps recording (cordon watches stop {id})");
-                return Ok(String::new());
-            }
-            _ = tokio::time::sleep(POLL_INTERVAL) => {}
-        }
-    }
-}
-
-/// Ctrl-C (SIGINT) or SIGTERM, whichever comes first.
-struct Interrupt {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Interrupt {
-    fn new() -> Result<Self, CliError> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let failed = |e: std::io::Error| CliError::Other(format!("cannot catch signals: {e}"));
-            Ok(Self {
-                int: signal(SignalKind::interrupt()).map_err(failed)?,
-                term: signal(SignalKind::terminate()).map_err(failed)?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

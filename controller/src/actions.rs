@@ -316,9 +316,14 @@ impl Controller {
     ) -> Result<ActionView, ActionError> {
         let mut events = self.task_events.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // A stopping controller answers at once, so its shutdown is not held open.
+        let stopping = self.events.closing();
         loop {
             let record = self.settle_action(self.action_record(id).await?).await?;
-            if record.state.is_final() || tokio::time::Instant::now() >= deadline {
+            if record.state.is_final()
+                || tokio::time::Instant::now() >= deadline
+                || stopping.is_cancelled()
+            {
                 return Ok(ActionView::try_from(record)?);
             }
             // Wake when its task ends, or re-check every second regardless: approvals, expiry
@@ -339,6 +344,7 @@ impl Controller {
                         }
                     },
                     _ = &mut recheck => break,
+                    _ = stopping.cancelled() => break,
                 }
             }
         }

@@ -254,12 +254,17 @@ impl Controller {
     ) -> Result<HuntView, HuntError> {
         let mut events = self.task_events.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // A stopping controller answers at once, so its shutdown is not held open.
+        let stopping = self.events.closing();
         if self.store.get_hunt(id).await?.is_none() {
             return Err(HuntError::UnknownHunt(id.to_string()));
         }
         loop {
             let counts = self.store.hunt_counts(id).await?;
-            if counts.finished() >= counts.total() || tokio::time::Instant::now() >= deadline {
+            if counts.finished() >= counts.total()
+                || tokio::time::Instant::now() >= deadline
+                || stopping.is_cancelled()
+            {
                 break;
             }
             // Any task's end wakes us (the channel does not say whose), and so does each second:
@@ -270,6 +275,7 @@ impl Controller {
             tokio::select! {
                 _ = events.recv() => {}
                 _ = wake => {}
+                _ = stopping.cancelled() => continue,
             }
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + RECOUNT_PAUSE))
                 .await;

@@ -177,6 +177,14 @@ pub async fn start(
         controller.clone(),
         shutdown.clone(),
     ));
+    // Live streams and long-polls end as soon as the controller stops, so the API's
+    // graceful shutdown is not held open by them.
+    let stopping = shutdown.clone();
+    let closing = controller.clone();
+    tasks.spawn(async move {
+        stopping.cancelled().await;
+        closing.events.close();
+    });
     tasks.spawn(api::serve(controller.clone(), api_listener, shutdown));
     tracing::info!(%agent_addr, %api_addr, "controller listening");
     Ok(Running {

@@ -315,6 +315,8 @@ impl Controller {
     ) -> Result<TaskRecord, TaskError> {
         let mut events = self.task_events.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        // A stopping controller answers at once, so its shutdown is not held open.
+        let stopping = self.events.closing();
         loop {
             let task = self
                 .store
@@ -332,8 +334,9 @@ impl Controller {
             tokio::select! {
                 _ = events.recv() => {}
                 _ = wake => {}
+                _ = stopping.cancelled() => {}
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline || stopping.is_cancelled() {
                 return self
                     .store
                     .get_task(task_id)

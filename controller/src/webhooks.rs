@@ -356,11 +356,8 @@ fn http_client(controller: &Controller) -> Result<reqwest::Client, String> {
 
 /// Delivers the outbox until `shutdown`: claims what is due, sends it, records each attempt,
 /// and sleeps until the next one is due or new deliveries are queued.
-///
-/// When it stops it also ends the live event streams ([`crate::events::Events::close`]).
 pub async fn run_worker(controller: Shared, shutdown: CancellationToken) {
     deliver_until(&controller, &shutdown).await;
-    controller.events.close();
 }
 
 async fn deliver_until(controller: &Shared, shutdown: &CancellationToken) {

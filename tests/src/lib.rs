@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub mod api;
 pub mod bench;
 pub mod contract;
+pub mod follower;
 pub mod keys;
 pub mod output;
 pub mod postgres;
@@ -30,6 +31,7 @@ pub mod simhost;
 pub mod victim;
 
 pub use api::{Api, ApiFailure};
+pub use follower::Follower;
 
 pub use keys::{generate_key, ResponderKey};
 pub use output::{fails, json_of, ok, text};
@@ -306,6 +308,13 @@ impl Deployment {
             .args(args)
             .output()
             .expect("run cordon")
+    }
+
+    /// The real `cordon` CLI started with `args` as the admin, left running (a follow mode).
+    pub fn follow(&self, args: &[&str]) -> Follower {
+        let mut command = self.cli_command(&self.admin_token);
+        command.args(args);
+        Follower::spawn(command, &format!("cordon {}", args.join(" ")))
     }
 
     /// [`Deployment::cli`] off the async workers (the CLI may wait on an agent in this process).

@@ -383,8 +383,14 @@ async fn two_of_n_waits_for_a_second_distinct_key() {
         .expect("pending action");
     assert_eq!(pending.state, ActionState::Pending);
     assert_eq!(pending.task_id, None, "nothing is sent to the agent yet");
+    // Someone follows it by a prefix of its id: that waits for the approval, then the run.
+    let mut follower = deployment.follow(&["--json", "actions", "show", &id[..8], "--wait"]);
+    follower
+        .stderr_with(Duration::from_secs(20), "has 1 of 2 required signatures")
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(victim.running());
+    assert!(follower.running(), "still waiting for a second signer");
 
     // Alice approving her own action: refused by the CLI, and by the API when asked directly.
     let out = deployment
@@ -421,6 +427,10 @@ async fn two_of_n_waits_for_a_second_distinct_key() {
     assert!(printed.contains(": done"), "{printed}");
     let status = victim.exit_within(Duration::from_secs(10)).expect("killed");
     assert_eq!(status.signal(), Some(9));
+    let (status, lines) = follower.exit_within(Duration::from_secs(60)).await;
+    assert!(status.success(), "{lines:?} {}", follower.stderr());
+    let followed: ActionView = serde_json::from_str(&lines.concat()).expect("the action as JSON");
+    assert_eq!(followed.state, ActionState::Done);
     let done = wait_done(&deployment, &id).await;
     let signers: Vec<&str> = done.signatures.iter().map(|s| s.signer.as_str()).collect();
     assert_eq!(signers, ["alice", "bob"]);

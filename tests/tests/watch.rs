@@ -3,13 +3,7 @@
 //! restart; bad paths get clear errors; stopping the watch stops the changes; the CLI starts,
 //! follows, lists and stops watches.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use cordon_controller::{
     api::{
@@ -302,32 +296,6 @@ async fn bad_watch_requests_get_clear_errors() {
     agent.stop().await;
 }
 
-/// Reads a child's stdout lines on a thread, so the test can wait for one with a timeout.
-fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn line_with(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {needle:?}; saw {seen:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_starts_follows_lists_and_stops_a_watch() {
     let deployment = Deployment::start().await;
@@ -339,20 +307,8 @@ async fn the_cli_starts_follows_lists_and_stops_a_watch() {
     let dir = tempfile::tempdir().unwrap();
 
     // `cordon watch` follows: one JSON line per change, until Ctrl-C.
-    let mut follower = deployment
-        .cli_command(&deployment.admin_token)
-        .args([
-            "watch",
-            "--json",
-            "--agent",
-            &agent.id,
-            dir.path().to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(follower.stdout.take().unwrap());
+    let watched = dir.path().to_str().unwrap();
+    let mut follower = deployment.follow(&["watch", "--json", "--agent", &agent.id, watched]);
     let api = deployment.api();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let id = loop {
@@ -365,19 +321,21 @@ async fn the_cli_starts_follows_lists_and_stops_a_watch() {
     };
     let file = dir.path().join("followed.txt");
     std::fs::write(&file, b"x").unwrap();
-    let line = line_with(&lines, "followed.txt");
+    let line = follower
+        .line_where(DEADLINE, |l| l.contains("followed.txt"))
+        .await;
     let event: WatchEventView = serde_json::from_str(&line).expect("a JSON object per line");
     assert_eq!(event.path, s(&file));
     assert_eq!(event.kind, "created");
     assert_eq!(event.watch_id, id);
-    let interrupted = Command::new("kill")
-        .args(["-INT", &follower.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let out = follower.wait_with_output().unwrap();
-    assert!(out.status.success(), "Ctrl-C is a normal end: {out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("keeps recording"));
+    follower.interrupt();
+    let (status, _) = follower.exit_within(DEADLINE).await;
+    assert!(
+        status.success(),
+        "Ctrl-C is a normal end: {}",
+        follower.stderr()
+    );
+    assert!(follower.stderr().contains("keeps recording"));
 
     // It keeps recording: `watches events` shows the change, and later ones too.
     let later = dir.path().join("later.txt");

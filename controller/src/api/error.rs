@@ -90,6 +90,16 @@ impl From<crate::store::StoreError> for ApiError {
                      see the controller log",
                 )
             }
+            // Closed (the controller is stopping), timed out or cut off: not this request's
+            // fault, and worth trying again.
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database cannot be reached just now; try again",
+                )
+            }
             e => ApiError::internal("store error", e),
         }
     }

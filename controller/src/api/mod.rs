@@ -89,9 +89,12 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
     let app = router(state);
     let admission = Admission::new("api", API_BOUNDS);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection's task, so none outlives the server (and the store it reads).
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -111,7 +114,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
             busy: busy.clone(),
         };
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tcp = IdleTimeout::new(tcp, API_IDLE_TIMEOUT).with_busy(busy);
             let tls = match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -139,6 +142,7 @@ pub async fn serve(state: AppState, listener: TcpListener, shutdown: Cancellatio
     {
         tracing::warn!("API connections still open after 5 s; closing them");
     }
+    connections.shutdown().await;
 }
 
 /// A connection's service, handing each request the connection's [`Busy`] (as an extension)

@@ -15,6 +15,7 @@ pub mod actions;
 pub mod agents;
 pub mod alerts;
 pub mod audit;
+mod error;
 pub mod evidence;
 pub mod hunts;
 pub mod incidents;
@@ -27,7 +28,7 @@ pub mod tokens;
 pub mod watches;
 pub mod webhooks;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use std::future::Future;
@@ -43,6 +44,8 @@ pub use agents::{
 };
 pub use alerts::{AlertIncident, AlertOutcome, AlertRecord, HostCandidate, NewAlert};
 pub use audit::{AuditEntry, AuditVerification, BreakReason, BrokenLink, NewAuditEntry};
+pub(crate) use error::db_err;
+pub use error::StoreError;
 pub use evidence::{EvidenceRecord, KeyPin};
 pub use hunts::{HuntRecord, HuntTarget, HuntTaskRow, NewHunt, TaskCounts};
 pub use incidents::{
@@ -100,88 +103,6 @@ impl Backend {
             }),
         }
     }
-}
-
-/// Everything that can go wrong in the store, saying which operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database URL names a database this build does not support.
-    #[error("unsupported database URL scheme `{scheme}`: expected sqlite:// or postgres://")]
-    UnsupportedUrl {
-        /// The scheme found in the URL.
-        scheme: String,
-    },
-    /// The SQLite file could not be created or its path resolved.
-    #[error("could not create or open database file {}", path.display())]
-    CreateFile {
-        /// The file that was being created.
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A database operation failed.
-    #[error("database error: could not {op}")]
-    Database {
-        /// What was being done, e.g. "insert agent".
-        op: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    /// Applying a schema migration failed; the migration was rolled back.
-    #[error("could not apply database migration {version} ({description})")]
-    Migration {
-        /// The migration's version.
-        version: i64,
-        /// What the migration does.
-        description: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
-    /// The database was migrated by a newer controller than this one.
-    #[error(
-        "database schema is at version {found} but this controller knows only up to {known}; \
-         upgrade the controller"
-    )]
-    SchemaTooNew {
-        /// The highest version recorded in the database.
-        found: i64,
-        /// The highest version this build knows.
-        known: i64,
-    },
-    /// The agent named in a session update does not exist.
-    #[error("no agent with id `{id}`")]
-    AgentNotFound {
-        /// The agent id that was looked up.
-        id: String,
-    },
-    /// A value could not be converted to or from its stored JSON form.
-    #[error("could not convert {what} to or from JSON")]
-    Json {
-        /// What was being converted, e.g. "agent labels".
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A stored value is not what the schema promises.
-    #[error("stored {what} is invalid: {detail}")]
-    InvalidData {
-        /// Which value, e.g. "API token role".
-        what: &'static str,
-        /// Why it was rejected.
-        detail: String,
-    },
-    /// An audit entry written in the same transaction as a change could not be appended, so
-    /// the change was not made either.
-    #[error("the audit log cannot be written, so nothing was changed")]
-    AuditUnavailable {
-        #[source]
-        source: Box<StoreError>,
-    },
-}
-
-/// Returns a `map_err` adapter that wraps a sqlx error with the operation that failed.
-pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Database { op, source }
 }
 
 /// The controller's database handle. Cheap to clone: the pool is shared.
