@@ -136,6 +136,20 @@ pub async fn execute(
             }
             None => Err(unsupported(&TaskKind::Action(signed))),
         },
+        TaskKind::Quarantined => match &ctx.containment {
+            Some(containment) => {
+                let data_dir = containment.env().map_err(|e| TaskError {
+                    code: TaskErrorCode::Internal,
+                    message: format!("the containment settings cannot be read: {e}"),
+                })?;
+                let data_dir = data_dir.data_dir;
+                collect_json("quarantined", move |_| {
+                    crate::act::quarantine::list(&data_dir)
+                })
+                .await
+            }
+            None => Err(unsupported(&TaskKind::Quarantined)),
+        },
     }
 }
 
@@ -177,7 +191,7 @@ fn unsupported(kind: &TaskKind) -> TaskError {
         message: format!(
             "agent {} does not support task {}",
             env!("CARGO_PKG_VERSION"),
-            task_name(kind)
+            kind.name()
         ),
     }
 }
@@ -204,26 +218,6 @@ where
             code: TaskErrorCode::Internal,
             message: format!("{what}: cannot encode the result: {e}"),
         })
-}
-
-fn task_name(kind: &TaskKind) -> &'static str {
-    match kind {
-        TaskKind::Ping => "ping",
-        TaskKind::Inventory => "inventory",
-        TaskKind::Processes { .. } => "processes",
-        TaskKind::ProcessDetail { .. } => "process detail",
-        TaskKind::Network => "network",
-        TaskKind::System => "system",
-        TaskKind::FileStat { .. } => "file stat",
-        TaskKind::FileHash { .. } => "file hash",
-        TaskKind::ListDir(_) => "directory listing",
-        TaskKind::FetchFile { .. } => "file fetch",
-        TaskKind::Snapshot => "snapshot",
-        TaskKind::Watch { .. } => "watch",
-        TaskKind::Unwatch { .. } => "unwatch",
-        TaskKind::Hunt(_) => "hunt",
-        TaskKind::Action(_) => "containment action",
-    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,15 @@ pub fn what(action: &Action) -> String {
         Action::Isolate { ttl_secs } => format!("isolate the host for {}", duration(*ttl_secs)),
         Action::Release => "release the host's isolation".into(),
         Action::Fetch { path } => format!("read the contents of {path}"),
+        Action::Terminate {
+            pid,
+            start_time_ms,
+            grace_secs,
+        } => format!(
+            "terminate pid {pid} (started {}): SIGTERM, then SIGKILL after {}",
+            time(Some(*start_time_ms)),
+            duration(*grace_secs)
+        ),
     }
 }
 

@@ -49,6 +49,8 @@ pub enum TaskSpec {
     },
     /// Processes (with executable hashes), sockets and system facts in one signed bundle.
     Snapshot,
+    /// What the agent's quarantine vault holds: each item's id, original path, hash and times.
+    Quarantined,
 }
 
 /// Default size limit of a file fetch.
@@ -76,10 +78,89 @@ pub struct CreateTask {
     pub ttl_secs: Option<u64>,
 }
 
-/// A task's error, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// Why a task (or the action or watch it carried) failed: what the agent reported, or what the
+/// controller found wrong with what came back.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum TaskErrorCode {
+    /// The path, process or thing asked for does not exist on the host.
+    NotFound,
+    /// The agent's user may not read or do it.
+    PermissionDenied,
+    /// The request is not one the agent can run as given.
+    InvalidInput,
+    /// The answer would exceed the agent's limits.
+    TooLarge,
+    /// A safety rail on the host refused it (e.g. killing a protected process).
+    PolicyDenied,
+    /// The signed order failed the agent's checks; the message names the check.
+    Unauthorized,
+    /// This agent does not do that (an older version, another platform).
+    Unsupported,
+    /// The agent had its most tasks running or waiting.
+    Busy,
+    /// Cancelled before it ended.
+    Cancelled,
+    /// Its time ran out before the agent ran it.
+    Expired,
+    /// The agent's or the controller's fault; the message says more.
+    Internal,
+    /// What arrived does not match its hash, manifest or request, so none of it was kept.
+    Integrity,
+    /// The agent's answer could not be read as the result it should be.
+    InvalidResult,
+}
+
+impl TaskErrorCode {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The code stored as `text`; one this build does not know reads as [`Self::Internal`], so
+    /// an old or foreign row still shows (its message says the rest).
+    pub fn from_stored(text: &str) -> Self {
+        text.parse().unwrap_or(Self::Internal)
+    }
+}
+
+impl From<cordon_protocol::message::TaskErrorCode> for TaskErrorCode {
+    fn from(code: cordon_protocol::message::TaskErrorCode) -> Self {
+        use cordon_protocol::message::TaskErrorCode as C;
+        match code {
+            C::NotFound => Self::NotFound,
+            C::PermissionDenied => Self::PermissionDenied,
+            C::InvalidInput => Self::InvalidInput,
+            C::TooLarge => Self::TooLarge,
+            C::PolicyDenied => Self::PolicyDenied,
+            C::Unauthorized => Self::Unauthorized,
+            C::Unsupported => Self::Unsupported,
+            C::Busy => Self::Busy,
+            C::Cancelled => Self::Cancelled,
+            C::Expired => Self::Expired,
+            C::Internal => Self::Internal,
+        }
+    }
+}
+
+/// A task's error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskErrorView {
-    pub code: String,
+    pub code: TaskErrorCode,
     pub message: String,
 }
 
@@ -182,8 +263,34 @@ impl TryFrom<TaskSpec> for cordon_protocol::message::TaskKind {
                 authorization: authorization.map(SubmitAction::into_signed).transpose()?,
             },
             TaskSpec::Snapshot => TaskKind::Snapshot,
+            TaskSpec::Quarantined => TaskKind::Quarantined,
         })
     }
 }
 
 crate::eq_name!(TaskState);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_stored_as_they_read_and_unknown_ones_still_show() {
+        use strum::VariantArray;
+        for code in TaskErrorCode::VARIANTS {
+            assert_eq!(TaskErrorCode::from_stored(code.as_str()), *code);
+            assert_eq!(
+                serde_json::to_value(code).ok(),
+                Some(serde_json::Value::from(code.as_str()))
+            );
+        }
+        assert_eq!(
+            TaskErrorCode::from_stored("from_a_newer_build"),
+            TaskErrorCode::Internal
+        );
+        assert_eq!(
+            TaskErrorCode::from(cordon_protocol::message::TaskErrorCode::PolicyDenied).as_str(),
+            "policy_denied"
+        );
+    }
+}

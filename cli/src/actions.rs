@@ -264,13 +264,10 @@ fn failure(view: &ActionView) -> Option<CliError> {
         view.agent_id,
         view.state.as_str()
     );
-    Some(match code {
-        // The agent refused: a failed check of the signed envelope, or a safety rail.
-        "unauthorized" | "policy_denied" => CliError::Denied(text),
-        "not_found" => CliError::NotFound(text),
-        "invalid_input" => CliError::Usage(text),
-        _ => CliError::Other(text),
-    })
+    Some(CliError::failed_with(
+        view.error.as_ref().map(|e| e.code),
+        text,
+    ))
 }
 
 /// Who signed what, for people.

@@ -7,7 +7,10 @@ use reqwest::{Method, StatusCode};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 use serde::{de::DeserializeOwned, Serialize};
 
-use cordon_api::format::error_chain;
+use cordon_api::{
+    error::{ErrorBody, ErrorCode},
+    format::error_chain,
+};
 
 use crate::{config::Resolved, CliError};
 
@@ -16,12 +19,6 @@ pub struct Client {
     base: String,
     /// None for the one route that needs none (`health`).
     token: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    error: String,
-    detail: String,
 }
 
 impl Client {
@@ -271,7 +268,9 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
         Some(body) => format!("{}: {}", body.error, body.detail),
         None => String::from_utf8_lossy(bytes).chars().take(500).collect(),
     };
-    let unavailable = body.as_ref().is_some_and(|b| b.error == "unavailable");
+    let unavailable = body
+        .as_ref()
+        .is_some_and(|b| b.error == ErrorCode::Unavailable);
     match status {
         // A proxy in front of a controller that is away, or a controller whose database is:
         // as good as unreachable, and worth trying again.

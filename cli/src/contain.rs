@@ -47,15 +47,31 @@ pub struct KillArgs {
     pub signer: Signer,
     #[arg(long)]
     pub pid: u32,
-    /// Also kill its descendants.
+    /// Also kill its descendants (frozen first, so none can fork away; SIGKILL only).
     #[arg(long)]
     pub tree: bool,
+    /// The first signal: `kill` (SIGKILL at once) or `term` (SIGTERM, so the process can
+    /// clean up, then SIGKILL if it is still running after --grace).
+    #[arg(long, value_enum, default_value_t = KillSignal::Kill)]
+    pub signal: KillSignal,
+    /// With --signal term: how long the process has to end before SIGKILL (1s to 5m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_secs)]
+    pub grace: u64,
     /// The process's start time (ms since the epoch); looked up on the agent when not given.
     #[arg(long)]
     pub start_time_ms: Option<i64>,
     /// How long the signed order stays valid (an agent offline longer never runs it).
     #[arg(long, visible_alias = "valid-for", default_value = "5m", value_parser = parse_duration_secs)]
     pub ttl: u64,
+}
+
+/// How `cordon kill` ends a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KillSignal {
+    /// SIGKILL at once.
+    Kill,
+    /// SIGTERM, then SIGKILL after the grace.
+    Term,
 }
 
 /// An action whose only parameters are positional, with a validity.
@@ -125,16 +141,35 @@ pub async fn kill(
     config_path: Option<PathBuf>,
     json: bool,
 ) -> Result<String, CliError> {
+    // The agent's own rule, before anything is looked up or signed.
+    if args.signal == KillSignal::Term {
+        if args.tree {
+            return Err(CliError::Usage(
+                "--tree kills with SIGKILL only: a tree is frozen first so nothing forks away, \
+                 and a frozen process cannot act on SIGTERM"
+                    .into(),
+            ));
+        }
+        cordon_protocol::action::check_grace(args.grace)
+            .map_err(|why| CliError::Usage(format!("--grace: {why}")))?;
+    }
     let key = signing_key(&args.signer, config_path)?;
     let agent_id = crate::resolve::agent(client, &args.signer.agent).await?;
     let start_time_ms = match args.start_time_ms {
         Some(ms) => ms,
         None => start_time(client, &agent_id, args.pid).await?,
     };
-    let action = Action::Kill {
-        pid: args.pid,
-        start_time_ms,
-        tree: args.tree,
+    let action = match args.signal {
+        KillSignal::Kill => Action::Kill {
+            pid: args.pid,
+            start_time_ms,
+            tree: args.tree,
+        },
+        KillSignal::Term => Action::Terminate {
+            pid: args.pid,
+            start_time_ms,
+            grace_secs: args.grace,
+        },
     };
     submit(client, &key, &args.signer, agent_id, action, args.ttl, json).await
 }
@@ -314,10 +349,10 @@ async fn start_time(client: &Client, agent_id: &str, pid: u32) -> Result<i64, Cl
             .map(|e| format!("{}: {}", e.code, e.message))
             .unwrap_or_else(|| task.state.as_str().to_string());
         let message = format!("cannot read the start time of pid {pid} on agent {agent_id}: {error} (pass --start-time-ms to give it)");
-        return Err(match task.error.as_ref().map(|e| e.code.as_str()) {
-            Some("not_found") => CliError::NotFound(message),
-            _ => CliError::Other(message),
-        });
+        return Err(CliError::failed_with(
+            task.error.as_ref().map(|e| e.code),
+            message,
+        ));
     }
     let detail: ProcessDetail = task
         .result

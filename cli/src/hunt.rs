@@ -432,7 +432,7 @@ mod tests {
             matched: None,
             matches: None,
             error: Some(cordon_api::tasks::TaskErrorView {
-                code: "permission_denied".into(),
+                code: cordon_api::tasks::TaskErrorCode::PermissionDenied,
                 message: "/etc/evil: denied".into(),
             }),
             finished_at_ms: None,

@@ -28,6 +28,7 @@ pub mod netstat;
 pub mod output;
 pub mod playbooks;
 pub mod progress;
+pub mod quarantined;
 pub mod resolve;
 pub mod signed_read;
 pub mod signer;
@@ -41,7 +42,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use cordon_api::tasks::TaskSpec;
+use cordon_api::tasks::{TaskErrorCode, TaskSpec};
 use thiserror::Error;
 
 /// CLI failures, each with its exit code.
@@ -63,6 +64,23 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The error for a task, action or watch that ended with `code` (`None`: no code was
+    /// given), its exit code saying why: 3 when the host refused, 4 when the thing is not
+    /// there, 2 when the request itself was at fault.
+    pub fn failed_with(code: Option<TaskErrorCode>, text: String) -> Self {
+        match code {
+            Some(TaskErrorCode::NotFound) => CliError::NotFound(text),
+            // A failed check of the signed order, a safety rail, or the agent's own rights.
+            Some(
+                TaskErrorCode::Unauthorized
+                | TaskErrorCode::PolicyDenied
+                | TaskErrorCode::PermissionDenied,
+            ) => CliError::Denied(text),
+            Some(TaskErrorCode::InvalidInput | TaskErrorCode::TooLarge) => CliError::Usage(text),
+            _ => CliError::Other(text),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::OutputClosed => 0,
@@ -178,6 +196,9 @@ pub enum Command {
     Quarantine(contain::PathArgs),
     /// Put a quarantined file back (by quarantine id), signed with your key.
     Restore(contain::PathArgs),
+    /// What an agent's quarantine vault holds: id, state, original path, SHA-256, size, when,
+    /// and the action that quarantined it.
+    Quarantined(quarantined::QuarantinedArgs),
     /// Block addresses or CIDRs for --ttl (the kernel lifts the block), signed with your key.
     Block(contain::BlockArgs),
     /// Remove blocks, signed with your key.
@@ -260,6 +281,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             .await
         }
         Command::Netstat(args) => netstat::run(&client, args, cli.json).await,
+        Command::Quarantined(args) => quarantined::run(&client, args, cli.json).await,
         Command::System { target } => {
             tasks::collect(
                 &client,
@@ -335,5 +357,22 @@ pub async fn main() -> ExitCode {
             eprintln!("error: {}", output::terminal(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_s_code_picks_its_exit_code() {
+        let exit = |code| CliError::failed_with(code, "x".into()).exit_code();
+        assert_eq!(exit(Some(TaskErrorCode::PolicyDenied)), 3);
+        assert_eq!(exit(Some(TaskErrorCode::Unauthorized)), 3);
+        assert_eq!(exit(Some(TaskErrorCode::PermissionDenied)), 3);
+        assert_eq!(exit(Some(TaskErrorCode::NotFound)), 4);
+        assert_eq!(exit(Some(TaskErrorCode::InvalidInput)), 2);
+        assert_eq!(exit(Some(TaskErrorCode::Integrity)), 1);
+        assert_eq!(exit(None), 1);
     }
 }

@@ -182,11 +182,10 @@ pub(crate) fn finish(task: &TaskView, json: bool, render: Render) -> Result<Stri
             .map(|e| format!("{}: {}", e.code, e.message))
             .unwrap_or_else(|| task.state.as_str().to_string());
         let message = format!("task {} {}: {error}", task.id, task.state.as_str());
-        return Err(match task.error.as_ref().map(|e| e.code.as_str()) {
-            Some("not_found") => CliError::NotFound(message),
-            Some("invalid_input" | "too_large" | "policy_denied") => CliError::Usage(message),
-            _ => CliError::Other(message),
-        });
+        return Err(CliError::failed_with(
+            task.error.as_ref().map(|e| e.code),
+            message,
+        ));
     }
     if json {
         return Ok(output::json(&task.result));

@@ -200,12 +200,7 @@ async fn start_failed(client: &Client, watch: &WatchView) -> CliError {
         .map(|e| (e.code.as_str(), e.message.as_str()))
         .unwrap_or(("failed", "the agent did not start it"));
     let text = format!("watch {} failed: {code}: {message}", watch.id);
-    match code {
-        "not_found" => CliError::NotFound(text),
-        "invalid_input" | "too_large" | "policy_denied" => CliError::Usage(text),
-        "permission_denied" => CliError::Denied(text),
-        _ => CliError::Other(text),
-    }
+    CliError::failed_with(watch.error.as_ref().map(|e| e.code), text)
 }
 
 /// One change as a line: time, kind, path.

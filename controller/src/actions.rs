@@ -31,7 +31,6 @@ use crate::{
     now_ms,
     state::Controller,
     store::{actions::Delivery, ActionRecord, ActionState, NewAction, NewTask, StoreError},
-    tasks::kind_name,
 };
 
 /// Lifetime of an automation-signed action when the caller gives none.
@@ -455,7 +454,7 @@ fn delivery(
         id: uuid::Uuid::new_v4().to_string(),
         agent_id: request.agent_id.clone(),
         hunt_id: None,
-        kind: kind_name(&kind).to_string(),
+        kind: kind.name().to_string(),
         request: to_json(&kind)?,
         created_by: by.to_string(),
         created_at_ms: now,

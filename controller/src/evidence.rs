@@ -8,6 +8,7 @@
 //! is deleted: nothing partial or unverified is ever stored as evidence. [`Controller::verify_evidence`]
 //! re-checks all of it later, from the disk and the store alone.
 
+use cordon_api::tasks::TaskErrorCode;
 use std::{
     collections::HashMap,
     io,
@@ -145,7 +146,7 @@ impl From<&EvidenceRecord> for EvidenceView {
 }
 
 /// Why accepting evidence failed: a task error code and a message.
-type Refusal = (&'static str, String);
+type Refusal = (TaskErrorCode, String);
 
 impl Controller {
     /// The agent finished an evidence task: check its manifest against the bytes received and
@@ -163,10 +164,7 @@ impl Controller {
             },
             Err((code, message)) => {
                 tracing::warn!(agent_id, task_id, %message, "evidence refused");
-                TaskEnd::Failed {
-                    code: code.into(),
-                    message,
-                }
+                TaskEnd::Failed { code, message }
             }
         }
     }
@@ -179,27 +177,39 @@ impl Controller {
         staged: Option<Staged>,
     ) -> Result<EvidenceView, Refusal> {
         let mut staged = staged.ok_or((
-            "integrity",
+            TaskErrorCode::Integrity,
             "the agent reported evidence, but its bytes did not all arrive intact".to_string(),
         ))?;
         let pinned = self
             .pinned_key(agent_id)
             .await
-            .map_err(|e| ("internal", e))?;
-        let manifest = signed
-            .verify(Some(&pinned))
-            .map_err(|e| ("integrity", format!("evidence manifest refused: {e}")))?;
+            .map_err(|e| (TaskErrorCode::Internal, e))?;
+        let manifest = signed.verify(Some(&pinned)).map_err(|e| {
+            (
+                TaskErrorCode::Integrity,
+                format!("evidence manifest refused: {e}"),
+            )
+        })?;
         let mismatch = manifest_mismatch(&manifest, agent_id, task_id, &staged);
         if let Some(why) = mismatch {
-            return Err(("integrity", format!("evidence manifest refused: {why}")));
+            return Err((
+                TaskErrorCode::Integrity,
+                format!("evidence manifest refused: {why}"),
+            ));
         }
-        let path = staged
-            .take_path()
-            .ok_or(("internal", "transfer file already used".to_string()))?;
+        let path = staged.take_path().ok_or((
+            TaskErrorCode::Internal,
+            "transfer file already used".to_string(),
+        ))?;
         self.evidence
             .commit(&path, &staged.sha256)
             .await
-            .map_err(|e| ("internal", format!("cannot store evidence: {e}")))?;
+            .map_err(|e| {
+                (
+                    TaskErrorCode::Internal,
+                    format!("cannot store evidence: {e}"),
+                )
+            })?;
         let record = EvidenceRecord {
             task_id: task_id.to_string(),
             sha256: staged.sha256.clone(),
@@ -212,10 +222,12 @@ impl Controller {
             signature: hex::encode(&signed.signature),
             received_at_ms: now_ms(),
         };
-        self.store
-            .insert_evidence(&record)
-            .await
-            .map_err(|e| ("internal", format!("cannot record evidence: {e}")))?;
+        self.store.insert_evidence(&record).await.map_err(|e| {
+            (
+                TaskErrorCode::Internal,
+                format!("cannot record evidence: {e}"),
+            )
+        })?;
         tracing::info!(agent_id, task_id, sha256 = %record.sha256, size = record.size, kind = %record.kind, "evidence stored");
         Ok(EvidenceView::from(&record))
     }

@@ -7,6 +7,7 @@
 //! returns, until the hunt's expiry (the tasks' TTL). Progress and per-agent results are read
 //! back from those tasks.
 
+use cordon_api::tasks::TaskErrorCode;
 use std::time::Duration;
 
 use cordon_protocol::{
@@ -20,7 +21,7 @@ use crate::{
     now_ms,
     state::Controller,
     store::{HuntRecord, HuntTarget, HuntTaskRow, NewHunt, StoreError, TaskCounts, TaskState},
-    tasks::{kind_name, MAX_TASK_TTL},
+    tasks::MAX_TASK_TTL,
 };
 pub use cordon_api::hunts::{CreateHunt, HuntAgentResult, HuntProgress, HuntQuerySpec, HuntView};
 
@@ -172,7 +173,7 @@ impl Controller {
             sent,
             label = ?hunt.label,
             by = created_by,
-            kind = kind_name(&kind),
+            kind = kind.name(),
             select_ms = chosen.as_millis(),
             store_ms = (stored - chosen).as_millis(),
             dispatch_ms = (started.elapsed() - stored).as_millis(),
@@ -320,7 +321,7 @@ fn agent_result(row: HuntTaskRow) -> HuntAgentResult {
             Ok(_) => (Some(false), None),
             Err(e) => {
                 error = Some(TaskErrorView {
-                    code: "invalid_result".into(),
+                    code: TaskErrorCode::InvalidResult,
                     message: format!("the agent's answer is not a hunt result: {e}"),
                 });
                 (None, None)
@@ -398,7 +399,7 @@ mod tests {
         assert_eq!((r.matched, r.matches.is_none()), (Some(false), true));
         let r = agent_result(row(TaskState::Done, Some("{\"pong\":true}")));
         assert_eq!(r.matched, None);
-        assert_eq!(r.error.unwrap().code, "invalid_result");
+        assert_eq!(r.error.unwrap().code, TaskErrorCode::InvalidResult);
         let r = agent_result(row(TaskState::Queued, None));
         assert_eq!((r.matched, r.error.is_none()), (None, true));
     }

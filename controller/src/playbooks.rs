@@ -106,7 +106,7 @@ pub enum Collect {
 }
 
 impl Collect {
-    /// The task kind's stored name (as [`crate::tasks::kind_name`] gives it).
+    /// The task kind's stored name (as [`cordon_protocol::message::TaskKind::name`] gives it).
     pub fn task_name(&self) -> &'static str {
         match self {
             Collect::Snapshot => "snapshot",

@@ -2,6 +2,7 @@
 //! (at once, or when the agent comes back), records what agents answer, and expires what nobody
 //! ran in time. The store holds the truth; this module moves tasks through their states.
 
+use cordon_api::tasks::TaskErrorCode;
 use std::time::Duration;
 
 use cordon_protocol::message::{ControllerMessage, Task, TaskKind, TaskOutput, TaskResult};
@@ -35,27 +36,6 @@ pub enum TaskError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The short name stored with a task and shown in listings.
-pub fn kind_name(kind: &TaskKind) -> &'static str {
-    match kind {
-        TaskKind::Ping => "ping",
-        TaskKind::Inventory => "inventory",
-        TaskKind::Processes { .. } => "processes",
-        TaskKind::ProcessDetail { .. } => "process_detail",
-        TaskKind::Network => "network",
-        TaskKind::System => "system",
-        TaskKind::FileStat { .. } => "file_stat",
-        TaskKind::FileHash { .. } => "file_hash",
-        TaskKind::ListDir(_) => "list_dir",
-        TaskKind::FetchFile { .. } => "fetch_file",
-        TaskKind::Snapshot => "snapshot",
-        TaskKind::Watch { .. } => "watch",
-        TaskKind::Unwatch { .. } => "unwatch",
-        TaskKind::Hunt(_) => "hunt",
-        TaskKind::Action(_) => "action",
-    }
 }
 
 impl Controller {
@@ -104,7 +84,7 @@ impl Controller {
                 id: id.clone(),
                 agent_id: agent_id.to_string(),
                 hunt_id: None,
-                kind: kind_name(&kind).to_string(),
+                kind: kind.name().to_string(),
                 request,
                 created_by: created_by.to_string(),
                 created_at_ms: now,
@@ -112,7 +92,7 @@ impl Controller {
                     .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
             })
             .await?;
-        tracing::info!(task_id = %id, agent_id, kind = kind_name(&kind), by = created_by, "task queued");
+        tracing::info!(task_id = %id, agent_id, kind = kind.name(), by = created_by, "task queued");
         self.dispatch_queued(agent_id).await;
         self.store
             .get_task(&id)
@@ -137,7 +117,7 @@ impl Controller {
                 Ok(kind) => kind,
                 Err(e) => {
                     let end = TaskEnd::Failed {
-                        code: "internal".into(),
+                        code: TaskErrorCode::Internal,
                         message: format!("stored task request is unreadable: {e}"),
                     };
                     self.end_task(&task.id, None, end).await;
@@ -219,7 +199,7 @@ impl Controller {
                 TaskEnd::Cancelled { message: e.message }
             }
             Err(e) => TaskEnd::Failed {
-                code: error_code_name(e.code).to_string(),
+                code: e.code.into(),
                 message: e.message,
             },
         };
@@ -401,23 +381,5 @@ fn output_json(output: TaskOutput) -> String {
             "after": receipt.after,
         })
         .to_string(),
-    }
-}
-
-/// Error codes as stored and shown: snake_case names of the protocol's codes.
-pub fn error_code_name(code: cordon_protocol::message::TaskErrorCode) -> &'static str {
-    use cordon_protocol::message::TaskErrorCode as C;
-    match code {
-        C::NotFound => "not_found",
-        C::PermissionDenied => "permission_denied",
-        C::InvalidInput => "invalid_input",
-        C::TooLarge => "too_large",
-        C::PolicyDenied => "policy_denied",
-        C::Unauthorized => "unauthorized",
-        C::Unsupported => "unsupported",
-        C::Busy => "busy",
-        C::Cancelled => "cancelled",
-        C::Expired => "expired",
-        C::Internal => "internal",
     }
 }

@@ -115,6 +115,13 @@ pub enum Action {
     /// Read a file's contents (`fetch`). Not run as an action: it authorises one fetch task
     /// of exactly this path on a host whose policy requires signed reads.
     Fetch { path: String },
+    /// Ask a process to end (SIGTERM), bound to its start time as `Kill` is; if it is still
+    /// running `grace_secs` later (1 to [`MAX_GRACE_SECS`]), SIGKILL. Trusted as `kill`.
+    Terminate {
+        pid: u32,
+        start_time_ms: i64,
+        grace_secs: u64,
+    },
 }
 
 /// Action names as agent policy lists them (`--actions kill,quarantine,…`).
@@ -188,7 +195,23 @@ impl Action {
             Action::Isolate { .. } => ActionKind::Isolate,
             Action::Release => ActionKind::Release,
             Action::Fetch { .. } => ActionKind::Fetch,
+            Action::Terminate { .. } => ActionKind::Kill,
         }
+    }
+}
+
+/// Longest grace a `Terminate` gives a process between SIGTERM and SIGKILL.
+pub const MAX_GRACE_SECS: u64 = 300;
+
+/// Whether `grace_secs` is a grace a `Terminate` may give: the CLI checks before signing, the
+/// agent before acting.
+pub fn check_grace(grace_secs: u64) -> Result<(), String> {
+    if (1..=MAX_GRACE_SECS).contains(&grace_secs) {
+        Ok(())
+    } else {
+        Err(format!(
+            "a grace of {grace_secs} s between SIGTERM and SIGKILL: it must be 1 s to {MAX_GRACE_SECS} s"
+        ))
     }
 }
 

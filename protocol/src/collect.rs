@@ -235,3 +235,56 @@ pub struct HuntMatches {
     /// ([`crate::hunt::MAX_REPORTED`] of each).
     pub truncated: bool,
 }
+
+/// Where a quarantined item is: how far its last operation got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum VaultState {
+    /// A quarantine started and did not finish (the agent settles it when it next opens the
+    /// vault).
+    Pending,
+    /// In the vault, defanged: `cordon restore` puts it back.
+    Quarantined,
+    /// A restore started and did not finish.
+    Restoring,
+    /// Put back where it came from; the record stays.
+    Restored,
+}
+
+impl VaultState {
+    /// The state as JSON and tables name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VaultState::Pending => "pending",
+            VaultState::Quarantined => "quarantined",
+            VaultState::Restoring => "restoring",
+            VaultState::Restored => "restored",
+        }
+    }
+}
+
+/// One item of an agent's quarantine vault, from its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VaultItem {
+    /// The quarantine id (what `restore` takes).
+    pub id: String,
+    /// Where the file lived, and where a restore puts it.
+    pub original_path: String,
+    pub state: VaultState,
+    /// SHA-256 of the bytes kept; absent only while `pending`.
+    pub sha256: Option<String>,
+    pub size: u64,
+    pub quarantined_at_ms: i64,
+    pub restored_at_ms: Option<i64>,
+}
+
+/// `TaskKind::Quarantined`: every item the vault records, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VaultListing {
+    pub items: Vec<VaultItem>,
+    /// True when there were more than the agent lists at once (the oldest are listed).
+    pub truncated: bool,
+}

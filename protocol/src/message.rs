@@ -91,6 +91,32 @@ pub enum TaskKind {
     Hunt(HuntQuery),
     /// A signed containment action.
     Action(SignedAction),
+    /// What the agent's quarantine vault holds (a read: the vault's own records).
+    Quarantined,
+}
+
+impl TaskKind {
+    /// The short name a task of this kind is stored, listed and logged under.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskKind::Ping => "ping",
+            TaskKind::Inventory => "inventory",
+            TaskKind::Processes { .. } => "processes",
+            TaskKind::ProcessDetail { .. } => "process_detail",
+            TaskKind::Network => "network",
+            TaskKind::System => "system",
+            TaskKind::FileStat { .. } => "file_stat",
+            TaskKind::FileHash { .. } => "file_hash",
+            TaskKind::ListDir(_) => "list_dir",
+            TaskKind::FetchFile { .. } => "fetch_file",
+            TaskKind::Snapshot => "snapshot",
+            TaskKind::Watch { .. } => "watch",
+            TaskKind::Unwatch { .. } => "unwatch",
+            TaskKind::Hunt(_) => "hunt",
+            TaskKind::Action(_) => "action",
+            TaskKind::Quarantined => "quarantined",
+        }
+    }
 }
 
 /// Directory listing limits.

@@ -25,6 +25,16 @@ impl Victim {
         Victim { child, arg }
     }
 
+    /// One that ignores SIGTERM (the disposition survives the `exec` into `sleep`).
+    pub fn spawn_deaf_to_term() -> Self {
+        let arg = format!("600.{}", std::process::id());
+        let child = Command::new("sh")
+            .args(["-c", &format!("trap '' TERM; exec sleep {arg}")])
+            .spawn()
+            .expect("spawn sh");
+        Victim { child, arg }
+    }
+
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

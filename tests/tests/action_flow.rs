@@ -620,7 +620,7 @@ async fn the_automation_key_runs_only_what_agent_policy_trusts_it_for() {
     let ended = wait_done(&deployment, &submitted.id).await;
     assert_eq!(ended.state, ActionState::Failed, "{ended:?}");
     let error = ended.error.expect("error");
-    assert_eq!(error.code, "unauthorized");
+    assert_eq!(error.code.as_str(), "unauthorized");
     assert!(error.message.starts_with("untrusted key:"), "{error:?}");
     assert!(ended.receipt.is_none());
     assert!(victim.running(), "an action the agent refused must not run");

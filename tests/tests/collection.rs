@@ -241,7 +241,7 @@ async fn files_stat_hash_and_bad_paths_get_clear_answers() {
         .await;
         assert_eq!(task.state.as_str(), "failed", "{bad}: {task:?}");
         let error = task.error.unwrap();
-        assert_eq!(error.code, code, "{bad}: {}", error.message);
+        assert_eq!(error.code.as_str(), code, "{bad}: {}", error.message);
     }
     let dir_path = dir.path().to_str().unwrap();
     let task = run_task(
@@ -251,7 +251,7 @@ async fn files_stat_hash_and_bad_paths_get_clear_answers() {
     )
     .await;
     assert_eq!(
-        task.error.unwrap().code,
+        task.error.unwrap().code.as_str(),
         "invalid_input",
         "a directory is not a file"
     );
@@ -322,7 +322,12 @@ async fn the_agents_path_policy_denies_its_data_dir_and_the_shadow_files() {
         let view = run_task(&deployment, &agent.id, task.clone()).await;
         assert_eq!(view.state.as_str(), "failed", "{task}: {view:?}");
         let error = view.error.unwrap();
-        assert_eq!(error.code, "permission_denied", "{task}: {}", error.message);
+        assert_eq!(
+            error.code.as_str(),
+            "permission_denied",
+            "{task}: {}",
+            error.message
+        );
         assert!(
             error.message.contains("path policy"),
             "{task}: {}",

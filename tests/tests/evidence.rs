@@ -187,7 +187,7 @@ async fn bad_fetches_fail_clearly_and_store_nothing() {
         let task = deployment.run_task(&agent.id, spec.clone()).await;
         assert_eq!(task.state.as_str(), "failed", "{spec}: {task:?}");
         let error = task.error.expect("error");
-        assert_eq!(error.code, code, "{spec}: {}", error.message);
+        assert_eq!(error.code.as_str(), code, "{spec}: {}", error.message);
     }
     assert_eq!(evidence_count(&deployment).await, 0);
     assert!(incoming(&deployment).is_empty());
@@ -353,7 +353,7 @@ async fn chunks_that_do_not_match_and_forged_manifests_are_refused() {
     .await;
     assert_eq!(task.state.as_str(), "failed");
     let error = task.error.unwrap();
-    assert_eq!(error.code, "integrity");
+    assert_eq!(error.code.as_str(), "integrity");
     assert!(error.message.contains("SHA-256"), "{}", error.message);
 
     // Intact bytes, but the manifest is signed by a key that is not the agent's pinned key.
@@ -375,7 +375,7 @@ async fn chunks_that_do_not_match_and_forged_manifests_are_refused() {
         })]
     })
     .await;
-    assert_eq!(task.error.unwrap().code, "integrity");
+    assert_eq!(task.error.unwrap().code.as_str(), "integrity");
 
     // And the genuine article, signed by the pinned key, is accepted.
     let key = simulated_signing_key(&id);

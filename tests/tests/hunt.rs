@@ -358,7 +358,10 @@ async fn hunts_expire_for_absent_agents_and_bad_input_is_refused() {
     assert!(done.progress.complete, "{:?}", done.progress);
     assert_eq!(done.progress.tasks.expired, 1);
     assert_eq!(results(&done)[0].agent_id, absent.id);
-    assert_eq!(results(&done)[0].error.as_ref().unwrap().code, "expired");
+    assert_eq!(
+        results(&done)[0].error.as_ref().unwrap().code.as_str(),
+        "expired"
+    );
 
     let api = deployment.api();
     for (body, status, says) in [

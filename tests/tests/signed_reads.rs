@@ -39,7 +39,7 @@ async fn file_contents_leave_a_signed_reads_host_only_with_a_fetch_signature() {
         .await;
     assert_eq!(task.state.as_str(), "failed", "{task:?}");
     let error = task.error.expect("error");
-    assert_eq!(error.code, "unauthorized", "{}", error.message);
+    assert_eq!(error.code.as_str(), "unauthorized", "{}", error.message);
     assert!(error.message.contains("signed_reads"), "{}", error.message);
     // Reading metadata is not reading contents: stat and hash still work.
     let hashed = deployment

@@ -267,7 +267,7 @@ async fn bad_watch_requests_get_clear_errors() {
         .unwrap();
     let failed = wait_for_watch(&api, &created.id, WatchStatus::Failed, None).await;
     let error = failed.error.expect("error shown");
-    assert_eq!(error.code, "not_found");
+    assert_eq!(error.code.as_str(), "not_found");
     assert!(error.message.contains("/definitely/not/here"), "{error:?}");
 
     // The CLI exits 4 for it, says why, and stops the watch it created.

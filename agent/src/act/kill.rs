@@ -60,6 +60,66 @@ const MAX_ANCESTRY: usize = 4096;
 /// Kills `pid` if it still is the process that started at `start_time_ms`; with `tree`, its
 /// descendants too. Returns what was there, what was done, and `/proc` afterwards.
 pub fn kill(pid: u32, start_time_ms: i64, tree: bool, env: &ActEnv) -> Result<Outcome, TaskError> {
+    let (root, mut before, protected) = pin(pid, start_time_ms, env)?;
+    if !tree {
+        root.signal(Signal::KILL)
+            .map_err(|e| signal_error(&root, "SIGKILL", e))?;
+        wait_gone(std::slice::from_ref(&root))?;
+        return Ok(Outcome {
+            before,
+            done: format!("killed pid {pid} ({})", root.name),
+            after: json!({ "pid": pid, "running": false, "reaped": !exists(&root) }),
+        });
+    }
+    kill_tree(root, &mut before, env, &protected)
+}
+
+/// Asks `pid` (if it still is the process that started at `start_time_ms`) to end with
+/// SIGTERM; if it is still running after `grace_secs`, kills it. The rails are a kill's.
+pub fn terminate(
+    pid: u32,
+    start_time_ms: i64,
+    grace_secs: u64,
+    env: &ActEnv,
+) -> Result<Outcome, TaskError> {
+    cordon_protocol::action::check_grace(grace_secs)
+        .map_err(|why| task_error(TaskErrorCode::InvalidInput, why))?;
+    let (root, before, _) = pin(pid, start_time_ms, env)?;
+    root.signal(Signal::TERM)
+        .map_err(|e| signal_error(&root, "SIGTERM", e))?;
+    let grace = Duration::from_secs(grace_secs);
+    let deadline = Instant::now() + grace;
+    while !root.is_gone() && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    let done = if root.is_gone() {
+        format!("pid {pid} ({}) ended on SIGTERM", root.name)
+    } else {
+        match root.signal(Signal::KILL) {
+            // It ended between the last look and the signal.
+            Ok(()) | Err(Errno::SRCH) => {}
+            Err(e) => return Err(signal_error(&root, "SIGKILL", e)),
+        }
+        wait_gone(std::slice::from_ref(&root))?;
+        format!(
+            "pid {pid} ({}) was still running {grace_secs} s after SIGTERM: killed",
+            root.name
+        )
+    };
+    Ok(Outcome {
+        before,
+        done,
+        after: json!({ "pid": pid, "running": false, "reaped": !exists(&root) }),
+    })
+}
+
+/// The checks every kill starts with: the rails, not a kernel thread, and the process pinned
+/// by its start time. Returns it, what it was, and the protected set the rails used.
+fn pin(
+    pid: u32,
+    start_time_ms: i64,
+    env: &ActEnv,
+) -> Result<(Bound, serde_json::Value, Protected), TaskError> {
     // NotFound for a missing pid, and for a thread id (a thread is not a process).
     let detail = process_detail::detail(pid, false)?;
     let info = detail.process;
@@ -82,7 +142,7 @@ pub fn kill(pid: u32, start_time_ms: i64, tree: bool, env: &ActEnv) -> Result<Ou
         ));
     }
     let root = Bound::open(pid, start_time_ms, &info.name)?;
-    let mut before = json!({
+    let before = json!({
         "pid": pid,
         "ppid": info.ppid,
         "name": info.name,
@@ -94,19 +154,18 @@ pub fn kill(pid: u32, start_time_ms: i64, tree: bool, env: &ActEnv) -> Result<Ou
         // `Z`: already exited, waiting for its parent; `T`: stopped.
         "state": state.map(|(_, s)| char::from(s).to_string()),
     });
+    Ok((root, before, protected))
+}
 
-    if !tree {
-        root.signal(Signal::KILL)
-            .map_err(|e| signal_error(&root, "SIGKILL", e))?;
-        wait_gone(std::slice::from_ref(&root))?;
-        return Ok(Outcome {
-            before,
-            done: format!("killed pid {pid} ({})", root.name),
-            after: json!({ "pid": pid, "running": false, "reaped": !exists(&root) }),
-        });
-    }
-
-    let (members, complete, spared) = freeze_tree(root, env, &protected)?;
+/// Freezes the tree under `root`, then kills it deepest first (see the module documentation).
+fn kill_tree(
+    root: Bound,
+    before: &mut serde_json::Value,
+    env: &ActEnv,
+    protected: &Protected,
+) -> Result<Outcome, TaskError> {
+    let pid = root.pid;
+    let (members, complete, spared) = freeze_tree(root, env, protected)?;
     before["descendants"] = members[1..]
         .iter()
         .map(|m| {
@@ -153,7 +212,7 @@ pub fn kill(pid: u32, start_time_ms: i64, tree: bool, env: &ActEnv) -> Result<Ou
         done.push_str(&format!("; spared {}", named.join("; ")));
     }
     Ok(Outcome {
-        before,
+        before: before.take(),
         done,
         after: json!({
             "pid": pid,

@@ -52,6 +52,11 @@ pub fn run(action: &Action, env: &ActEnv) -> Result<Outcome, TaskError> {
         Action::Unblock { targets } => firewall::unblock(targets, env),
         Action::Isolate { ttl_secs } => firewall::isolate(*ttl_secs, env),
         Action::Release => firewall::release(env),
+        Action::Terminate {
+            pid,
+            start_time_ms,
+            grace_secs,
+        } => kill::terminate(*pid, *start_time_ms, *grace_secs, env),
         Action::Fetch { path } => Err(TaskError {
             code: TaskErrorCode::InvalidInput,
             message: format!(

@@ -64,6 +64,12 @@ use self::{
 use super::{refused_by_rail, ActEnv, Outcome};
 use crate::collect::{gate::Gate, io_error, task_error, validate_path};
 
+/// What the vault under `data_dir` holds (settling any half-done item first, as every vault
+/// operation does).
+pub fn list(data_dir: &Path) -> Result<cordon_protocol::collect::VaultListing, TaskError> {
+    Vault::open(data_dir)?.list()
+}
+
 /// Moves the regular file at `path` into the vault. See the module documentation for the steps.
 pub fn quarantine(path: &str, env: &ActEnv) -> Result<Outcome, TaskError> {
     let requested = validate_path(path)?;

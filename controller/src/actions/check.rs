@@ -5,6 +5,7 @@
 //! never the security boundary — the agent verifies everything again against its own policy.
 
 pub use cordon_api::actions::{SignatureSpec, StoredSignature};
+use cordon_api::error::ErrorCode;
 use cordon_protocol::action::{key_id, Action, ActionRequest, PolicySummary, SignerSummary};
 use ed25519_dalek::{Signature, VerifyingKey};
 use thiserror::Error;
@@ -64,14 +65,16 @@ impl CheckError {
     }
 
     /// A short machine-readable name for the API's `error` field.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CheckError::Malformed(_) => "bad_request",
-            CheckError::Expired { .. } => "expired",
-            CheckError::NotYetValid { .. } => "not_yet_valid",
-            CheckError::BadSignature { .. } => "bad_signature",
-            CheckError::Untrusted { .. } | CheckError::NotAllowed { .. } => "untrusted_signer",
-            CheckError::Lifetime { .. } => "over_policy",
+            CheckError::Malformed(_) => ErrorCode::BadRequest,
+            CheckError::Expired { .. } => ErrorCode::Expired,
+            CheckError::NotYetValid { .. } => ErrorCode::NotYetValid,
+            CheckError::BadSignature { .. } => ErrorCode::BadSignature,
+            CheckError::Untrusted { .. } | CheckError::NotAllowed { .. } => {
+                ErrorCode::UntrustedSigner
+            }
+            CheckError::Lifetime { .. } => ErrorCode::OverPolicy,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! derives the same end from the delivering task when the direct path was missed (a controller
 //! restart, another replica's session), so the action and its task always agree in the end.
 
+use cordon_api::tasks::TaskErrorCode;
 use cordon_protocol::message::Receipt;
 
 use crate::{
@@ -64,21 +65,26 @@ impl Controller {
         let json = match serde_json::to_string(&stored) {
             Ok(json) => json,
             Err(e) => {
-                let end = failed("internal", format!("cannot encode the receipt: {e}"));
+                let end = failed(
+                    TaskErrorCode::Internal,
+                    format!("cannot encode the receipt: {e}"),
+                );
                 return self.end_task(task_id, Some(agent_id), end).await;
             }
         };
         let action = match self.store.action_for_task(task_id).await {
             Ok(Some(action)) if action.agent_id == agent_id => action,
             Ok(_) => {
-                let end = failed(
-                    "integrity",
+                let end = failed(TaskErrorCode::Integrity,
                     format!("agent {agent_id} sent a receipt for task {task_id}, which delivers none of its actions"),
                 );
                 return self.end_task(task_id, Some(agent_id), end).await;
             }
             Err(e) => {
-                let end = failed("internal", format!("cannot read the action: {e}"));
+                let end = failed(
+                    TaskErrorCode::Internal,
+                    format!("cannot read the action: {e}"),
+                );
                 return self.end_task(task_id, Some(agent_id), end).await;
             }
         };
@@ -101,10 +107,10 @@ impl Controller {
                 tracing::warn!(action_id = %action.id, agent_id, task_id, %message, "receipt refused");
                 let message = format!("receipt refused: {message}");
                 let end = ActionEnd::Failed {
-                    code: "integrity".into(),
+                    code: TaskErrorCode::Integrity,
                     message: message.clone(),
                 };
-                (end, failed("integrity", message))
+                (end, failed(TaskErrorCode::Integrity, message))
             }
         };
         let now = now_ms();
@@ -182,8 +188,8 @@ impl Controller {
         let (code, message) = match end {
             // Receipts are recorded by `accept_receipt`; any other success is settled on read.
             TaskEnd::Done { .. } => return,
-            TaskEnd::Failed { code, message } => (code.clone(), message.clone()),
-            TaskEnd::Cancelled { message } => ("cancelled".to_string(), message.clone()),
+            TaskEnd::Failed { code, message } => (*code, message.clone()),
+            TaskEnd::Cancelled { message } => (TaskErrorCode::Cancelled, message.clone()),
         };
         let action = match self.store.action_for_task(task_id).await {
             Ok(Some(action)) => action,
@@ -263,7 +269,7 @@ impl Controller {
         };
         let Some(task) = self.store.get_task(task_id).await? else {
             return Ok(Some(ActionEnd::Failed {
-                code: "internal".into(),
+                code: TaskErrorCode::Internal,
                 message: format!("the action's task {task_id} is missing"),
             }));
         };
@@ -278,18 +284,18 @@ impl Controller {
                     Some((text, receipt)) => match self.check_receipt(action, &receipt).await {
                         Ok(()) => ActionEnd::Done { receipt: text },
                         Err(message) => ActionEnd::Failed {
-                            code: "integrity".into(),
+                            code: TaskErrorCode::Integrity,
                             message: format!("receipt refused: {message}"),
                         },
                     },
                     None => ActionEnd::Failed {
-                        code: "integrity".into(),
+                        code: TaskErrorCode::Integrity,
                         message: "the agent answered without a receipt".into(),
                     },
                 })
             }
             TaskState::Failed | TaskState::Cancelled => Some(ActionEnd::Failed {
-                code: task.error_code.clone().unwrap_or_else(|| "failed".into()),
+                code: task.error_code.unwrap_or(TaskErrorCode::Internal),
                 message: message(),
             }),
             TaskState::Expired => Some(ActionEnd::Expired {
@@ -300,9 +306,6 @@ impl Controller {
     }
 }
 
-fn failed(code: &str, message: String) -> TaskEnd {
-    TaskEnd::Failed {
-        code: code.to_string(),
-        message,
-    }
+fn failed(code: TaskErrorCode, message: String) -> TaskEnd {
+    TaskEnd::Failed { code, message }
 }

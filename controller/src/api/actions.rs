@@ -4,6 +4,7 @@
 //! Responders and automation submit and approve (what counts is who *signed*, not the token);
 //! viewers read.
 
+use cordon_api::error::ErrorCode;
 use std::time::Duration;
 
 use axum::{
@@ -42,11 +43,13 @@ impl From<ActionError> for ApiError {
             | ActionError::NoPolicy(_)
             | ActionError::Exists(_)
             | ActionError::NotPending { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string())
             }
-            ActionError::AlreadySigned { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "already_signed", e.to_string())
-            }
+            ActionError::AlreadySigned { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::AlreadySigned,
+                e.to_string(),
+            ),
             ActionError::Invalid(_) => ApiError::bad_request(e.to_string()),
             ActionError::AutomationKey(_) => ApiError::internal("automation key unavailable", e),
             ActionError::Store(e) => ApiError::from(e),

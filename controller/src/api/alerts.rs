@@ -12,6 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use cordon_api::error::ErrorCode;
 use serde::Deserialize;
 
 use crate::{
@@ -32,7 +33,7 @@ impl From<AlertError> for ApiError {
             }
             AlertError::TooLarge(_) => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 e.to_string(),
             ),
             AlertError::Incident(e) => ApiError::from(e),
@@ -79,9 +80,9 @@ pub async fn receive(
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
+            ErrorCode::PayloadTooLarge
         } else {
-            "bad_request"
+            ErrorCode::BadRequest
         };
         ApiError::new(status, error, rejection.body_text())
     })?;

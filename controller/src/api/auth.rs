@@ -9,6 +9,7 @@ use axum::{
     extract::FromRequestParts,
     http::{request::Parts, HeaderMap},
 };
+use cordon_api::error::ErrorCode;
 
 use crate::{
     api::{error::ApiError, AppState},
@@ -74,9 +75,9 @@ impl Authentication {
                 Err(ApiError::unauthorized("unknown, expired or revoked token"))
             }
             Authentication::Unavailable => Err(ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "cannot check the token; see the controller log",
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                "cannot check the token just now; try again (the controller log says why)",
             )),
         }
     }

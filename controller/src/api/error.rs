@@ -6,26 +6,20 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::Serialize;
+use cordon_api::error::{ErrorBody, ErrorCode};
 
 /// An error as the API reports it.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    /// A short, stable, machine-readable code.
-    pub error: &'static str,
+    /// What kind of error, for scripts.
+    pub error: ErrorCode,
     /// What went wrong, for a human.
     pub detail: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    detail: &'a str,
-}
-
 impl ApiError {
-    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, error: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -33,23 +27,23 @@ impl ApiError {
         }
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", detail)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, detail)
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, detail)
     }
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, detail)
     }
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, detail)
     }
     /// Logs the cause, tells the caller only that it was ours.
     pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "{context}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             format!("{context}; see the controller log"),
         )
     }
@@ -57,9 +51,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(Body {
+        let body = Json(ErrorBody {
             error: self.error,
-            detail: &self.detail,
+            detail: self.detail,
         });
         (self.status, body).into_response()
     }
@@ -67,13 +61,21 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        ApiError::new(rejection.status(), "bad_request", rejection.body_text())
+        ApiError::new(
+            rejection.status(),
+            ErrorCode::BadRequest,
+            rejection.body_text(),
+        )
     }
 }
 
 impl From<axum::extract::rejection::QueryRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
-        ApiError::new(rejection.status(), "bad_request", rejection.body_text())
+        ApiError::new(
+            rejection.status(),
+            ErrorCode::BadRequest,
+            rejection.body_text(),
+        )
     }
 }
 
@@ -85,7 +87,7 @@ impl From<crate::store::StoreError> for ApiError {
                 tracing::error!(error = %source, "audit log unavailable; the change was not made");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "audit_unavailable",
+                    ErrorCode::AuditUnavailable,
                     "the audit log cannot be written, so nothing was changed; \
                      see the controller log",
                 )
@@ -96,7 +98,7 @@ impl From<crate::store::StoreError> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the database cannot be reached just now; try again",
                 )
             }

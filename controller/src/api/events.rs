@@ -10,6 +10,7 @@
 //! event with how many it missed (`{"missed": N}`) rather than having them vanish silently.
 //! The stream ends when the controller stops.
 
+use cordon_api::error::ErrorCode;
 use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
@@ -176,7 +177,7 @@ pub async fn stream(
     let permit = state
         .events
         .live_permit(&caller.token_id)
-        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why))?;
+        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why))?;
     let (backlog, events) = match last_id {
         None => (VecDeque::new(), state.events.subscribe()),
         Some(last_id) => {

@@ -12,6 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use cordon_api::error::ErrorCode;
 use serde::Deserialize;
 
 use crate::{
@@ -37,10 +38,10 @@ impl From<IncidentError> for ApiError {
             | IncidentError::AmbiguousHost(..)
             | IncidentError::Invalid(_) => ApiError::bad_request(e.to_string()),
             IncidentError::Refused(_) => {
-                ApiError::new(StatusCode::CONFLICT, "refused", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Refused, e.to_string())
             }
             IncidentError::Conflict(_) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string())
             }
             IncidentError::Store(e) => ApiError::from(e),
         }

@@ -22,6 +22,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use cordon_api::error::ErrorCode;
 use serde_json::json;
 
 use crate::{
@@ -91,7 +92,7 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
                 Err(_) => {
                     return ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "audit_unavailable",
+                        ErrorCode::AuditUnavailable,
                         "the audit log cannot be written, so nothing was changed; \
                          see the controller log",
                     )

@@ -2,6 +2,7 @@
 //! waiting for it), list, cancel. Responders queue any collection; automation tokens only the
 //! kinds some loaded playbook collects (see [`crate::playbooks`]).
 
+use cordon_api::error::ErrorCode;
 use std::time::Duration;
 
 use axum::{
@@ -38,7 +39,7 @@ impl From<TaskError> for ApiError {
                 ApiError::not_found(e.to_string())
             }
             TaskError::RevokedAgent(_) | TaskError::AlreadyEnded { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string())
             }
             TaskError::Invalid(_) => ApiError::bad_request(e.to_string()),
             TaskError::Store(e) => ApiError::from(e),
@@ -77,7 +78,7 @@ pub async fn create(
     let kind = cordon_protocol::message::TaskKind::try_from(body.task)
         .map_err(|e| ApiError::bad_request(format!("task.authorization: {e}")))?;
     if caller.role == Role::Automation {
-        let name = crate::tasks::kind_name(&kind);
+        let name = kind.name();
         if !state.playbooks.current().collects(name) {
             return Err(ApiError::forbidden(format!(
                 "the automation token {:?} may queue only collections a playbook lists; no \

@@ -1,6 +1,7 @@
 //! `/api/v1/enrollment-tokens`: one-time tokens for `cordon-agent enroll`.
 
 use axum::{extract::State, http::StatusCode, Json};
+use cordon_api::error::ErrorCode;
 
 use crate::{
     api::{
@@ -132,7 +133,7 @@ pub async fn revoke(
         ))),
         EnrollmentRevocation::Ambiguous(candidates) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "ambiguous",
+            ErrorCode::Ambiguous,
             format!(
                 "{prefix} starts several tokens' hashes ({}); give more of it",
                 candidates.join(", ")
@@ -140,7 +141,7 @@ pub async fn revoke(
         )),
         EnrollmentRevocation::AlreadyUsed(token) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             format!(
                 "enrolment token {} already enrolled agent {}; revoke the agent instead",
                 token.token_hash_prefix,

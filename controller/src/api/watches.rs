@@ -44,7 +44,7 @@ async fn view(state: &AppState, watch: WatchRecord) -> Result<WatchView, ApiErro
     };
     let status = watch_status(&watch, task.as_ref());
     let error = task.as_ref().and_then(|t| {
-        t.error_code.clone().map(|code| TaskErrorView {
+        t.error_code.map(|code| TaskErrorView {
             code,
             message: t.error_message.clone().unwrap_or_default(),
         })

@@ -11,6 +11,7 @@ use axum::{
     http::StatusCode,
     Extension, Json,
 };
+use cordon_api::error::ErrorCode;
 use serde::Deserialize;
 
 use crate::{
@@ -32,7 +33,7 @@ impl From<WebhookError> for ApiError {
             WebhookError::Invalid { .. } => ApiError::bad_request(e.to_string()),
             WebhookError::UnknownWebhook(_) => ApiError::not_found(e.to_string()),
             WebhookError::Removed(_) | WebhookError::TooMany => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, e.to_string())
             }
             WebhookError::Store(e) => ApiError::from(e),
         }

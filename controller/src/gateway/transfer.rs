@@ -7,6 +7,7 @@
 //! bytes. Any breach ends the task as failed, tells the agent to stop, and deletes what arrived.
 //! A session that ends drops its transfers, and with them their files.
 
+use cordon_api::tasks::TaskErrorCode;
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
@@ -67,7 +68,7 @@ impl Transfers {
                 },
             );
             let end = TaskEnd::Failed {
-                code: "integrity".into(),
+                code: TaskErrorCode::Integrity,
                 message,
             };
             controller.end_task(&task_id, Some(agent_id), end).await;

@@ -49,6 +49,7 @@ pub fn in_force(agent_id: &str, actions: &[ActionView], now: i64) -> Vec<ActiveC
                 }
             }
             Action::Kill { .. }
+            | Action::Terminate { .. }
             | Action::Quarantine { .. }
             | Action::Restore { .. }
             | Action::Fetch { .. } => {}

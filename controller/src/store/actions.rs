@@ -7,8 +7,11 @@
 //! receipt always wins: one arriving after the sweeper expired the action still records it as
 //! done, because the agent did act.
 
+use cordon_api::tasks::TaskErrorCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
+
+use super::tasks::stored_code;
 
 use super::{
     db_err, parse_stored, task_writes::TaskWrite, touched, AuditEntry, NewAuditEntry, NewTask,
@@ -50,7 +53,7 @@ pub struct ActionRecord {
     pub task_id: Option<String>,
     /// JSON of the verified receipt, when done.
     pub receipt: Option<String>,
-    pub error_code: Option<String>,
+    pub error_code: Option<TaskErrorCode>,
     pub error_message: Option<String>,
     pub created_by: String,
     pub created_at_ms: i64,
@@ -65,7 +68,10 @@ pub enum ActionEnd {
     /// A receipt that verified under the agent's pinned key (JSON).
     Done { receipt: String },
     /// The agent refused or failed, or its answer did not check out.
-    Failed { code: String, message: String },
+    Failed {
+        code: TaskErrorCode,
+        message: String,
+    },
     /// Its task ended without an answer before the action expired.
     Expired { message: String },
 }
@@ -396,7 +402,7 @@ fn action_from_row(row: &AnyRow) -> Result<ActionRecord, StoreError> {
         state: parse_stored("action state", &state)?,
         task_id: row.try_get("task_id").map_err(get())?,
         receipt: row.try_get("receipt").map_err(get())?,
-        error_code: row.try_get("error_code").map_err(get())?,
+        error_code: stored_code(row.try_get("error_code").map_err(get())?),
         error_message: row.try_get("error_message").map_err(get())?,
         created_by: row.try_get("created_by").map_err(get())?,
         created_at_ms: row.try_get("created_at").map_err(get())?,
@@ -501,7 +507,7 @@ mod tests {
             "ends once"
         );
         let fail = ActionEnd::Failed {
-            code: "unauthorized".into(),
+            code: TaskErrorCode::Unauthorized,
             message: "late".into(),
         };
         assert!(!store.finish_action("act1", &fail, NOW + 10).await.unwrap());
@@ -547,7 +553,7 @@ mod tests {
         assert_eq!(sent.state, TaskState::Sent);
         assert_eq!(sent.sent_at_ms, Some(NOW + 5));
         let fail = ActionEnd::Failed {
-            code: "unauthorized".into(),
+            code: TaskErrorCode::Unauthorized,
             message: "untrusted key: key abc".into(),
         };
         assert!(
@@ -555,7 +561,7 @@ mod tests {
             "a pending action has no answer to fail"
         );
         let task_fail = TaskEnd::Failed {
-            code: "unauthorized".into(),
+            code: TaskErrorCode::Unauthorized,
             message: "untrusted key: key abc".into(),
         };
         // Another agent answering for a1's task changes neither.
@@ -577,11 +583,11 @@ mod tests {
             .unwrap());
         let a = store.get_action("act1").await.unwrap().unwrap();
         assert_eq!(a.state, ActionState::Failed);
-        assert_eq!(a.error_code.as_deref(), Some("unauthorized"));
+        assert_eq!(a.error_code, Some(TaskErrorCode::Unauthorized));
         assert_eq!(a.error_message.as_deref(), Some("untrusted key: key abc"));
         let t = store.get_task("t1").await.unwrap().unwrap();
         assert_eq!(t.state, TaskState::Failed);
-        assert_eq!(t.error_code.as_deref(), Some("unauthorized"));
+        assert_eq!(t.error_code, Some(TaskErrorCode::Unauthorized));
 
         let listed = store.list_actions(Some("a2"), 10).await.unwrap();
         assert_eq!(listed.len(), 1);

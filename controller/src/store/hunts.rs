@@ -5,8 +5,11 @@
 
 use std::collections::HashMap;
 
+use cordon_api::tasks::TaskErrorCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
+
+use super::tasks::stored_code;
 
 use super::{db_err, tasks::TaskState, Store, StoreError};
 pub use cordon_api::hunts::TaskCounts;
@@ -61,7 +64,7 @@ pub struct HuntTaskRow {
     pub state: TaskState,
     /// The agent's answer (JSON), when done.
     pub result: Option<String>,
-    pub error_code: Option<String>,
+    pub error_code: Option<TaskErrorCode>,
     pub error_message: Option<String>,
     pub finished_at_ms: Option<i64>,
 }
@@ -229,7 +232,7 @@ impl Store {
                     hostname: row.try_get("hostname").map_err(get())?,
                     state: parse_state(&state)?,
                     result: row.try_get("result").map_err(get())?,
-                    error_code: row.try_get("error_code").map_err(get())?,
+                    error_code: stored_code(row.try_get("error_code").map_err(get())?),
                     error_message: row.try_get("error_message").map_err(get())?,
                     finished_at_ms: row.try_get("finished_at").map_err(get())?,
                 })
@@ -378,7 +381,7 @@ mod tests {
         assert_eq!(rows[0].result.as_deref(), Some(r#"{"matched":true}"#));
         assert_eq!(rows[0].finished_at_ms, Some(NOW + 5));
         assert_eq!(rows[1].state, TaskState::Expired);
-        assert_eq!(rows[1].error_code.as_deref(), Some("expired"));
+        assert_eq!(rows[1].error_code, Some(TaskErrorCode::Expired));
         assert!(store.get_hunt("nope").await.unwrap().is_none());
         assert_eq!(
             store.hunt_counts("nope").await.unwrap(),

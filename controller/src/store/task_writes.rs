@@ -116,15 +116,7 @@ impl TaskWrite {
                 started_at_ms,
                 at_ms,
             } => {
-                let (state, result, code, message) = match end {
-                    TaskEnd::Done { result } => ("done", Some(result.as_str()), None, None),
-                    TaskEnd::Failed { code, message } => {
-                        ("failed", None, Some(code.as_str()), Some(message.as_str()))
-                    }
-                    TaskEnd::Cancelled { message } => {
-                        ("cancelled", None, Some("cancelled"), Some(message.as_str()))
-                    }
-                };
+                let (state, result, code, message) = end.columns();
                 sqlx::query(
                     "UPDATE tasks SET state = $2, finished_at = $3, result = $4, \
                      error_code = $5, error_message = $6, started_at = COALESCE(started_at, $8) \
@@ -349,18 +341,7 @@ async fn finish_all(
             at_ms,
         } = write
         {
-            let (state, result, code, message) = match end {
-                TaskEnd::Done { result } => ("done", Some(result.clone()), None, None),
-                TaskEnd::Failed { code, message } => {
-                    ("failed", None, Some(code.clone()), Some(message.clone()))
-                }
-                TaskEnd::Cancelled { message } => (
-                    "cancelled",
-                    None,
-                    Some("cancelled".to_string()),
-                    Some(message.clone()),
-                ),
-            };
+            let (state, result, code, message) = end.columns();
             query = query
                 .bind(id)
                 .bind(state)
@@ -383,6 +364,7 @@ async fn finish_all(
 mod tests {
     use super::*;
     use crate::store::{test_support::backend_tests, NewTask, TaskState};
+    use cordon_api::tasks::TaskErrorCode;
 
     const NOW: i64 = 1_700_000_000_000;
 
@@ -458,7 +440,7 @@ mod tests {
 
         // Two ends for one task at once (a cancel racing the result): exactly one counts.
         let fail = TaskEnd::Failed {
-            code: "internal".into(),
+            code: TaskErrorCode::Internal,
             message: "x".into(),
         };
         let (a, b) = tokio::join!(

@@ -6,6 +6,7 @@
 //! agent's connection drops, what it was sent may never have run, so it is queued again (tasks
 //! are collections, safe to repeat; signed actions carry their own replay protection).
 
+use cordon_api::tasks::TaskErrorCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
@@ -44,16 +45,23 @@ pub struct TaskRecord {
     pub finished_at_ms: Option<i64>,
     /// JSON result of a successful task.
     pub result: Option<String>,
-    pub error_code: Option<String>,
+    pub error_code: Option<TaskErrorCode>,
     pub error_message: Option<String>,
 }
 
 /// How a task ended.
 #[derive(Debug, Clone)]
 pub enum TaskEnd {
-    Done { result: String },
-    Failed { code: String, message: String },
-    Cancelled { message: String },
+    Done {
+        result: String,
+    },
+    Failed {
+        code: TaskErrorCode,
+        message: String,
+    },
+    Cancelled {
+        message: String,
+    },
 }
 
 const COLUMNS: &str = "id, agent_id, hunt_id, kind, request, state, created_by, created_at, \
@@ -281,9 +289,39 @@ fn task_from_row(row: &AnyRow) -> Result<TaskRecord, StoreError> {
         started_at_ms: row.try_get("started_at").map_err(get("read task"))?,
         finished_at_ms: row.try_get("finished_at").map_err(get("read task"))?,
         result: row.try_get("result").map_err(get("read task"))?,
-        error_code: row.try_get("error_code").map_err(get("read task"))?,
+        error_code: stored_code(row.try_get("error_code").map_err(get("read task"))?),
         error_message: row.try_get("error_message").map_err(get("read task"))?,
     })
+}
+
+impl TaskEnd {
+    /// The row's columns for this end: state, result, error code, error message.
+    pub(crate) fn columns(
+        &self,
+    ) -> (
+        &'static str,
+        Option<&str>,
+        Option<&'static str>,
+        Option<&str>,
+    ) {
+        match self {
+            TaskEnd::Done { result } => ("done", Some(result), None, None),
+            TaskEnd::Failed { code, message } => {
+                ("failed", None, Some(code.as_str()), Some(message))
+            }
+            TaskEnd::Cancelled { message } => (
+                "cancelled",
+                None,
+                Some(TaskErrorCode::Cancelled.as_str()),
+                Some(message),
+            ),
+        }
+    }
+}
+
+/// A stored error code, typed.
+pub(crate) fn stored_code(code: Option<String>) -> Option<TaskErrorCode> {
+    code.as_deref().map(TaskErrorCode::from_stored)
 }
 
 #[cfg(test)]
@@ -394,7 +432,7 @@ mod tests {
         };
         assert!(store.finish_task("t1", None, &cancel, NOW).await.unwrap());
         let fail = TaskEnd::Failed {
-            code: "not_found".into(),
+            code: TaskErrorCode::NotFound,
             message: "no such file /x".into(),
         };
         assert!(store
@@ -406,7 +444,7 @@ mod tests {
         assert_eq!(t1.error_message.as_deref(), Some("by alice"));
         let t2 = store.get_task("t2").await.unwrap().unwrap();
         assert_eq!(t2.state, TaskState::Failed);
-        assert_eq!(t2.error_code.as_deref(), Some("not_found"));
+        assert_eq!(t2.error_code, Some(TaskErrorCode::NotFound));
         assert!(store.queued_tasks("a1", NOW).await.unwrap().is_empty());
     }
 

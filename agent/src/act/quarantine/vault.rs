@@ -24,7 +24,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cordon_protocol::message::{TaskError, TaskErrorCode};
+use cordon_protocol::{
+    collect::{VaultItem, VaultListing},
+    message::{TaskError, TaskErrorCode},
+};
 use rustix::{fs::FlockOperation, io::Errno};
 use serde::{Deserialize, Serialize};
 
@@ -36,15 +39,12 @@ const MAX_MANIFEST: u64 = 64 * 1024;
 /// Longest wait for another vault operation to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// How far an item's last operation got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Pending,
-    Quarantined,
-    Restoring,
-    Restored,
-}
+/// How far an item's last operation got: the protocol's type, so a listing reports exactly
+/// what the manifest says.
+pub use cordon_protocol::collect::VaultState as State;
+
+/// Most items one listing reports.
+pub const MAX_LISTED: usize = 10_000;
 
 /// One item's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +172,37 @@ impl Vault {
                 format!("{}: unreadable manifest: {e}", path.display()),
             )
         })
+    }
+
+    /// Every item's manifest as a listing, oldest first (at most [`MAX_LISTED`]). An
+    /// unreadable manifest is logged and left out: one damaged item must not hide the rest.
+    pub fn list(&self) -> Result<VaultListing, TaskError> {
+        let entries =
+            std::fs::read_dir(&self.dir.path).map_err(|e| io_error(&self.dir.path, &e))?;
+        let mut items: Vec<VaultItem> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|name| Some(name.strip_suffix(".json")?.to_owned()))
+            .filter(|id| is_item_id(id))
+            .filter_map(|id| match self.read(&id) {
+                Ok(m) => Some(VaultItem {
+                    id: m.id,
+                    original_path: m.original_path,
+                    state: m.state,
+                    sha256: m.sha256,
+                    size: m.file.size,
+                    quarantined_at_ms: m.quarantined_at_ms,
+                    restored_at_ms: m.restored_at_ms,
+                }),
+                Err(e) => {
+                    tracing::warn!(quarantine_id = %id, error = %e.message, "unreadable vault manifest");
+                    None
+                }
+            })
+            .collect();
+        items.sort_by(|a, b| (a.quarantined_at_ms, &a.id).cmp(&(b.quarantined_at_ms, &b.id)));
+        let truncated = items.len() > MAX_LISTED;
+        items.truncate(MAX_LISTED);
+        Ok(VaultListing { items, truncated })
     }
 
     /// Writes a manifest durably (atomic replace).

@@ -317,7 +317,7 @@ pub fn render_markdown(report: &IncidentReport) -> String {
         if let Some(error) = &a.error {
             out.push_str(&format!(
                 "- Error: {}: {}\n",
-                escape(&error.code),
+                escape(error.code.as_str()),
                 escape(&error.message)
             ));
         }
