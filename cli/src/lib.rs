@@ -29,6 +29,7 @@ pub mod output;
 pub mod playbooks;
 pub mod progress;
 pub mod quarantined;
+pub mod reference;
 pub mod resolve;
 pub mod signed_read;
 pub mod signer;
