@@ -33,249 +33,40 @@ pub const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_mi
 /// Key of the PostgreSQL advisory lock held while migrating ("CORDON" in ASCII).
 pub const POSTGRES_LOCK_KEY: i64 = 0x434F_5244_4F4E;
 
-const SQLITE_V1: &str = "
-CREATE TABLE agents (
-    id TEXT PRIMARY KEY NOT NULL,
-    hostname TEXT NOT NULL,
-    enrolled_at BIGINT NOT NULL,
-    last_seen_at BIGINT NULL,
-    connected BIGINT NOT NULL DEFAULT 0,
-    revoked_at BIGINT NULL,
-    inventory TEXT NULL,
-    labels TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE certificates (
-    serial TEXT PRIMARY KEY NOT NULL,
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    issued_at BIGINT NOT NULL,
-    not_after BIGINT NOT NULL,
-    revoked_at BIGINT NULL
-);
-CREATE INDEX certificates_agent_id ON certificates (agent_id);
-CREATE TABLE enrollment_tokens (
-    token_hash TEXT PRIMARY KEY NOT NULL,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
-    note TEXT NULL,
-    used_at BIGINT NULL,
-    used_by_agent TEXT NULL
-);
-CREATE TABLE api_tokens (
-    id TEXT PRIMARY KEY NOT NULL,
-    token_hash TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NULL,
-    revoked_at BIGINT NULL
-);
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY NOT NULL,
-    value TEXT NOT NULL
-);
-";
+const SQLITE_V1: &str = include_str!("migrations/sqlite_v1.sql");
 
-const POSTGRES_V1: &str = "
-CREATE TABLE agents (
-    id TEXT PRIMARY KEY,
-    hostname TEXT NOT NULL,
-    enrolled_at BIGINT NOT NULL,
-    last_seen_at BIGINT NULL,
-    connected BIGINT NOT NULL DEFAULT 0,
-    revoked_at BIGINT NULL,
-    inventory TEXT NULL,
-    labels TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE certificates (
-    serial TEXT PRIMARY KEY,
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    issued_at BIGINT NOT NULL,
-    not_after BIGINT NOT NULL,
-    revoked_at BIGINT NULL
-);
-CREATE INDEX certificates_agent_id ON certificates (agent_id);
-CREATE TABLE enrollment_tokens (
-    token_hash TEXT PRIMARY KEY,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
-    note TEXT NULL,
-    used_at BIGINT NULL,
-    used_by_agent TEXT NULL
-);
-CREATE TABLE api_tokens (
-    id TEXT PRIMARY KEY,
-    token_hash TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NULL,
-    revoked_at BIGINT NULL
-);
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-";
+const POSTGRES_V1: &str = include_str!("migrations/postgres_v1.sql");
 
 /// Version 2, identical on both backends: collection tasks queued per agent.
-const TASKS_V2: &str = "
-CREATE TABLE tasks (
-    id TEXT PRIMARY KEY NOT NULL,
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    hunt_id TEXT NULL,
-    kind TEXT NOT NULL,
-    request TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    sent_at BIGINT NULL,
-    started_at BIGINT NULL,
-    finished_at BIGINT NULL,
-    result TEXT NULL,
-    error_code TEXT NULL,
-    error_message TEXT NULL
-);
-CREATE INDEX tasks_agent_state ON tasks (agent_id, state);
-CREATE INDEX tasks_state_expires ON tasks (state, expires_at);
-";
+const TASKS_V2: &str = include_str!("migrations/tasks_v2.sql");
 
 /// Version 3, identical on both backends: each agent's pinned signing key, and evidence records
 /// (the bytes live on disk, content-addressed; a record is one collection of them with the
 /// agent's signed manifest).
-const EVIDENCE_V3: &str = "
-ALTER TABLE agents ADD COLUMN signing_key TEXT NULL;
-CREATE TABLE evidence (
-    task_id TEXT PRIMARY KEY NOT NULL,
-    sha256 TEXT NOT NULL,
-    size BIGINT NOT NULL,
-    kind TEXT NOT NULL,
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    source_path TEXT NULL,
-    manifest TEXT NOT NULL,
-    agent_public_key TEXT NOT NULL,
-    signature TEXT NOT NULL,
-    received_at BIGINT NOT NULL
-);
-CREATE INDEX evidence_sha256 ON evidence (sha256);
-CREATE INDEX evidence_agent ON evidence (agent_id, received_at);
-";
+const EVIDENCE_V3: &str = include_str!("migrations/evidence_v3.sql");
 
 /// Version 4: file watches and the changes agents report for them. Separate per backend only
 /// for the event id: SQLite's `INTEGER PRIMARY KEY AUTOINCREMENT`, PostgreSQL's `BIGSERIAL`
 /// (both read as `i64`; ids only grow, so clients page with `after=`).
-const SQLITE_WATCHES_V4: &str = "
-CREATE TABLE watches (
-    id TEXT PRIMARY KEY NOT NULL,
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    paths TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
-    task_id TEXT NULL,
-    stopped_at BIGINT NULL,
-    stopped_by TEXT NULL
-);
-CREATE INDEX watches_agent ON watches (agent_id, stopped_at);
-CREATE TABLE watch_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    watch_id TEXT NOT NULL REFERENCES watches(id),
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    path TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    changed_at BIGINT NOT NULL,
-    received_at BIGINT NOT NULL
-);
-CREATE INDEX watch_events_watch ON watch_events (watch_id, id);
-";
+const SQLITE_WATCHES_V4: &str = include_str!("migrations/sqlite_watches_v4.sql");
 
-const POSTGRES_WATCHES_V4: &str = "
-CREATE TABLE watches (
-    id TEXT PRIMARY KEY,
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    paths TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
-    task_id TEXT NULL,
-    stopped_at BIGINT NULL,
-    stopped_by TEXT NULL
-);
-CREATE INDEX watches_agent ON watches (agent_id, stopped_at);
-CREATE TABLE watch_events (
-    id BIGSERIAL PRIMARY KEY,
-    watch_id TEXT NOT NULL REFERENCES watches(id),
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    path TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    changed_at BIGINT NOT NULL,
-    received_at BIGINT NOT NULL
-);
-CREATE INDEX watch_events_watch ON watch_events (watch_id, id);
-";
+const POSTGRES_WATCHES_V4: &str = include_str!("migrations/postgres_watches_v4.sql");
 
 /// Version 5, identical on both backends: hunts. A hunt's tasks are ordinary tasks carrying its
 /// id in `tasks.hunt_id` (a column since version 2), indexed here so a hunt's progress is one
 /// index range.
-const HUNTS_V5: &str = "
-CREATE TABLE hunts (
-    id TEXT PRIMARY KEY NOT NULL,
-    query TEXT NOT NULL,
-    label TEXT NULL,
-    created_by TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    agent_count BIGINT NOT NULL
-);
-CREATE INDEX hunts_created ON hunts (created_at);
-CREATE INDEX tasks_hunt ON tasks (hunt_id, state);
-";
+const HUNTS_V5: &str = include_str!("migrations/hunts_v5.sql");
 
 /// Version 6, identical on both backends: signed containment actions. `request` is the
 /// `ActionRequest` as JSON and `signing_bytes` the hex of exactly what every signer signed;
 /// `signatures` is a JSON list (key id, public key, signature, who added it). An action is
 /// delivered as an ordinary task (`task_id`) once enough distinct keys signed it.
-const ACTIONS_V6: &str = "
-CREATE TABLE actions (
-    id TEXT PRIMARY KEY NOT NULL,
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    kind TEXT NOT NULL,
-    request TEXT NOT NULL,
-    signing_bytes TEXT NOT NULL,
-    signatures TEXT NOT NULL,
-    required_signers BIGINT NOT NULL,
-    state TEXT NOT NULL,
-    task_id TEXT NULL,
-    receipt TEXT NULL,
-    error_code TEXT NULL,
-    error_message TEXT NULL,
-    created_by TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    submitted_at BIGINT NULL,
-    finished_at BIGINT NULL
-);
-CREATE INDEX actions_agent ON actions (agent_id, created_at);
-CREATE INDEX actions_task ON actions (task_id);
-CREATE INDEX actions_state_expires ON actions (state, expires_at);
-";
+const ACTIONS_V6: &str = include_str!("migrations/actions_v6.sql");
 
 /// Version 7, identical on both backends: the hash-chained audit log. `seq` is assigned by the
 /// appender (last + 1, under a write lock), not by the database, so a missing number is a
 /// deleted entry; `hash` = SHA-256 over `prev_hash` and the entry's fields (see `store::audit`).
-const AUDIT_V7: &str = "
-CREATE TABLE audit_log (
-    seq BIGINT PRIMARY KEY NOT NULL,
-    at_ms BIGINT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-";
+const AUDIT_V7: &str = include_str!("migrations/audit_v7.sql");
 
 /// Incidents (v8): the incident, its hosts, what is attached to it (tasks, hunts, actions,
 /// evidence), its timeline of stored entries, and one row per stage entered, which the playbook
@@ -284,191 +75,25 @@ CREATE TABLE audit_log (
 /// and NULL once closed: its unique index lets one open incident per fingerprint exist, however
 /// many controllers take alerts at once.
 /// The timeline's ids only grow (each backend's own counter), so entries page with `after=`.
-const SQLITE_INCIDENTS_V8: &str = "
-CREATE TABLE incidents (
-    id TEXT PRIMARY KEY NOT NULL,
-    title TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    description TEXT NOT NULL,
-    assignee TEXT NULL,
-    tier BIGINT NOT NULL,
-    escalated_to TEXT NULL,
-    labels TEXT NOT NULL,
-    fingerprint TEXT NULL,
-    open_fingerprint TEXT NULL,
-    alert_count BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    closed_at BIGINT NULL
-);
-CREATE UNIQUE INDEX incidents_open_fingerprint ON incidents (open_fingerprint);
-CREATE INDEX incidents_updated ON incidents (updated_at);
-CREATE TABLE incident_hosts (
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    added_at BIGINT NOT NULL,
-    added_by TEXT NOT NULL,
-    PRIMARY KEY (incident_id, agent_id)
-);
-CREATE INDEX incident_hosts_agent ON incident_hosts (agent_id);
-CREATE TABLE incident_links (
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    kind TEXT NOT NULL,
-    ref_id TEXT NOT NULL,
-    linked_at BIGINT NOT NULL,
-    linked_by TEXT NOT NULL,
-    PRIMARY KEY (incident_id, kind, ref_id)
-);
-CREATE INDEX incident_links_ref ON incident_links (kind, ref_id);
-CREATE TABLE stage_entries (
-    id TEXT PRIMARY KEY NOT NULL,
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    stage TEXT NOT NULL,
-    entered_at BIGINT NOT NULL,
-    entered_by TEXT NOT NULL,
-    playbook_state TEXT NOT NULL,
-    playbook_detail TEXT NULL
-);
-CREATE INDEX stage_entries_state ON stage_entries (playbook_state, entered_at);
-CREATE TABLE incident_timeline (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    at_ms BIGINT NOT NULL,
-    actor TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX incident_timeline_incident ON incident_timeline (incident_id, id);
-";
+const SQLITE_INCIDENTS_V8: &str = include_str!("migrations/sqlite_incidents_v8.sql");
 
-const POSTGRES_INCIDENTS_V8: &str = "
-CREATE TABLE incidents (
-    id TEXT PRIMARY KEY NOT NULL,
-    title TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    description TEXT NOT NULL,
-    assignee TEXT NULL,
-    tier BIGINT NOT NULL,
-    escalated_to TEXT NULL,
-    labels TEXT NOT NULL,
-    fingerprint TEXT NULL,
-    open_fingerprint TEXT NULL,
-    alert_count BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
-    updated_at BIGINT NOT NULL,
-    closed_at BIGINT NULL
-);
-CREATE UNIQUE INDEX incidents_open_fingerprint ON incidents (open_fingerprint);
-CREATE INDEX incidents_updated ON incidents (updated_at);
-CREATE TABLE incident_hosts (
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    agent_id TEXT NOT NULL REFERENCES agents(id),
-    added_at BIGINT NOT NULL,
-    added_by TEXT NOT NULL,
-    PRIMARY KEY (incident_id, agent_id)
-);
-CREATE INDEX incident_hosts_agent ON incident_hosts (agent_id);
-CREATE TABLE incident_links (
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    kind TEXT NOT NULL,
-    ref_id TEXT NOT NULL,
-    linked_at BIGINT NOT NULL,
-    linked_by TEXT NOT NULL,
-    PRIMARY KEY (incident_id, kind, ref_id)
-);
-CREATE INDEX incident_links_ref ON incident_links (kind, ref_id);
-CREATE TABLE stage_entries (
-    id TEXT PRIMARY KEY NOT NULL,
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    stage TEXT NOT NULL,
-    entered_at BIGINT NOT NULL,
-    entered_by TEXT NOT NULL,
-    playbook_state TEXT NOT NULL,
-    playbook_detail TEXT NULL
-);
-CREATE INDEX stage_entries_state ON stage_entries (playbook_state, entered_at);
-CREATE TABLE incident_timeline (
-    id BIGSERIAL PRIMARY KEY,
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    at_ms BIGINT NOT NULL,
-    actor TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX incident_timeline_incident ON incident_timeline (incident_id, id);
-";
+const POSTGRES_INCIDENTS_V8: &str = include_str!("migrations/postgres_incidents_v8.sql");
 
 /// Alerts (v9): every alert taken in, with the incident it opened or joined, written in the
 /// same transaction as that incident change. `detail` is the alert as mapped (the timeline
 /// entry's detail); `raw` the payload exactly as received (bounded by the intake), whose
 /// SHA-256 is `raw_sha256`. The same statements serve both backends.
-const ALERTS_V9: &str = "
-CREATE TABLE alerts (
-    id TEXT PRIMARY KEY NOT NULL,
-    received_at BIGINT NOT NULL,
-    source TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    incident_id TEXT NOT NULL REFERENCES incidents(id),
-    outcome TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    external_id TEXT NULL,
-    agent_id TEXT NULL,
-    detail TEXT NOT NULL,
-    raw TEXT NOT NULL,
-    raw_sha256 TEXT NOT NULL
-);
-CREATE INDEX alerts_incident ON alerts (incident_id, received_at);
-CREATE INDEX alerts_received ON alerts (received_at);
-";
+const ALERTS_V9: &str = include_str!("migrations/alerts_v9.sql");
 
 /// Outgoing webhooks (v10) and their delivery outbox: one row per event a webhook wants,
 /// written before anything is sent and worked through by the delivery worker (see
 /// `store::webhooks`). `events` is a JSON list of kind patterns; `secret` the HMAC key, which
 /// the API shows only once. The same statements serve both backends.
-const WEBHOOKS_V10: &str = "
-CREATE TABLE webhooks (
-    id TEXT PRIMARY KEY NOT NULL,
-    name TEXT NOT NULL,
-    url TEXT NOT NULL,
-    secret TEXT NOT NULL,
-    events TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
-    disabled_at BIGINT NULL,
-    disabled_by TEXT NULL
-);
-CREATE TABLE webhook_deliveries (
-    id TEXT PRIMARY KEY NOT NULL,
-    webhook_id TEXT NOT NULL REFERENCES webhooks(id),
-    event_id TEXT NOT NULL,
-    event_kind TEXT NOT NULL,
-    body TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts BIGINT NOT NULL,
-    next_attempt_at BIGINT NOT NULL,
-    last_status BIGINT NULL,
-    last_error TEXT NULL,
-    created_at BIGINT NOT NULL,
-    delivered_at BIGINT NULL
-);
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
-CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, created_at);
-";
+const WEBHOOKS_V10: &str = include_str!("migrations/webhooks_v10.sql");
 
 /// Version 11: how many changes each watch has stored, so a runaway watch is stopped at its
 /// limit without counting rows on every insert.
-const WATCH_CHANGES_V11: &str = "
-ALTER TABLE watches ADD COLUMN changes BIGINT NOT NULL DEFAULT 0;
-UPDATE watches SET changes = (SELECT COUNT(*) FROM watch_events WHERE watch_events.watch_id = watches.id);
-";
+const WATCH_CHANGES_V11: &str = include_str!("migrations/watch_changes_v11.sql");
 
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
