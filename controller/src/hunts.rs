@@ -8,6 +8,7 @@
 //! back from those tasks.
 
 use cordon_api::tasks::TaskErrorCode;
+use cordon_api::tasks::TaskErrorView;
 use std::time::Duration;
 
 use cordon_protocol::{
@@ -17,7 +18,6 @@ use cordon_protocol::{
 use thiserror::Error;
 
 use crate::{
-    api::types::TaskErrorView,
     now_ms,
     state::Controller,
     store::{HuntRecord, HuntTarget, HuntTaskRow, NewHunt, StoreError, TaskCounts, TaskState},

@@ -2,7 +2,7 @@
 //! (at once, or when the agent comes back), records what agents answer, and expires what nobody
 //! ran in time. The store holds the truth; this module moves tasks through their states.
 
-use cordon_api::tasks::TaskErrorCode;
+use cordon_api::tasks::{TaskErrorCode, TaskView};
 use std::time::Duration;
 
 use cordon_protocol::message::{ControllerMessage, Task, TaskKind, TaskOutput, TaskResult};
@@ -36,6 +36,36 @@ pub enum TaskError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A stored task as the API shows it: its request and result as JSON values, its error
+/// typed.
+impl From<crate::store::TaskRecord> for TaskView {
+    fn from(t: crate::store::TaskRecord) -> Self {
+        let parse =
+            |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.to_string()));
+        TaskView {
+            error: match (t.error_code, t.error_message) {
+                (Some(code), message) => Some(cordon_api::tasks::TaskErrorView {
+                    code,
+                    message: message.unwrap_or_default(),
+                }),
+                _ => None,
+            },
+            request: parse(&t.request),
+            result: t.result.as_deref().map(parse),
+            id: t.id,
+            agent_id: t.agent_id,
+            kind: t.kind,
+            state: t.state,
+            created_by: t.created_by,
+            created_at_ms: t.created_at_ms,
+            expires_at_ms: t.expires_at_ms,
+            sent_at_ms: t.sent_at_ms,
+            started_at_ms: t.started_at_ms,
+            finished_at_ms: t.finished_at_ms,
+        }
+    }
 }
 
 impl Controller {

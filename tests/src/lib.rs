@@ -10,8 +10,11 @@ use std::{
 };
 
 use cordon_agent::{enroll::EnrollOptions, AgentConfig};
+use cordon_api::{
+    agents::{AgentStatus, AgentView},
+    tokens::EnrollmentTokenCreated,
+};
 use cordon_controller::{
-    api::types::{AgentStatus, AgentView, EnrollmentTokenCreated},
     deployment::{self, DataDir, InitOptions},
     server::{self, Running, ServeConfig},
 };
@@ -249,8 +252,8 @@ impl Deployment {
         &self,
         agent_id: &str,
         task: serde_json::Value,
-    ) -> cordon_controller::api::types::TaskView {
-        use cordon_controller::api::types::TaskView;
+    ) -> cordon_api::tasks::TaskView {
+        use cordon_api::tasks::TaskView;
         let created: TaskView = self
             .api()
             .post_json(
@@ -263,8 +266,8 @@ impl Deployment {
     }
 
     /// Waits (up to 60 s) until task `id` ends.
-    pub async fn wait_for_task(&self, id: &str) -> cordon_controller::api::types::TaskView {
-        use cordon_controller::api::types::TaskView;
+    pub async fn wait_for_task(&self, id: &str) -> cordon_api::tasks::TaskView {
+        use cordon_api::tasks::TaskView;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let task: TaskView = self

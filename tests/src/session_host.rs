@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cordon_controller::api::types::AgentStatus;
+use cordon_api::agents::AgentStatus;
 use cordon_protocol::{
     hello::{AgentHello, HelloOutcome},
     message::{AgentMessage, ControllerMessage, Task},

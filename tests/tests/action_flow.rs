@@ -12,10 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use cordon_api::agents::AgentStatus;
 use cordon_cli::signer::PASSPHRASE_ENV;
 use cordon_controller::{
     actions::{ActionView, SignatureSpec, StoredReceipt},
-    api::types::AgentStatus,
     store::ActionState,
 };
 use cordon_protocol::action::{signing_bytes, Action, ActionRequest};
@@ -647,7 +647,7 @@ async fn reported_policy(
     deployment: &Deployment,
     agent_id: &str,
 ) -> cordon_protocol::action::PolicySummary {
-    let view: cordon_controller::api::types::AgentView = deployment
+    let view: cordon_api::agents::AgentView = deployment
         .api()
         .get_json(&format!("/api/v1/agents/{agent_id}"))
         .await
@@ -881,11 +881,11 @@ fn the_quickstart_responder_can_kill_on_the_local_agent() {
     };
     let agent_id = loop {
         let out = cordon(&["--json", "agents", "list"]);
-        let list: Vec<cordon_controller::api::types::AgentView> =
+        let list: Vec<cordon_api::agents::AgentView> =
             serde_json::from_slice(&out.stdout).unwrap_or_default();
         if let Some(agent) = list.iter().find(|a| a.status == AgentStatus::Online) {
             let shown = cordon(&["--json", "agents", "show", &agent.id]);
-            let agent: cordon_controller::api::types::AgentView =
+            let agent: cordon_api::agents::AgentView =
                 serde_json::from_slice(&shown.stdout).expect("agent JSON");
             // Online a moment before its inventory (and policy) is stored.
             if let Some(inventory) = &agent.inventory {

@@ -5,7 +5,7 @@
 
 use std::{os::unix::process::ExitStatusExt, path::Path, process::Command, time::Duration};
 
-use cordon_controller::api::types::AgentStatus;
+use cordon_api::agents::AgentStatus;
 use cordon_protocol::{
     action::{key_id, signing_bytes, Action, ActionRequest, ActionSignature, SignedAction},
     message::{Receipt, TaskError, TaskErrorCode, TaskKind, TaskOutput, TaskResult},

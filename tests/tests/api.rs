@@ -1,7 +1,7 @@
 //! The API's contract: JSON errors with the right status for every kind of bad request, tokens
 //! checked, health open to probes.
 
-use cordon_controller::api::types::Health;
+use cordon_api::agents::Health;
 use cordon_tests::Deployment;
 
 fn error_of(body: &serde_json::Value) -> (&str, &str) {

@@ -107,10 +107,7 @@ async fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         .spawn()
         .unwrap();
     deployment
-        .wait_for_status(
-            &agent.id,
-            cordon_controller::api::types::AgentStatus::Online,
-        )
+        .wait_for_status(&agent.id, cordon_api::agents::AgentStatus::Online)
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = child.kill();
@@ -216,10 +213,7 @@ async fn netstat_narrows_sockets_by_pid_port_and_state() {
     let mut agent = deployment.enroll_agent().await;
     agent.start();
     deployment
-        .wait_for_status(
-            &agent.id,
-            cordon_controller::api::types::AgentStatus::Online,
-        )
+        .wait_for_status(&agent.id, cordon_api::agents::AgentStatus::Online)
         .await;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (port_number, pid_number) = (listener.local_addr().unwrap().port(), std::process::id());
@@ -287,10 +281,7 @@ async fn what_a_command_starts_is_attached_to_the_incident_it_names() {
     agent.trust("alice", &alice.public_file, "kill", "1h");
     agent.start();
     deployment
-        .wait_for_status(
-            &agent.id,
-            cordon_controller::api::types::AgentStatus::Online,
-        )
+        .wait_for_status(&agent.id, cordon_api::agents::AgentStatus::Online)
         .await;
     let incident = json_of(
         &deployment,

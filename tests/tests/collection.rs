@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cordon_controller::api::types::{AgentStatus, TaskView};
+use cordon_api::{agents::AgentStatus, tasks::TaskView};
 use cordon_protocol::collect::{FileHash, NetworkSnapshot, ProcessList};
 use cordon_tests::Deployment;
 use serde_json::json;

@@ -4,7 +4,7 @@
 
 use std::{os::unix::process::ExitStatusExt, time::Duration};
 
-use cordon_controller::api::types::AgentStatus;
+use cordon_api::agents::AgentStatus;
 use cordon_tests::{fails, generate_key, json_of, ok, Deployment, Victim};
 use serde_json::Value;
 

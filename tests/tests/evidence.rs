@@ -5,10 +5,8 @@
 
 use std::time::Duration;
 
-use cordon_controller::{
-    api::types::TaskView,
-    evidence::{EvidenceView, Verification},
-};
+use cordon_api::tasks::TaskView;
+use cordon_controller::evidence::{EvidenceView, Verification};
 use cordon_protocol::{
     evidence::{EvidenceKind, EvidenceManifest, SignedManifest},
     message::{AgentMessage, Chunk, ChunkEnd, ControllerMessage, TaskOutput, TaskResult},
@@ -410,10 +408,7 @@ async fn an_agent_that_drops_mid_transfer_leaves_nothing_and_the_fetch_runs_agai
         .unwrap();
     let mut process = agent.spawn_process();
     deployment
-        .wait_for_status(
-            &agent.id,
-            cordon_controller::api::types::AgentStatus::Online,
-        )
+        .wait_for_status(&agent.id, cordon_api::agents::AgentStatus::Online)
         .await;
     let created: TaskView = deployment
         .api()
@@ -434,10 +429,7 @@ async fn an_agent_that_drops_mid_transfer_leaves_nothing_and_the_fetch_runs_agai
     }
     process.kill();
     deployment
-        .wait_for_status(
-            &agent.id,
-            cordon_controller::api::types::AgentStatus::Offline,
-        )
+        .wait_for_status(&agent.id, cordon_api::agents::AgentStatus::Offline)
         .await;
     // Requeued for when the agent returns (just after the session is recorded as ended).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -3,7 +3,7 @@
 
 use std::{path::Path, time::Duration};
 
-use cordon_controller::api::types::{AgentStatus, TaskView};
+use cordon_api::{agents::AgentStatus, tasks::TaskView};
 use cordon_tests::{Deployment, Follower};
 use serde_json::json;
 

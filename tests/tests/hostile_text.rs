@@ -4,7 +4,7 @@
 
 use std::{os::unix::fs::PermissionsExt, process::Command};
 
-use cordon_controller::api::types::AgentStatus;
+use cordon_api::agents::AgentStatus;
 use cordon_tests::{
     output::{ok, text},
     Deployment,

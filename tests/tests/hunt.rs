@@ -15,10 +15,8 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use cordon_controller::{
-    api::types::AgentStatus,
-    hunts::{HuntAgentResult, HuntView},
-};
+use cordon_api::agents::AgentStatus;
+use cordon_controller::hunts::{HuntAgentResult, HuntView};
 use cordon_tests::{binary, Deployment};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

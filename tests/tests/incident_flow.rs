@@ -12,12 +12,13 @@
 
 use std::time::{Duration, Instant};
 
+use cordon_api::agents::AgentStatus;
 use cordon_controller::{
     actions::ActionView,
     alerts::Received,
     api::{
         api_tokens::ApiTokenCreated, audit::AuditVerifyView, incidents::IncidentView,
-        playbooks::PlaybookList, types::AgentStatus,
+        playbooks::PlaybookList,
     },
     incidents::report::IncidentReport,
     store::ActionState,

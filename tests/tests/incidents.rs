@@ -16,9 +16,10 @@
 
 use std::time::{Duration, Instant};
 
+use cordon_api::tasks::TaskView;
 use cordon_controller::{
     actions::ActionView,
-    api::{api_tokens::ApiTokenCreated, incidents::IncidentView, types::TaskView},
+    api::{api_tokens::ApiTokenCreated, incidents::IncidentView},
     incidents::report::IncidentReport,
     store::ActionState,
 };

@@ -1,7 +1,7 @@
 //! The whole controller on PostgreSQL: enrolment, sessions and revocation work the same as on
 //! the embedded store. Runs when CORDON_TEST_DATABASE_URL is set (CI sets it).
 
-use cordon_controller::api::types::AgentStatus;
+use cordon_api::agents::AgentStatus;
 use cordon_tests::{Deployment, PgSchema};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cordon_controller::api::types::{AgentStatus, AgentView};
+use cordon_api::agents::{AgentStatus, AgentView};
 use cordon_tests::binary;
 
 struct Quickstart {

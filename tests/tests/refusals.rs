@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cordon_controller::api::types::AgentStatus;
+use cordon_api::agents::AgentStatus;
 use cordon_protocol::hello::HelloOutcome;
 use cordon_tests::{agent_tls, hello_for, try_session, Deployment};
 

@@ -2,10 +2,8 @@
 //! call changes nothing; admin may do all of it. Tokens come from `POST /api/v1/api-tokens` and
 //! `cordon tokens api-create`.
 
-use cordon_controller::api::{
-    api_tokens::ApiTokenCreated,
-    types::{AgentStatus, AgentView},
-};
+use cordon_api::agents::{AgentStatus, AgentView};
+use cordon_controller::api::api_tokens::ApiTokenCreated;
 use cordon_tests::{Api, Deployment};
 use serde_json::json;
 

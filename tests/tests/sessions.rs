@@ -1,7 +1,7 @@
 //! Agents enrol, come online, go offline when killed, and come back with the same identity —
 //! through the API and the real CLI — and survive a controller restart.
 
-use cordon_controller::api::types::{AgentStatus, AgentView};
+use cordon_api::agents::{AgentStatus, AgentView};
 use cordon_tests::Deployment;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

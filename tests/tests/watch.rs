@@ -5,11 +5,9 @@
 
 use std::{path::Path, time::Duration};
 
+use cordon_api::{agents::AgentStatus, tasks::TaskView};
 use cordon_controller::{
-    api::{
-        types::{AgentStatus, TaskView},
-        watches::{WatchEventView, WatchEventsPage, WatchView},
-    },
+    api::watches::{WatchEventView, WatchEventsPage, WatchView},
     watches::WatchStatus,
 };
 use cordon_tests::{Api, Deployment};

@@ -840,10 +840,7 @@ async fn task_ends_reach_webhooks_and_the_live_stream() {
     let mut agent = deployment.enroll_agent().await;
     agent.start();
     deployment
-        .wait_for_status(
-            &agent.id,
-            cordon_controller::api::types::AgentStatus::Online,
-        )
+        .wait_for_status(&agent.id, cordon_api::agents::AgentStatus::Online)
         .await;
     let mut live = open_events(&deployment, &deployment.admin_token, "?kinds=task.done")
         .await

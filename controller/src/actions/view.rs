@@ -1,12 +1,10 @@
 //! What the action API takes and shows: a signed request to submit, an action for the
 //! automation key to sign, and an action as stored, with its signers and receipt.
 
-use crate::{
-    api::types::TaskErrorView,
-    store::{ActionRecord, StoreError},
-};
+use crate::store::{ActionRecord, StoreError};
 pub use cordon_api::actions::{ActionView, AutomationAction, SubmitAction};
 use cordon_api::actions::{ReceiptView, StoredReceipt};
+use cordon_api::tasks::TaskErrorView;
 
 impl TryFrom<ActionRecord> for ActionView {
     type Error = StoreError;

@@ -4,6 +4,7 @@
 //! Responders and automation submit and approve (what counts is who *signed*, not the token);
 //! viewers read.
 
+use cordon_api::agents::AgentListQuery;
 use cordon_api::error::ErrorCode;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use serde::Deserialize;
 
 use crate::{
     actions::{ActionError, ActionView, AutomationAction, SignatureSpec, SubmitAction},
-    api::{auth::Caller, error::ApiError, tasks::MAX_WAIT, types::AgentListQuery, AppState},
+    api::{auth::Caller, error::ApiError, tasks::MAX_WAIT, AppState},
     audit::DeferredAttempt,
     store::Role,
 };

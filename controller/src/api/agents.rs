@@ -5,14 +5,10 @@ use axum::{
     http::StatusCode,
     Json,
 };
+use cordon_api::agents::{AgentStatus, AgentView, SetLabels};
 
 use crate::{
-    api::{
-        auth::Caller,
-        error::ApiError,
-        types::{AgentStatus, AgentView, SetLabels},
-        AppState,
-    },
+    api::{auth::Caller, error::ApiError, AppState},
     store::{AgentRecord, Role},
 };
 

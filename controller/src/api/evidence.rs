@@ -8,9 +8,10 @@ use axum::{
     response::Response,
     Json,
 };
+use cordon_api::agents::AgentListQuery;
 
 use crate::{
-    api::{auth::Caller, error::ApiError, types::AgentListQuery, AppState},
+    api::{auth::Caller, error::ApiError, AppState},
     evidence::{is_sha256, EvidenceView, Verification},
     store::Role,
 };

@@ -1,8 +1,9 @@
 //! `GET /api/v1/health`: no token needed, so load balancers and scripts can probe it.
 
 use axum::{extract::State, Json};
+use cordon_api::agents::Health;
 
-use crate::api::{types::Health, AppState};
+use crate::api::AppState;
 
 #[utoipa::path(
     get,

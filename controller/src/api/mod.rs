@@ -19,7 +19,6 @@ pub mod recorder;
 pub mod routes;
 pub mod tasks;
 pub mod tokens;
-pub mod types;
 pub mod watches;
 pub mod webhooks;
 

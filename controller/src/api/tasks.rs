@@ -3,6 +3,10 @@
 //! kinds some loaded playbook collects (see [`crate::playbooks`]).
 
 use cordon_api::error::ErrorCode;
+use cordon_api::{
+    agents::AgentListQuery,
+    tasks::{CreateTask, TaskView},
+};
 use std::time::Duration;
 
 use axum::{
@@ -16,13 +20,7 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    api::{
-        auth::Caller,
-        error::ApiError,
-        recorder::AuditNote,
-        types::{AgentListQuery, CreateTask, TaskView},
-        AppState,
-    },
+    api::{auth::Caller, error::ApiError, recorder::AuditNote, AppState},
     store::Role,
     tasks::TaskError,
 };

@@ -2,14 +2,10 @@
 
 use axum::{extract::State, http::StatusCode, Json};
 use cordon_api::error::ErrorCode;
+use cordon_api::tokens::{CreateEnrollmentToken, EnrollmentTokenCreated};
 
 use crate::{
-    api::{
-        auth::Caller,
-        error::ApiError,
-        types::{CreateEnrollmentToken, EnrollmentTokenCreated},
-        AppState,
-    },
+    api::{auth::Caller, error::ApiError, AppState},
     now_ms, secret,
     store::{EnrollmentRevocation, EnrollmentTokenRecord, NewEnrollmentToken, Role},
 };

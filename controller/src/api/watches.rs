@@ -1,6 +1,7 @@
 //! `/api/v1/watches`: start a file watch on an agent, list and show watches, stop one, and page
 //! through the changes it reported (`after=` the last event id seen, so a client can poll).
 
+use cordon_api::tasks::TaskErrorView;
 use std::time::Duration;
 
 use axum::{
@@ -14,7 +15,7 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    api::{auth::Caller, error::ApiError, types::TaskErrorView, AppState},
+    api::{auth::Caller, error::ApiError, AppState},
     store::{Role, WatchEventRecord, WatchRecord},
     watches::{watch_status, WatchError},
 };

@@ -13,15 +13,13 @@
 //! [`escape`], so a `|` or a line break cannot break a table, and no link, HTML or code span
 //! can be injected.
 
+use cordon_api::agents::AgentStatus;
 use std::collections::{BTreeMap, BTreeSet};
 
 use cordon_api::format::{time, what};
 
 use super::{IncidentError, LinkKind};
-use crate::{
-    actions::view::ActionView, api::types::AgentStatus, now_ms, state::Controller,
-    store::EvidenceRecord,
-};
+use crate::{actions::view::ActionView, now_ms, state::Controller, store::EvidenceRecord};
 
 pub use cordon_api::incidents::report::{
     IncidentReport, ReportAction, ReportEvidence, ReportHost, ReportReceipt, ReportSigner,

@@ -3,6 +3,7 @@
 //! take, durations read and are within bounds, and every template names a known alert field.
 //! Errors carry the line of the value at fault ([`Checker`]).
 
+use cordon_api::tasks::DEFAULT_FETCH_LIMIT;
 use std::{ops::Range, path::Path};
 
 use serde::Deserialize;
@@ -13,10 +14,7 @@ use super::{
     template::Template,
     Collect, HostScope, HuntPlan, Proposal, ProposedAction,
 };
-use crate::{
-    actions::check::MAX_LIFETIME_MS, api::types::DEFAULT_FETCH_LIMIT, hunts::DEFAULT_HUNT_TTL,
-    tasks::MAX_TASK_TTL,
-};
+use crate::{actions::check::MAX_LIFETIME_MS, hunts::DEFAULT_HUNT_TTL, tasks::MAX_TASK_TTL};
 use cordon_api::format::parse_duration_secs;
 
 /// Default size limit of a playbook's file fetch.

@@ -321,10 +321,10 @@ async fn enrol_missing(args: &Args) -> anyhow::Result<()> {
         let controller = args.controller.clone();
         jobs.spawn(async move {
             let _permit = limit.acquire().await?;
-            let created: cordon_controller::api::types::EnrollmentTokenCreated = client
+            let created: cordon_api::tokens::EnrollmentTokenCreated = client
                 .post(
                     "/api/v1/enrollment-tokens",
-                    &cordon_controller::api::types::CreateEnrollmentToken {
+                    &cordon_api::tokens::CreateEnrollmentToken {
                         ttl_secs: 600,
                         note: Some("loadgen".into()),
                     },
