@@ -65,6 +65,12 @@ pub struct KillArgs {
     pub ttl: u64,
 }
 
+/// How much longer than the grace a `--signal term` order must stay valid: time to reach the
+/// agent and for the process to go after SIGKILL.
+const GRACE_MARGIN_SECS: u64 = 60;
+
+use cordon_api::format::duration as format_duration;
+
 /// How `cordon kill` ends a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KillSignal {
@@ -152,6 +158,15 @@ pub async fn kill(
         }
         cordon_protocol::action::check_grace(args.grace)
             .map_err(|why| CliError::Usage(format!("--grace: {why}")))?;
+        // The order must outlive the grace, or it expires while the agent still waits.
+        if args.grace + GRACE_MARGIN_SECS > args.ttl {
+            return Err(CliError::Usage(format!(
+                "--grace {} needs an order valid for at least {}: give --ttl {}",
+                format_duration(args.grace),
+                format_duration(args.grace + GRACE_MARGIN_SECS),
+                format_duration(args.grace + GRACE_MARGIN_SECS)
+            )));
+        }
     }
     let key = signing_key(&args.signer, config_path)?;
     let agent_id = crate::resolve::agent(client, &args.signer.agent).await?;

@@ -42,7 +42,8 @@ impl Backoff {
     pub async fn pause(&mut self, why: &str) {
         let wait = self.step();
         eprintln!(
-            "cordon: cannot reach the controller ({why}); trying again in {}",
+            "cordon: cannot reach the controller ({}); trying again in {}",
+            crate::output::escape(why),
             if wait < Duration::from_secs(1) {
                 format!("{}ms", wait.as_millis())
             } else {

@@ -154,11 +154,14 @@ async fn kill_with_signal_term_gives_the_process_its_grace_then_kills_it() {
         "{done}"
     );
 
-    // What cannot be signed is refused before anything is: no grace, too long a one, a tree.
+    // What cannot be signed is refused before anything is: no grace, too long a one, one the
+    // order would not outlive, a tree.
     let mut spared = Victim::spawn();
     for extra in [
         &["--signal", "term", "--grace", "0s"][..],
         &["--signal", "term", "--grace", "1h"],
+        // A grace the order would not outlive (default validity 5m).
+        &["--signal", "term", "--grace", "5m"],
         &["--signal", "term", "--tree"],
     ] {
         let args = kill(&spared, extra);

@@ -56,8 +56,10 @@ pub enum Authentication {
     Malformed,
     /// A token that is unknown, expired or revoked; only a prefix of its hash is kept.
     Refused { token_hash_prefix: String },
-    /// The store could not be asked (logged where it happened).
+    /// The store could not be reached (logged where it happened): worth trying again.
     Unavailable,
+    /// The store answered with an error (logged where it happened): the controller's fault.
+    Failed,
 }
 
 impl Authentication {
@@ -79,6 +81,11 @@ impl Authentication {
                 ErrorCode::Unavailable,
                 "cannot check the token just now; try again (the controller log says why)",
             )),
+            Authentication::Failed => Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "cannot check the token; see the controller log",
+            )),
         }
     }
 
@@ -90,6 +97,7 @@ impl Authentication {
             Authentication::Malformed => Some("malformed Authorization header"),
             Authentication::Refused { .. } => Some("unknown, expired or revoked token"),
             Authentication::Unavailable => Some("token store unavailable"),
+            Authentication::Failed => Some("token lookup failed"),
         }
     }
 }
@@ -122,7 +130,11 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Authenticati
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot look up an API token");
-            Authentication::Unavailable
+            if e.is_unavailable() {
+                Authentication::Unavailable
+            } else {
+                Authentication::Failed
+            }
         }
     }
 }

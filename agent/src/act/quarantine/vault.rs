@@ -45,6 +45,11 @@ pub use cordon_protocol::collect::VaultState as State;
 
 /// Most items one listing reports.
 pub const MAX_LISTED: usize = 10_000;
+/// Most bytes of paths and fixed fields one listing carries: well inside a frame, whatever the
+/// paths are.
+pub const MAX_LISTED_BYTES: usize = 2 * 1024 * 1024;
+/// What one item costs in a listing besides its path (id, hash, state, numbers, JSON keys).
+const ITEM_OVERHEAD: usize = 256;
 
 /// One item's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +179,8 @@ impl Vault {
         })
     }
 
-    /// Every item's manifest as a listing, oldest first (at most [`MAX_LISTED`]). An
+    /// Every item's manifest as a listing, oldest first (at most [`MAX_LISTED`] items and
+    /// [`MAX_LISTED_BYTES`]). An
     /// unreadable manifest is logged and left out: one damaged item must not hide the rest.
     pub fn list(&self) -> Result<VaultListing, TaskError> {
         let entries =
@@ -200,8 +206,17 @@ impl Vault {
             })
             .collect();
         items.sort_by(|a, b| (a.quarantined_at_ms, &a.id).cmp(&(b.quarantined_at_ms, &b.id)));
-        let truncated = items.len() > MAX_LISTED;
-        items.truncate(MAX_LISTED);
+        let mut bytes = 0usize;
+        let fits = items
+            .iter()
+            .take(MAX_LISTED)
+            .take_while(|item| {
+                bytes += item.original_path.len() + ITEM_OVERHEAD;
+                bytes <= MAX_LISTED_BYTES
+            })
+            .count();
+        let truncated = fits < items.len();
+        items.truncate(fits);
         Ok(VaultListing { items, truncated })
     }
 
