@@ -137,6 +137,24 @@ async fn kill_with_signal_term_gives_the_process_its_grace_then_kills_it() {
         "{done}"
     );
 
+    // A stopped one is woken to act on it, rather than waiting out the grace.
+    let mut stopped = Victim::spawn();
+    let sent = std::process::Command::new("kill")
+        .args(["-STOP", &stopped.pid_arg()])
+        .status()
+        .expect("kill -STOP");
+    assert!(sent.success());
+    let args = kill(
+        &stopped,
+        &["--signal", "term", "--grace", "2m", "--ttl", "5m"],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&deployment.run_cli(&args).await);
+    let status = stopped
+        .exit_within(Duration::from_secs(10))
+        .expect("it ended");
+    assert_eq!(status.signal(), Some(15), "woken, it ends on SIGTERM");
+
     // One that ignores it is killed once the grace is over.
     let mut deaf = Victim::spawn_deaf_to_term();
     // Let the shell set its trap before the signal comes.

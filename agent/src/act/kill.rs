@@ -14,6 +14,10 @@
 //! wrong time). It is not `PolicyDenied`, because no rail forbids the kill (a signature over the
 //! right start time would be honoured), and the pid does exist, so not `NotFound` either.
 //!
+//! **Terminate.** `Terminate` is the same binding and rails, then SIGTERM (and SIGCONT, so a
+//! stopped process can act on it), a wait of the signed grace, and SIGKILL only if the process
+//! is still running then.
+//!
 //! **Trees.** With `tree`, the whole tree is frozen before anything dies: the root gets SIGSTOP,
 //! then every descendant found through the parent pids in `/proc/PID/stat`, and `/proc` is scanned
 //! again until no new descendant appears. A stopped process cannot fork, so the set stops
@@ -87,6 +91,8 @@ pub fn terminate(
     let (root, before, _) = pin(pid, start_time_ms, env)?;
     root.signal(Signal::TERM)
         .map_err(|e| signal_error(&root, "SIGTERM", e))?;
+    // A stopped process acts on SIGTERM only once it runs again.
+    let _ = root.signal(Signal::CONT);
     let grace = Duration::from_secs(grace_secs);
     let deadline = Instant::now() + grace;
     while !root.is_gone() && Instant::now() < deadline {
