@@ -11,6 +11,7 @@ use cordon_protocol::{action::Action, collect::ProcessDetail};
 
 use cordon_api::{
     actions::ActionView,
+    format::duration as format_duration,
     incidents::LinkKind,
     tasks::{CreateTask, TaskSpec, TaskState, TaskView},
 };
@@ -68,8 +69,6 @@ pub struct KillArgs {
 /// How much longer than the grace a `--signal term` order must stay valid: time to reach the
 /// agent and for the process to go after SIGKILL.
 const GRACE_MARGIN_SECS: u64 = 60;
-
-use cordon_api::format::duration as format_duration;
 
 /// How `cordon kill` ends a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
