@@ -128,8 +128,12 @@ async fn session(
             AgentError::Refused("the controller closed the connection during the handshake (certificate refused or revoked?)".into())
         })?;
     let hello: ControllerHello = decode_hello(&frame).map_err(|e| match e {
-        ProtocolError::VersionMismatch { ours, theirs } => AgentError::Protocol(format!(
-            "protocol version mismatch: agent speaks {ours}, controller speaks {theirs}"
+        ProtocolError::VersionMismatch {
+            oldest,
+            newest,
+            theirs,
+        } => AgentError::Protocol(format!(
+            "protocol version mismatch: agent speaks {oldest} to {newest}, controller speaks {theirs}"
         )),
         other => AgentError::Protocol(format!("controller hello: {other}")),
     })?;

@@ -21,8 +21,12 @@ pub enum ProtocolError {
     #[error("cannot encode message: {0}")]
     Encode(String),
     /// The peer speaks a protocol version we do not.
-    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
-    VersionMismatch { ours: u32, theirs: u32 },
+    #[error("protocol version mismatch: we speak {oldest} to {newest}, the peer speaks {theirs}")]
+    VersionMismatch {
+        oldest: u32,
+        newest: u32,
+        theirs: u32,
+    },
     /// Incomplete frames across all connections would exceed the receive budget: this one is
     /// closed rather than let memory grow.
     #[error("receive budget exhausted: {held} bytes of incomplete frames here, {limit} allowed across all connections")]

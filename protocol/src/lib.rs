@@ -28,11 +28,16 @@ pub mod receipt;
 
 pub use error::ProtocolError;
 
-/// The protocol version this build speaks. Bumped on any incompatible change to a message:
-/// 2 added [`message::AgentMessage::PolicyChanged`], which a version-1 controller would take for
-/// a bad frame, so the two are told apart at the hello instead; 3 added signed reads (a fetch's
-/// `authorization`, the policy's `signed_reads`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// The newest protocol version this build speaks. Bumped on any change to a message that an
+/// older peer could not decode: 2 added [`message::AgentMessage::PolicyChanged`]; 3 added signed
+/// reads (a fetch's `authorization`, the policy's `signed_reads`); 4 added
+/// [`message::TaskKind::Quarantined`] and [`action::Action::Terminate`].
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// The oldest protocol version this build still speaks, so a controller can be upgraded before
+/// its agents: a session runs at the agent's version, and the controller never sends such an
+/// agent a message it could not decode (see [`message::TaskKind::since_version`]).
+pub const OLDEST_PROTOCOL_VERSION: u32 = 3;
 
 /// TLS ALPN protocol name for an enrolled agent's session (client certificate required).
 pub const ALPN_SESSION: &[u8] = b"cordon/1";

@@ -96,6 +96,19 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
+    /// The first protocol version whose agents can decode this task: a controller does not send
+    /// it to an agent whose session runs at an older one (it fails the task as unsupported).
+    pub fn since_version(&self) -> u32 {
+        match self {
+            TaskKind::Quarantined => 4,
+            TaskKind::Action(signed) => match signed.request.action {
+                crate::action::Action::Terminate { .. } => 4,
+                _ => crate::OLDEST_PROTOCOL_VERSION,
+            },
+            _ => crate::OLDEST_PROTOCOL_VERSION,
+        }
+    }
+
     /// The short name a task of this kind is stored, listed and logged under.
     pub fn name(&self) -> &'static str {
         match self {
@@ -347,6 +360,43 @@ mod tests {
                 }
             )),
         ]
+    }
+
+    #[test]
+    fn only_what_version_4_added_needs_version_4() {
+        use crate::action::{Action, ActionRequest, SignedAction};
+        let action = |action| {
+            TaskKind::Action(SignedAction {
+                request: ActionRequest {
+                    action_id: uuid::Uuid::nil(),
+                    agent_id: "a".into(),
+                    issued_at_ms: 0,
+                    expires_at_ms: 1,
+                    nonce: [0; 16],
+                    action,
+                },
+                signatures: vec![],
+            })
+        };
+        assert_eq!(TaskKind::Quarantined.since_version(), 4);
+        let terminate = action(Action::Terminate {
+            pid: 1,
+            start_time_ms: 0,
+            grace_secs: 5,
+        });
+        assert_eq!(terminate.since_version(), 4);
+        let kill = action(Action::Kill {
+            pid: 1,
+            start_time_ms: 0,
+            tree: false,
+        });
+        for old in [TaskKind::Ping, TaskKind::Snapshot, kill] {
+            assert_eq!(
+                old.since_version(),
+                crate::OLDEST_PROTOCOL_VERSION,
+                "{old:?}"
+            );
+        }
     }
 
     proptest! {

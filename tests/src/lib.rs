@@ -474,19 +474,20 @@ pub async fn try_session(
 ) -> Result<cordon_protocol::hello::HelloOutcome, String> {
     open_session(addr, tls, hello)
         .await
-        .map(|(outcome, _)| outcome)
+        .map(|(hello, _)| hello.outcome)
 }
 
 /// A session opened by hand (to play a misbehaving agent).
 pub type RawSession =
     cordon_protocol::connection::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
-/// Like [`try_session`], and also returns the connection for the test to go on with.
+/// Like [`try_session`], and returns the controller's whole hello and the connection for the
+/// test to go on with.
 pub async fn open_session(
     addr: SocketAddr,
     tls: std::sync::Arc<rustls::ClientConfig>,
     hello: &cordon_protocol::hello::AgentHello,
-) -> Result<(cordon_protocol::hello::HelloOutcome, RawSession), String> {
+) -> Result<(cordon_protocol::hello::ControllerHello, RawSession), String> {
     use cordon_protocol::{connection::Connection, hello::ControllerHello};
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
@@ -504,7 +505,7 @@ pub async fn open_session(
         .await
         .map_err(|_| "no answer within 10 s".to_string())?;
     match answer {
-        Ok(Some(hello)) => Ok((hello.outcome, conn)),
+        Ok(Some(hello)) => Ok((hello, conn)),
         Ok(None) => Err("connection closed without a hello".into()),
         Err(e) => Err(format!("reading hello: {e}")),
     }

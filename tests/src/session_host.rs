@@ -33,13 +33,13 @@ impl SessionHost {
         let agent = deployment.enroll_agent().await;
         let mut hello = hello_for(&agent.id);
         edit(&mut hello);
-        let (outcome, mut conn) =
+        let (answer, mut conn) =
             open_session(deployment.agent_addr, agent_tls(agent.data_dir()), &hello)
                 .await
                 .expect("simulated host session");
         assert!(
-            matches!(outcome, HelloOutcome::Accepted { .. }),
-            "{outcome:?}"
+            matches!(answer.outcome, HelloOutcome::Accepted { .. }),
+            "{answer:?}"
         );
         let id = agent.id.clone();
         let shutdown = CancellationToken::new();

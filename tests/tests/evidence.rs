@@ -252,11 +252,11 @@ async fn hand_played_fetch(
     tls: std::sync::Arc<rustls::ClientConfig>,
     answer: impl FnOnce(&str) -> Vec<AgentMessage>,
 ) -> TaskView {
-    let (outcome, mut conn) = open_session(deployment.agent_addr, tls, &hello_for(agent_id))
+    let (hello, mut conn) = open_session(deployment.agent_addr, tls, &hello_for(agent_id))
         .await
         .expect("session");
     assert!(matches!(
-        outcome,
+        hello.outcome,
         cordon_protocol::hello::HelloOutcome::Accepted { .. }
     ));
     let created: TaskView = deployment

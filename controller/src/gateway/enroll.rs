@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 
 use cordon_protocol::{
-    codec,
     connection::Connection,
     enroll::{EnrollOutcome, EnrollRequest, EnrollResponse},
     frame::FrameCodec,
-    PROTOCOL_VERSION,
+    hello::decode_hello,
+    ProtocolError, PROTOCOL_VERSION,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -40,12 +40,15 @@ pub async fn run(controller: Shared, tls: TlsStream<TcpStream>, peer: SocketAddr
     let mut conn = Connection::with_codec(tls, FrameCodec::with_max_len(MAX_ENROLL_FRAME));
     // What the refusal entry may say about the request: never the token, only its hash prefix.
     let mut presented = serde_json::json!({ "peer": peer.to_string() });
+    // The answer is in the agent's version when we speak it (so an older agent can read it).
+    let mut version = PROTOCOL_VERSION;
     let outcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.recv_frame()).await {
         Err(_) => Err("no enrolment request within the handshake timeout".to_string()),
         Ok(Ok(None)) => return,
         Ok(Err(e)) => Err(format!("reading enrolment request: {e}")),
         Ok(Ok(Some(frame))) => match decode(&frame) {
             Ok(request) => {
+                version = request.protocol_version;
                 presented["hostname"] = request
                     .hostname
                     .chars()
@@ -70,7 +73,7 @@ pub async fn run(controller: Shared, tls: TlsStream<TcpStream>, peer: SocketAddr
         }
     };
     let response = EnrollResponse {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: version,
         outcome,
     };
     if let Err(e) = conn.send(&response).await {
@@ -81,13 +84,16 @@ pub async fn run(controller: Shared, tls: TlsStream<TcpStream>, peer: SocketAddr
 }
 
 fn decode(frame: &[u8]) -> Result<EnrollRequest, String> {
-    let theirs = codec::peek_version(frame).map_err(|e| format!("bad enrolment request: {e}"))?;
-    if theirs != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version mismatch: controller speaks {PROTOCOL_VERSION}, agent speaks {theirs}"
-        ));
-    }
-    codec::decode(frame).map_err(|e| format!("bad enrolment request: {e}"))
+    decode_hello(frame).map_err(|e| match e {
+        ProtocolError::VersionMismatch {
+            oldest,
+            newest,
+            theirs,
+        } => format!(
+            "protocol version mismatch: controller speaks {oldest} to {newest}, agent speaks {theirs}"
+        ),
+        other => format!("bad enrolment request: {other}"),
+    })
 }
 
 async fn enroll(

@@ -7,7 +7,7 @@ use cordon_protocol::{
     connection::Connection,
     frame::FrameCodec,
     hello::{decode_hello, AgentHello, ControllerHello, HelloOutcome},
-    message::{AgentMessage, ControllerMessage},
+    message::{AgentMessage, ControllerMessage, TaskError, TaskErrorCode, TaskResult},
     ProtocolError, PROTOCOL_VERSION,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
@@ -60,6 +60,8 @@ pub async fn run(
     conn.codec_mut()
         .set_max_len(cordon_protocol::frame::MAX_FRAME_LEN);
     let agent_id = hello.agent_id;
+    // Checked by `decode_hello`: a version we speak, at most ours.
+    let version = hello.protocol_version;
     let mut registration = controller.registry.register(&agent_id, peer, now_ms());
     if let Err(e) = controller
         .store
@@ -74,7 +76,7 @@ pub async fn run(
         return;
     }
     let accepted = ControllerHello {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: version,
         controller_version: env!("CARGO_PKG_VERSION").to_string(),
         outcome: HelloOutcome::Accepted {
             heartbeat_interval_ms: u64::try_from(controller.heartbeat_interval.as_millis())
@@ -93,6 +95,7 @@ pub async fn run(
                 &controller,
                 &mut conn,
                 &agent_id,
+                version,
                 &mut registration,
                 &shutdown,
             )
@@ -137,9 +140,13 @@ async fn accept_hello(
         Ok(Ok(Some(frame))) => frame,
     };
     let hello: AgentHello = decode_hello(&frame).map_err(|e| match e {
-        ProtocolError::VersionMismatch { ours, theirs } => {
-            format!("protocol version mismatch: controller speaks {ours}, agent speaks {theirs}")
-        }
+        ProtocolError::VersionMismatch {
+            oldest,
+            newest,
+            theirs,
+        } => format!(
+            "protocol version mismatch: controller speaks {oldest} to {newest}, agent speaks {theirs}"
+        ),
         other => format!("bad hello: {other}"),
     })?;
     if hello.agent_id != cert_id {
@@ -197,11 +204,32 @@ async fn refuse(conn: &mut Conn, reason: &str) -> Result<(), ProtocolError> {
     .await
 }
 
+/// A task that an agent speaking `version` could not decode (sending it would end the session,
+/// and it would be sent again on every reconnect), as the failure it ends with instead.
+fn beyond(message: &ControllerMessage, version: u32) -> Option<TaskResult> {
+    let ControllerMessage::Task(task) = message else {
+        return None;
+    };
+    let since = task.kind.since_version();
+    (since > version).then(|| TaskResult {
+        task_id: task.task_id.clone(),
+        outcome: Err(TaskError {
+            code: TaskErrorCode::Unsupported,
+            message: format!(
+                "the agent speaks Cordon protocol {version}; this {} task needs protocol {since} \
+                 or later: upgrade the agent",
+                task.kind.name()
+            ),
+        }),
+    })
+}
+
 /// The session loop. Returns why it ended.
 async fn serve(
     controller: &Shared,
     conn: &mut Conn,
     agent_id: &str,
+    version: u32,
     registration: &mut crate::gateway::registry::Registration,
     shutdown: &CancellationToken,
 ) -> String {
@@ -228,6 +256,13 @@ async fn serve(
                 controller.tasks_started(agent_id, due).await;
             }
             Some(message) = registration.rx.recv() => {
+                if let Some(refused) = beyond(&message, version) {
+                    tracing::warn!(agent_id, task_id = %refused.task_id, version, "task not sent: the agent's protocol is too old");
+                    if let Some(result) = controller.registry.complete(agent_id, refused) {
+                        controller.task_finished(agent_id, result, None, None).await;
+                    }
+                    continue;
+                }
                 if let Err(e) = conn.send(&message).await {
                     return format!("send failed: {e}");
                 }
