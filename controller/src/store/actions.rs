@@ -11,7 +11,7 @@ use cordon_api::tasks::TaskErrorCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
-use super::tasks::stored_code;
+use super::tasks::{insert_tasks, stored_code};
 
 use super::{
     db_err, parse_stored, task_writes::TaskWrite, touched, AuditEntry, NewAuditEntry, NewTask,
@@ -90,36 +90,14 @@ pub struct Delivery<'a> {
     pub send_now: bool,
 }
 
-/// The task row that delivers an action; the columns [`Store::insert_task`] writes (plus the
-/// state), here inside the action's own transaction so an action is never submitted without
-/// its task.
-const INSERT_TASK: &str = "INSERT INTO tasks (id, agent_id, hunt_id, kind, request, state, \
-    created_by, created_at, expires_at, sent_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-
+/// The task that delivers an action, inside the action's own transaction so an action is never
+/// submitted without its task.
 async fn insert_task(
     conn: &mut sqlx::AnyConnection,
     delivery: Delivery<'_>,
 ) -> Result<(), StoreError> {
     let task = delivery.task;
-    let (state, sent_at) = match delivery.send_now {
-        true => ("sent", Some(task.created_at_ms)),
-        false => ("queued", None),
-    };
-    sqlx::query(INSERT_TASK)
-        .bind(&task.id)
-        .bind(&task.agent_id)
-        .bind(&task.hunt_id)
-        .bind(&task.kind)
-        .bind(&task.request)
-        .bind(state)
-        .bind(&task.created_by)
-        .bind(task.created_at_ms)
-        .bind(task.expires_at_ms)
-        .bind(sent_at)
-        .execute(conn)
-        .await
-        .map_err(db_err("insert action task"))?;
-    Ok(())
+    insert_tasks(conn, &task.shared(), &[task.row(delivery.send_now)]).await
 }
 
 impl Store {

@@ -11,12 +11,13 @@ use sqlx::{any::AnyRow, Row};
 
 use super::tasks::stored_code;
 
-use super::{db_err, tasks::TaskState, Store, StoreError};
+use super::{
+    db_err,
+    tasks::{insert_tasks, TaskRow, TaskShared, TaskState},
+    Store, StoreError,
+};
 pub use cordon_api::hunts::TaskCounts;
 
-/// Rows per multi-row `INSERT` when creating a hunt's tasks: 4 parameters each plus 6 shared,
-/// well under SQLite's and PostgreSQL's parameter limits.
-const INSERT_BATCH: usize = 500;
 
 /// A hunt to create.
 #[derive(Debug, Clone)]
@@ -114,48 +115,23 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_err("insert hunt"))?;
-        for batch in targets.chunks(INSERT_BATCH) {
-            // $1–$6 are the same for every task; each row adds its own four.
-            let rows: Vec<String> = (0..batch.len())
-                .map(|i| {
-                    let p = 7 + 4 * i;
-                    format!(
-                        "(${p}, ${}, $1, $2, $3, ${}, $4, $5, $6, ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO tasks (id, agent_id, hunt_id, kind, request, state, created_by, \
-                 created_at, expires_at, sent_at) VALUES {}",
-                rows.join(", ")
-            );
-            let mut insert = sqlx::query(&sql)
-                .bind(&hunt.id)
-                .bind("hunt")
-                .bind(request)
-                .bind(&hunt.created_by)
-                .bind(hunt.created_at_ms)
-                .bind(hunt.expires_at_ms);
-            for target in batch {
-                let (state, sent_at) = if target.sent {
-                    ("sent", Some(hunt.created_at_ms))
-                } else {
-                    ("queued", None)
-                };
-                insert = insert
-                    .bind(&target.task_id)
-                    .bind(&target.agent_id)
-                    .bind(state)
-                    .bind(sent_at);
-            }
-            insert
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err("insert hunt tasks"))?;
-        }
+        let shared = TaskShared {
+            hunt_id: Some(&hunt.id),
+            kind: "hunt",
+            request,
+            created_by: &hunt.created_by,
+            created_at_ms: hunt.created_at_ms,
+            expires_at_ms: hunt.expires_at_ms,
+        };
+        let rows: Vec<TaskRow<'_>> = targets
+            .iter()
+            .map(|t| TaskRow {
+                id: &t.task_id,
+                agent_id: &t.agent_id,
+                sent: t.sent,
+            })
+            .collect();
+        insert_tasks(&mut tx, &shared, &rows).await?;
         tx.commit().await.map_err(db_err("commit hunt"))?;
         Ok(())
     }
@@ -287,7 +263,7 @@ fn hunt_from_row(row: &AnyRow) -> Result<HuntRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{test_support::backend_tests, TaskEnd};
+    use crate::store::{tasks::INSERT_BATCH, test_support::backend_tests, TaskEnd};
 
     const NOW: i64 = 1_700_000_000_000;
 

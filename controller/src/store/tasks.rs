@@ -64,27 +64,109 @@ pub enum TaskEnd {
     },
 }
 
+impl NewTask {
+    /// What this task shares with others created with it (nothing: it is a batch of one).
+    pub(super) fn shared(&self) -> TaskShared<'_> {
+        TaskShared {
+            hunt_id: self.hunt_id.as_deref(),
+            kind: &self.kind,
+            request: &self.request,
+            created_by: &self.created_by,
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+
+    pub(super) fn row(&self, sent: bool) -> TaskRow<'_> {
+        TaskRow {
+            id: &self.id,
+            agent_id: &self.agent_id,
+            sent,
+        }
+    }
+}
+
+/// The columns tasks created together have in common: all of them for a hunt's tasks.
+pub(super) struct TaskShared<'a> {
+    pub hunt_id: Option<&'a str>,
+    pub kind: &'a str,
+    pub request: &'a str,
+    pub created_by: &'a str,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// What each task of a batch has of its own.
+pub(super) struct TaskRow<'a> {
+    pub id: &'a str,
+    pub agent_id: &'a str,
+    /// Stored as already `sent` (the caller hands it to the live session right after the
+    /// commit, and puts it back to `queued` if that fails) rather than `queued`.
+    pub sent: bool,
+}
+
+/// Rows per multi-row `INSERT`: 4 parameters each plus 6 shared, well under SQLite's and
+/// PostgreSQL's parameter limits.
+pub(super) const INSERT_BATCH: usize = 500;
+
+/// The one way tasks are written, on `conn` (the pool, or the transaction of the hunt or
+/// action they belong to): one multi-row `INSERT` per [`INSERT_BATCH`] rows.
+pub(super) async fn insert_tasks(
+    conn: &mut sqlx::AnyConnection,
+    shared: &TaskShared<'_>,
+    rows: &[TaskRow<'_>],
+) -> Result<(), StoreError> {
+    for batch in rows.chunks(INSERT_BATCH) {
+        // $1–$6 are the same for every row; each row adds its own four.
+        let values: Vec<String> = (0..batch.len())
+            .map(|i| {
+                let p = 7 + 4 * i;
+                format!(
+                    "(${p}, ${}, $1, $2, $3, ${}, $4, $5, $6, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO tasks (id, agent_id, hunt_id, kind, request, state, created_by, \
+             created_at, expires_at, sent_at) VALUES {}",
+            values.join(", ")
+        );
+        let mut insert = sqlx::query(&sql)
+            .bind(shared.hunt_id)
+            .bind(shared.kind)
+            .bind(shared.request)
+            .bind(shared.created_by)
+            .bind(shared.created_at_ms)
+            .bind(shared.expires_at_ms);
+        for row in batch {
+            let (state, sent_at) = match row.sent {
+                true => (TaskState::Sent, Some(shared.created_at_ms)),
+                false => (TaskState::Queued, None),
+            };
+            insert = insert
+                .bind(row.id)
+                .bind(row.agent_id)
+                .bind(state.as_str())
+                .bind(sent_at);
+        }
+        insert
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err("insert tasks"))?;
+    }
+    Ok(())
+}
+
 const COLUMNS: &str = "id, agent_id, hunt_id, kind, request, state, created_by, created_at, \
     expires_at, sent_at, started_at, finished_at, result, error_code, error_message";
 
 impl Store {
     pub async fn insert_task(&self, task: &NewTask) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO tasks (id, agent_id, hunt_id, kind, request, state, created_by, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)",
-        )
-        .bind(&task.id)
-        .bind(&task.agent_id)
-        .bind(&task.hunt_id)
-        .bind(&task.kind)
-        .bind(&task.request)
-        .bind(&task.created_by)
-        .bind(task.created_at_ms)
-        .bind(task.expires_at_ms)
-        .execute(self.pool())
-        .await
-        .map_err(db_err("insert task"))?;
-        Ok(())
+        let mut conn = self.pool().acquire().await.map_err(db_err("insert task"))?;
+        insert_tasks(&mut conn, &task.shared(), &[task.row(false)]).await
     }
 
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
