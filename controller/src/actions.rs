@@ -27,8 +27,8 @@ pub use view::{ActionView, AutomationAction, SubmitAction};
 
 use crate::{
     audit::DeferredAttempt,
-    gateway::registry::DispatchError,
     now_ms,
+    sessions::registry::DispatchError,
     state::Controller,
     store::{actions::Delivery, ActionRecord, ActionState, NewAction, NewTask, StoreError},
 };

@@ -2,7 +2,7 @@
 //! `DATA_DIR/evidence/objects/ab/abcd…`, each collection recorded in the store with the manifest
 //! its agent signed.
 //!
-//! Bytes arrive as chunks into `evidence/incoming/` (see [`crate::gateway::transfer`]) and are
+//! Bytes arrive as chunks into `evidence/incoming/` (see [`crate::sessions::transfer`]) and are
 //! moved into `objects/` only when the hash the agent announced matches the bytes received **and**
 //! the agent's signed manifest verifies under its pinned key and names those bytes. Anything less
 //! is deleted: nothing partial or unverified is ever stored as evidence. [`Controller::verify_evidence`]

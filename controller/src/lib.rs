@@ -20,6 +20,7 @@ pub mod playbooks;
 pub mod quickstart;
 pub mod secret;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -28,6 +28,15 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
 
+/// How many hex characters of a token's hash a log or audit entry may show: enough to tell which
+/// known token it was, too few to be of any use to anyone else.
+pub const TOKEN_HASH_PREFIX_LEN: usize = 12;
+
+/// The part of a token hash ([`hash_token`]) that logs and the audit log may show.
+pub fn hash_prefix(hash: &str) -> String {
+    hash.chars().take(TOKEN_HASH_PREFIX_LEN).collect()
+}
+
 /// Writes `contents` to `path` with mode 0600, atomically (temporary file, fsync, rename).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_file_mode(path, contents, 0o600)

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api,
     deployment::{DataDir, DeploymentError},
-    gateway,
+    gateway, sessions,
     state::{build_crl, Controller, CrlError, Shared},
     tls::{ServerIdentity, TlsError},
 };
@@ -136,14 +136,14 @@ pub async fn start(
         path: dir.evidence(),
         source,
     })?;
-    let (presence, presence_rx) = gateway::presence::Presence::channel();
+    let (presence, presence_rx) = sessions::presence::Presence::channel();
     let controller = Arc::new(Controller {
         presence,
         evidence,
         store,
         ca,
         tls,
-        registry: gateway::registry::Registry::new(),
+        registry: sessions::registry::Registry::new(),
         data_dir: dir,
         heartbeat_interval: config.heartbeat_interval,
         task_events: tokio::sync::broadcast::channel(1024).0,
@@ -168,7 +168,7 @@ pub async fn start(
         controller.clone(),
         shutdown.clone(),
     ));
-    tasks.spawn(gateway::presence::run(
+    tasks.spawn(sessions::presence::run(
         controller.clone(),
         presence_rx,
         shutdown.clone(),

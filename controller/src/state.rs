@@ -4,8 +4,8 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     deployment::DataDir,
-    gateway::registry::Registry,
     pki::{Ca, PkiError},
+    sessions::registry::Registry,
     store::{Store, StoreError},
     tls::{SessionTls, TlsError},
 };
@@ -27,8 +27,8 @@ pub struct Controller {
     pub ca: Ca,
     pub tls: SessionTls,
     pub registry: Registry,
-    /// Batched last-seen and disconnect writes (see [`crate::gateway::presence`]).
-    pub presence: crate::gateway::presence::Presence,
+    /// Batched last-seen and disconnect writes (see [`crate::sessions::presence`]).
+    pub presence: crate::sessions::presence::Presence,
     pub data_dir: DataDir,
     /// Where evidence bytes are kept.
     pub evidence: crate::evidence::EvidenceDir,

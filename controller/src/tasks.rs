@@ -10,12 +10,14 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    gateway::registry::DispatchError,
     now_ms,
+    sessions::registry::DispatchError,
     state::Controller,
     store::{NewTask, StoreError, TaskEnd, TaskRecord, TaskState},
 };
 
+/// Default time a task may wait for its agent.
+pub const DEFAULT_TASK_TTL: Duration = Duration::from_secs(3600);
 /// Longest a task may wait for its agent.
 pub const MAX_TASK_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often queued tasks are retried and stale ones expired.
@@ -203,7 +205,7 @@ impl Controller {
     /// already ended, are ignored.
     /// `staged` is the task's completed transfer, if it sent one; `started_at_ms` when the
     /// agent said it started the task, if that was not written yet (see
-    /// [`crate::gateway::session`]): it is written with the end.
+    /// [`crate::sessions::starts`]): it is written with the end.
     pub async fn task_finished(
         &self,
         agent_id: &str,

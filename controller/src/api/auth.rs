@@ -17,10 +17,6 @@ use crate::{
     store::Role,
 };
 
-/// How many hex characters of a refused token's hash the audit log keeps: enough to tell which
-/// known token it was, too few to be of any use to anyone else.
-pub const TOKEN_HASH_PREFIX_LEN: usize = 12;
-
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -124,7 +120,7 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Authenticati
             role: record.role,
         }),
         Ok(None) => {
-            let token_hash_prefix: String = hash.chars().take(TOKEN_HASH_PREFIX_LEN).collect();
+            let token_hash_prefix = secret::hash_prefix(&hash);
             tracing::warn!(%token_hash_prefix, "API request with an unknown, expired or revoked token");
             Authentication::Refused { token_hash_prefix }
         }

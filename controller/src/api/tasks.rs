@@ -22,11 +22,9 @@ use serde::Deserialize;
 use crate::{
     api::{auth::Caller, error::ApiError, recorder::AuditNote, AppState},
     store::Role,
-    tasks::TaskError,
+    tasks::{TaskError, DEFAULT_TASK_TTL},
 };
 
-/// Default time a task may wait for its agent.
-pub const DEFAULT_TASK_TTL: Duration = Duration::from_secs(3600);
 /// Longest a `?wait=` may hold a request.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 

@@ -30,10 +30,7 @@ const ENROL_ACTION: &str = "enrol";
 
 /// The part of an enrolment token's hash the audit log may show.
 fn token_hash_prefix(token: &str) -> String {
-    secret::hash_token(token)
-        .chars()
-        .take(crate::api::auth::TOKEN_HASH_PREFIX_LEN)
-        .collect()
+    secret::hash_prefix(&secret::hash_token(token))
 }
 
 pub async fn run(controller: Shared, tls: TlsStream<TcpStream>, peer: SocketAddr) {

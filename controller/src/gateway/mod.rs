@@ -3,13 +3,11 @@
 //! The TLS ClientHello's ALPN picks the configuration before the handshake completes:
 //! `cordon/1` requires a client certificate from our CA that is not on the CRL; `cordon-enroll/1`
 //! takes none and accepts only an enrolment request. Everything else is refused and logged.
+//!
+//! The gateway speaks the wire only; what an agent's messages mean is [`crate::sessions`]'s.
 
 pub mod enroll;
-pub mod presence;
-pub mod registry;
 pub mod session;
-pub mod starts;
-pub mod transfer;
 
 use std::{net::SocketAddr, time::Duration};
 

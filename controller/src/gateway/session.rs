@@ -15,13 +15,13 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    gateway::HANDSHAKE_TIMEOUT, listen::admission::Admitted, now_ms, pki, state::Shared,
+    gateway::HANDSHAKE_TIMEOUT,
+    listen::admission::Admitted,
+    pki,
+    sessions::{inbox::Inbox, registry::Registration},
+    state::Shared,
     store::KeyPin,
 };
-
-/// How often a connected agent's last-seen time is written to the store. Heartbeats in between
-/// only touch memory, so 10,000 agents do not turn into a write storm.
-const LAST_SEEN_WRITE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Largest hello accepted (an inventory of a host with many interfaces is a few KiB); the
 /// full frame limit applies only once the hello is accepted.
@@ -62,19 +62,14 @@ pub async fn run(
     let agent_id = hello.agent_id;
     // Checked by `decode_hello`: a version we speak, at most ours.
     let version = hello.protocol_version;
-    let mut registration = controller.registry.register(&agent_id, peer, now_ms());
-    if let Err(e) = controller
-        .store
-        .agent_connected(&agent_id, &hello.inventory, now_ms())
-        .await
-    {
-        tracing::error!(%agent_id, error = %e, "cannot record agent session in the store");
-        controller
-            .registry
-            .unregister(&agent_id, registration.conn_id);
-        let _ = refuse(&mut conn, "controller store unavailable; try again later").await;
-        return;
-    }
+    let (mut inbox, mut registration) =
+        match Inbox::open(&controller, &agent_id, peer, &hello.inventory).await {
+            Ok(opened) => opened,
+            Err(reason) => {
+                let _ = refuse(&mut conn, &reason).await;
+                return;
+            }
+        };
     let accepted = ControllerHello {
         protocol_version: version,
         controller_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -83,36 +78,23 @@ pub async fn run(
                 .unwrap_or(u64::MAX),
         },
     };
-    tracing::info!(%agent_id, %peer, hostname = %hello.inventory.hostname, "agent online");
+    tracing::info!(%agent_id, %peer, hostname = %hello.inventory.hostname, version, "agent online");
 
     let end = match conn.send(&accepted).await {
         Ok(()) => {
-            // What waited for this agent goes out first (the session loop drains it).
-            controller.dispatch_queued(&agent_id).await;
-            // Its file watches too, in case the agent restarted and lost them.
-            controller.resend_watches(&agent_id).await;
-            serve(
-                &controller,
-                &mut conn,
-                &agent_id,
+            inbox.accepted().await;
+            let session = Session {
+                agent_id: &agent_id,
                 version,
-                &mut registration,
-                &shutdown,
-            )
-            .await
+                idle: controller.idle_timeout(),
+            };
+            session
+                .serve(&mut conn, &mut inbox, &mut registration, &shutdown)
+                .await
         }
         Err(e) => format!("sending hello: {e}"),
     };
-
-    // A newer session of the same agent may have replaced this one: then the agent is still
-    // online and what it was sent is in that session's hands.
-    if controller
-        .registry
-        .unregister(&agent_id, registration.conn_id)
-    {
-        controller.presence.gone(&agent_id, now_ms());
-        controller.agent_disconnected(&agent_id).await;
-    }
+    inbox.close().await;
     tracing::info!(%agent_id, %peer, reason = %end, "agent offline");
     let mut tls = conn.into_inner();
     let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
@@ -224,91 +206,65 @@ fn beyond(message: &ControllerMessage, version: u32) -> Option<TaskResult> {
     })
 }
 
-/// The session loop. Returns why it ended.
-async fn serve(
-    controller: &Shared,
-    conn: &mut Conn,
-    agent_id: &str,
+/// What the session loop knows of its agent.
+struct Session<'a> {
+    agent_id: &'a str,
+    /// The protocol version the session runs at.
     version: u32,
-    registration: &mut crate::gateway::registry::Registration,
-    shutdown: &CancellationToken,
-) -> String {
-    let idle = controller.idle_timeout();
-    let mut transfers = crate::gateway::transfer::Transfers::default();
-    let mut changes = crate::watches::ChangeWriter::new(controller, agent_id);
-    // Starts are written with their task's end when it comes soon (see `starts`).
-    let mut starts = crate::gateway::starts::Starts::default();
-    let mut last_seen_written = tokio::time::Instant::now();
-    let mut last_received = tokio::time::Instant::now();
-    loop {
-        let starts_due = starts.next_due();
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                let _ = conn.send(&ControllerMessage::Goodbye { reason: "controller shutting down".into() }).await;
-                return "controller shutdown".into();
-            }
-            _ = registration.cancel.cancelled() => {
-                let _ = conn.send(&ControllerMessage::Goodbye { reason: "session ended by the controller".into() }).await;
-                return "session ended by the controller (revoked or replaced)".into();
-            }
-            _ = tokio::time::sleep_until(starts_due.unwrap_or_else(tokio::time::Instant::now)), if starts_due.is_some() => {
-                let due = starts.take_due(tokio::time::Instant::now());
-                controller.tasks_started(agent_id, due).await;
-            }
-            Some(message) = registration.rx.recv() => {
-                if let Some(refused) = beyond(&message, version) {
-                    tracing::warn!(agent_id, task_id = %refused.task_id, version, "task not sent: the agent's protocol is too old");
-                    if let Some(result) = controller.registry.complete(agent_id, refused) {
-                        controller.task_finished(agent_id, result, None, None).await;
+    /// How long the agent may stay silent.
+    idle: Duration,
+}
+
+impl Session<'_> {
+    /// The session loop: messages from the agent go to the inbox, messages for it go out.
+    /// Returns why it ended.
+    async fn serve(
+        &self,
+        conn: &mut Conn,
+        inbox: &mut Inbox,
+        registration: &mut Registration,
+        shutdown: &CancellationToken,
+    ) -> String {
+        let agent_id = self.agent_id;
+        let mut last_received = tokio::time::Instant::now();
+        loop {
+            let starts_due = inbox.next_due();
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = conn.send(&ControllerMessage::Goodbye { reason: "controller shutting down".into() }).await;
+                    return "controller shutdown".into();
+                }
+                _ = registration.cancel.cancelled() => {
+                    let _ = conn.send(&ControllerMessage::Goodbye { reason: "session ended by the controller".into() }).await;
+                    return "session ended by the controller (revoked or replaced)".into();
+                }
+                _ = tokio::time::sleep_until(starts_due.unwrap_or_else(tokio::time::Instant::now)), if starts_due.is_some() => {
+                    inbox.write_due().await;
+                }
+                Some(message) = registration.rx.recv() => {
+                    if let Some(refused) = beyond(&message, self.version) {
+                        tracing::warn!(agent_id, task_id = %refused.task_id, version = self.version, "task not sent: the agent's protocol is too old");
+                        inbox.undeliverable(refused).await;
+                        continue;
                     }
-                    continue;
+                    if let Err(e) = conn.send(&message).await {
+                        return format!("send failed: {e}");
+                    }
                 }
-                if let Err(e) = conn.send(&message).await {
-                    return format!("send failed: {e}");
-                }
-            }
-            received = tokio::time::timeout_at(last_received + idle, conn.recv::<AgentMessage>()) => {
-                last_received = tokio::time::Instant::now();
-                let message = match received {
-                    Err(_) => return format!("no message for {} s", idle.as_secs()),
-                    Ok(Ok(None)) => return "agent closed the connection".into(),
-                    Ok(Err(e)) => return format!("protocol error: {e}"),
-                    Ok(Ok(Some(message))) => message,
-                };
-                match message {
-                    AgentMessage::Heartbeat { seq } => {
+                received = tokio::time::timeout_at(last_received + self.idle, conn.recv::<AgentMessage>()) => {
+                    last_received = tokio::time::Instant::now();
+                    let message = match received {
+                        Err(_) => return format!("no message for {} s", self.idle.as_secs()),
+                        Ok(Ok(None)) => return "agent closed the connection".into(),
+                        Ok(Err(e)) => return format!("protocol error: {e}"),
+                        Ok(Ok(Some(message))) => message,
+                    };
+                    if let AgentMessage::Heartbeat { seq } = message {
                         if let Err(e) = conn.send(&ControllerMessage::HeartbeatAck { seq }).await {
                             return format!("send failed: {e}");
                         }
-                        if last_seen_written.elapsed() >= LAST_SEEN_WRITE_INTERVAL {
-                            last_seen_written = tokio::time::Instant::now();
-                            controller.presence.seen(agent_id, now_ms());
-                        }
                     }
-                    AgentMessage::TaskStarted { task_id } => {
-                        let now = tokio::time::Instant::now();
-                        let overflow = starts.push(task_id, now_ms(), now);
-                        controller.tasks_started(agent_id, overflow).await;
-                    }
-                    AgentMessage::TaskResult(result) => {
-                        let started_at_ms = starts.take(&result.task_id);
-                        // In-memory tasks (pings, load tests) first; otherwise a stored task.
-                        if let Some(result) = controller.registry.complete(agent_id, result) {
-                            let staged = transfers.finish(&result.task_id);
-                            controller
-                                .task_finished(agent_id, result, staged, started_at_ms)
-                                .await;
-                        }
-                    }
-                    AgentMessage::Chunk(chunk) => {
-                        transfers.push(controller, agent_id, chunk).await;
-                    }
-                    AgentMessage::Event(event) => {
-                        changes.push(event).await;
-                    }
-                    AgentMessage::PolicyChanged(policy) => {
-                        controller.agent_policy_changed(agent_id, policy).await;
-                    }
+                    inbox.receive(message).await;
                 }
             }
         }

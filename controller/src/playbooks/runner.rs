@@ -19,13 +19,12 @@ use tokio_util::sync::CancellationToken;
 use super::{template::TemplateError, Collect, HuntPlan, Playbook, StagePlan};
 use crate::{
     alerts::{one_line, ENTRY_KIND},
-    api::tasks::DEFAULT_TASK_TTL,
     hunts::{HuntError, HuntQuerySpec},
     incidents::{IncidentError, LinkKind, Stage},
     now_ms,
     state::{Controller, Shared},
     store::{incidents::PLAYBOOK_DONE, IncidentRecord, NewTimelineEntry, StageEntry, StoreError},
-    tasks::TaskError,
+    tasks::{TaskError, DEFAULT_TASK_TTL},
 };
 
 /// How often pending stage entries are looked for when nothing wakes the runner.

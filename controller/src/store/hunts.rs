@@ -18,7 +18,6 @@ use super::{
 };
 pub use cordon_api::hunts::TaskCounts;
 
-
 /// A hunt to create.
 #[derive(Debug, Clone)]
 pub struct NewHunt {
