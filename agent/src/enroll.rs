@@ -40,21 +40,6 @@ impl std::fmt::Debug for EnrollOptions {
     }
 }
 
-/// Normalises a fingerprint as users paste it: any case, colons, an optional `sha256:` prefix.
-pub fn normalize_fingerprint(input: &str) -> Option<String> {
-    let s = input.trim();
-    let s = s
-        .strip_prefix("sha256:")
-        .or_else(|| s.strip_prefix("SHA256:"))
-        .unwrap_or(s);
-    let hex: String = s
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
-}
-
 /// Enrols this host. Refuses to replace an existing identity.
 pub async fn enroll(options: &EnrollOptions) -> Result<AgentFile, AgentError> {
     let dir = AgentDir::new(&options.data_dir);
@@ -65,12 +50,13 @@ pub async fn enroll(options: &EnrollOptions) -> Result<AgentFile, AgentError> {
             agent_id: existing.agent_id,
         });
     }
-    let pin = normalize_fingerprint(&options.ca_fingerprint).ok_or_else(|| {
-        AgentError::InvalidInput(format!(
-            "--ca-fingerprint {:?} is not a SHA-256 fingerprint (64 hex digits)",
-            options.ca_fingerprint
-        ))
-    })?;
+    let pin =
+        cordon_protocol::fingerprint::normalize(&options.ca_fingerprint).ok_or_else(|| {
+            AgentError::InvalidInput(format!(
+                "--ca-fingerprint {:?} is not a SHA-256 fingerprint (64 hex digits)",
+                options.ca_fingerprint
+            ))
+        })?;
     dir.create()?;
 
     let key = KeyPair::generate().map_err(|e| AgentError::Crypto(e.to_string()))?;
@@ -109,7 +95,7 @@ pub async fn enroll(options: &EnrollOptions) -> Result<AgentFile, AgentError> {
     };
     let ca_der = crate::pem_cert(&ca_certificate_pem)
         .map_err(|e| AgentError::Protocol(format!("CA from controller: {e}")))?;
-    if tls::fingerprint(&ca_der) != pin {
+    if cordon_protocol::fingerprint::of_der(&ca_der) != pin {
         return Err(AgentError::Protocol(
             "the controller sent a CA that does not match the pinned fingerprint".into(),
         ));

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use cordon_protocol::fingerprint::of_der as fingerprint;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     client::WebPkiServerVerifier,
@@ -15,7 +16,6 @@ use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
 
 /// The crypto provider of every agent TLS config.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -25,11 +25,6 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// The name the agent verifies in the controller's certificate.
 pub fn controller_name() -> Result<ServerName<'static>, rustls_pki_types::InvalidDnsNameError> {
     ServerName::try_from(cordon_protocol::CONTROLLER_SERVER_NAME)
-}
-
-/// SHA-256 of a DER certificate, lowercase hex.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
 }
 
 /// Session config: our CA only, our client certificate.

@@ -12,7 +12,6 @@ use rcgen::{
     Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
 
@@ -110,7 +109,7 @@ impl Ca {
 
     /// SHA-256 of the CA certificate (DER), lowercase hex: what agents pin at enrolment.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.cert_der)
+        cordon_protocol::fingerprint::of_der(&self.cert_der)
     }
 
     /// Issues the controller's server certificate for a fresh key. Always valid for
@@ -230,24 +229,6 @@ impl Ca {
     }
 }
 
-/// SHA-256 of a DER certificate, lowercase hex.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
-}
-
-/// Normalises a fingerprint as users paste it: any case, with or without colons or a
-/// `sha256:` prefix.
-pub fn normalize_fingerprint(input: &str) -> Option<String> {
-    let s = input.trim();
-    let s = s
-        .strip_prefix("sha256:")
-        .or_else(|| s.strip_prefix("SHA256:"))
-        .unwrap_or(s);
-    let hex: String = s.chars().filter(|c| *c != ':').collect::<String>();
-    let hex = hex.to_ascii_lowercase();
-    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
-}
-
 /// The common name of a certificate: an agent's id.
 pub fn common_name(der: &[u8]) -> Result<String, PkiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -344,16 +325,5 @@ mod tests {
             .map(|r| hex::encode(r.raw_serial()))
             .collect();
         assert_eq!(serials, vec![issued.serial]);
-    }
-
-    #[test]
-    fn fingerprints_normalise() {
-        let fp = "AB:".repeat(31) + "AB";
-        assert_eq!(normalize_fingerprint(&fp).unwrap(), "ab".repeat(32));
-        assert_eq!(
-            normalize_fingerprint(&format!("sha256:{}", "0".repeat(64))).unwrap(),
-            "0".repeat(64)
-        );
-        assert!(normalize_fingerprint("abc").is_none());
     }
 }

@@ -200,6 +200,60 @@ impl Action {
     }
 }
 
+/// How far ahead of the checker's clock an action's `issued_at_ms` may be: clocks differ, and
+/// an order signed on a responder's laptop a few seconds fast must still run.
+pub const CLOCK_SKEW_MS: i64 = 60_000;
+
+/// Most signatures one action may carry (bounds the work a refusal costs).
+pub const MAX_SIGNATURES: usize = 16;
+
+/// Why an action's validity window rules it out at a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowError {
+    /// `expires_at_ms` is not after `issued_at_ms`.
+    Inverted,
+    /// Issued more than [`CLOCK_SKEW_MS`] ahead of the checker's clock.
+    NotYetValid { ahead_ms: i64 },
+    /// At or after `expires_at_ms`.
+    Expired { ago_ms: i64 },
+}
+
+impl ActionRequest {
+    /// `expires_at − issued_at`, if positive.
+    pub fn lifetime_ms(&self) -> Option<i64> {
+        self.expires_at_ms
+            .checked_sub(self.issued_at_ms)
+            .filter(|ms| *ms > 0)
+    }
+
+    /// The validity window, as agent and controller both apply it:
+    /// `issued_at − CLOCK_SKEW_MS ≤ now < expires_at`, with `expires_at` after `issued_at`.
+    pub fn check_window(&self, now_ms: i64) -> Result<(), WindowError> {
+        self.lifetime_ms().ok_or(WindowError::Inverted)?;
+        let ahead_ms = self.issued_at_ms.saturating_sub(now_ms);
+        if ahead_ms > CLOCK_SKEW_MS {
+            return Err(WindowError::NotYetValid { ahead_ms });
+        }
+        if now_ms >= self.expires_at_ms {
+            return Err(WindowError::Expired {
+                ago_ms: now_ms.saturating_sub(self.expires_at_ms),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether an action may carry `count` signatures: at least one, at most [`MAX_SIGNATURES`].
+pub fn check_signature_count(count: usize) -> Result<(), String> {
+    match count {
+        0 => Err("the action carries no signature".into()),
+        n if n > MAX_SIGNATURES => {
+            Err(format!("{n} signatures, at most {MAX_SIGNATURES} accepted"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Longest grace a `Terminate` gives a process between SIGTERM and SIGKILL.
 pub const MAX_GRACE_SECS: u64 = 300;
 
@@ -300,6 +354,38 @@ mod tests {
 
     /// The canonical encoding is part of the protocol: if this test fails, every signature made
     /// by an older CLI stops verifying. Bump the domain tag instead of editing the vector.
+    #[test]
+    fn the_window_allows_the_skew_and_ends_at_expiry() {
+        let r = sample();
+        let issued = r.issued_at_ms;
+        assert_eq!(r.check_window(issued), Ok(()));
+        assert_eq!(r.check_window(issued - CLOCK_SKEW_MS), Ok(()));
+        assert_eq!(
+            r.check_window(issued - CLOCK_SKEW_MS - 1),
+            Err(WindowError::NotYetValid {
+                ahead_ms: CLOCK_SKEW_MS + 1
+            })
+        );
+        assert_eq!(r.check_window(r.expires_at_ms - 1), Ok(()));
+        assert_eq!(
+            r.check_window(r.expires_at_ms),
+            Err(WindowError::Expired { ago_ms: 0 })
+        );
+        let mut inverted = sample();
+        inverted.expires_at_ms = inverted.issued_at_ms;
+        assert_eq!(inverted.lifetime_ms(), None);
+        assert_eq!(inverted.check_window(issued), Err(WindowError::Inverted));
+    }
+
+    #[test]
+    fn one_to_sixteen_signatures() {
+        assert!(check_signature_count(0).is_err());
+        assert!(check_signature_count(1).is_ok());
+        assert!(check_signature_count(MAX_SIGNATURES).is_ok());
+        let err = check_signature_count(MAX_SIGNATURES + 1).unwrap_err();
+        assert!(err.contains("at most 16"), "{err}");
+    }
+
     #[test]
     fn signing_bytes_are_fixed() {
         let bytes = signing_bytes(&sample()).unwrap();

@@ -19,6 +19,7 @@ pub mod connection;
 pub mod enroll;
 pub mod error;
 pub mod evidence;
+pub mod fingerprint;
 pub mod frame;
 pub mod hello;
 pub mod hunt;

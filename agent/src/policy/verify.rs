@@ -23,17 +23,14 @@
 //! 7. `replay`: neither the action id nor the nonce was accepted before; both are recorded and
 //!    fsync'd before this returns.
 
-use cordon_protocol::action::{signing_bytes, Action, ActionRequest, SignedAction};
+use cordon_protocol::action::{
+    check_signature_count, signing_bytes, Action, ActionRequest, SignedAction, WindowError,
+};
+pub use cordon_protocol::action::{CLOCK_SKEW_MS, MAX_SIGNATURES};
 use ed25519_dalek::Signature;
 
 use super::{Policy, Refusal};
 use crate::replay::{ReplayCache, ReplayError};
-
-/// How far ahead of the agent's clock an envelope's `issued_at` may be.
-pub const CLOCK_SKEW_MS: i64 = 60_000;
-
-/// Most signatures one envelope may carry (bounds the work a refusal costs).
-pub const MAX_SIGNATURES: usize = 16;
 
 /// An envelope that passed every check and was recorded in the replay cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,19 +53,9 @@ pub fn verify(
     let kind = request.action.kind();
 
     // 1. Structure.
-    if signed.signatures.is_empty() {
-        return Err(Refusal::Malformed("the action carries no signature".into()));
-    }
-    if signed.signatures.len() > MAX_SIGNATURES {
-        return Err(Refusal::Malformed(format!(
-            "{} signatures, at most {MAX_SIGNATURES} accepted",
-            signed.signatures.len()
-        )));
-    }
+    check_signature_count(signed.signatures.len()).map_err(Refusal::Malformed)?;
     let lifetime_ms = request
-        .expires_at_ms
-        .checked_sub(request.issued_at_ms)
-        .filter(|ms| *ms > 0)
+        .lifetime_ms()
         .ok_or_else(|| Refusal::Malformed("expires_at must be after issued_at".into()))?;
 
     // 2. Target.
@@ -80,17 +67,25 @@ pub fn verify(
     }
 
     // 3. Validity window.
-    if now_ms < request.issued_at_ms.saturating_sub(CLOCK_SKEW_MS) {
-        return Err(Refusal::NotYetValid {
-            issued_at_ms: request.issued_at_ms,
-            ahead_ms: request.issued_at_ms.saturating_sub(now_ms),
-        });
-    }
-    if now_ms >= request.expires_at_ms {
-        return Err(Refusal::Expired {
-            expires_at_ms: request.expires_at_ms,
-            ago_ms: now_ms.saturating_sub(request.expires_at_ms),
-        });
+    match request.check_window(now_ms) {
+        Ok(()) => {}
+        Err(WindowError::Inverted) => {
+            return Err(Refusal::Malformed(
+                "expires_at must be after issued_at".into(),
+            ))
+        }
+        Err(WindowError::NotYetValid { ahead_ms }) => {
+            return Err(Refusal::NotYetValid {
+                issued_at_ms: request.issued_at_ms,
+                ahead_ms,
+            })
+        }
+        Err(WindowError::Expired { ago_ms }) => {
+            return Err(Refusal::Expired {
+                expires_at_ms: request.expires_at_ms,
+                ago_ms,
+            })
+        }
     }
 
     // 4. Each signature's key: trusted, allowed this action, within its lifetimes.

@@ -6,14 +6,13 @@
 
 pub use cordon_api::actions::{SignatureSpec, StoredSignature};
 use cordon_api::error::ErrorCode;
-use cordon_protocol::action::{key_id, Action, ActionRequest, PolicySummary, SignerSummary};
+use cordon_protocol::action::{
+    check_signature_count, key_id, Action, ActionRequest, PolicySummary, SignerSummary, WindowError,
+};
+pub use cordon_protocol::action::{CLOCK_SKEW_MS, MAX_SIGNATURES};
 use ed25519_dalek::{Signature, VerifyingKey};
 use thiserror::Error;
 
-/// Most signatures one action may carry (the agent's own limit).
-pub const MAX_SIGNATURES: usize = 16;
-/// How far ahead of the controller's clock `issued_at` may be (the agent allows as much).
-pub const CLOCK_SKEW_MS: i64 = 60_000;
 /// Longest lifetime an action may have: the longest a task may wait for its agent.
 pub const MAX_LIFETIME_MS: i64 = 7 * 24 * 3600 * 1000;
 
@@ -83,9 +82,7 @@ impl CheckError {
 /// [`MAX_LIFETIME_MS`], not expired, not issued in the future (beyond the skew allowance).
 pub fn check_window(request: &ActionRequest, now_ms: i64) -> Result<(), CheckError> {
     let lifetime = request
-        .expires_at_ms
-        .checked_sub(request.issued_at_ms)
-        .filter(|ms| *ms > 0)
+        .lifetime_ms()
         .ok_or_else(|| CheckError::Malformed("expires_at_ms must be after issued_at_ms".into()))?;
     if lifetime > MAX_LIFETIME_MS {
         return Err(CheckError::Malformed(format!(
@@ -94,17 +91,16 @@ pub fn check_window(request: &ActionRequest, now_ms: i64) -> Result<(), CheckErr
             MAX_LIFETIME_MS / 1000
         )));
     }
-    if request.expires_at_ms <= now_ms {
-        return Err(CheckError::Expired {
+    request.check_window(now_ms).map_err(|e| match e {
+        WindowError::Inverted => {
+            CheckError::Malformed("expires_at_ms must be after issued_at_ms".into())
+        }
+        WindowError::NotYetValid { ahead_ms } => CheckError::NotYetValid { ahead_ms },
+        WindowError::Expired { ago_ms } => CheckError::Expired {
             expires_at_ms: request.expires_at_ms,
-            ago_ms: now_ms.saturating_sub(request.expires_at_ms),
-        });
-    }
-    let ahead_ms = request.issued_at_ms.saturating_sub(now_ms);
-    if ahead_ms > CLOCK_SKEW_MS {
-        return Err(CheckError::NotYetValid { ahead_ms });
-    }
-    Ok(())
+            ago_ms,
+        },
+    })
 }
 
 /// Verifies signature number `index` (from 1) over `bytes`; returns the key and its id.
@@ -227,17 +223,7 @@ pub fn check_all(
     by: &str,
     now_ms: i64,
 ) -> Result<Vec<StoredSignature>, CheckError> {
-    if specs.is_empty() {
-        return Err(CheckError::Malformed(
-            "the action carries no signature".into(),
-        ));
-    }
-    if specs.len() > MAX_SIGNATURES {
-        return Err(CheckError::Malformed(format!(
-            "{} signatures, at most {MAX_SIGNATURES} accepted",
-            specs.len()
-        )));
-    }
+    check_signature_count(specs.len()).map_err(CheckError::Malformed)?;
     let mut out: Vec<StoredSignature> = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let checked = check_signature(bytes, request, spec, i + 1, policy, by, now_ms)?;

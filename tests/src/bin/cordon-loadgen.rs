@@ -304,7 +304,7 @@ async fn enrol_missing(args: &Args) -> anyhow::Result<()> {
         .filter(|i| !agent_dir(&args.state_dir, *i).join("agent.toml").exists())
         .collect();
     let ca = std::fs::read_to_string(&settings.ca_cert)?;
-    let fingerprint = cordon_agent::tls::fingerprint(
+    let fingerprint = cordon_protocol::fingerprint::of_der(
         &cordon_agent::pem_cert(&ca).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     if missing.is_empty() {
