@@ -85,7 +85,7 @@ impl Client {
             .authed(self.http.get(&url))
             .send()
             .await
-            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+            .map_err(|e| send_error(&url, &e))?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -148,10 +148,7 @@ impl Client {
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+        let response = request.send().await.map_err(|e| send_error(&url, &e))?;
         if !response.status().is_success() {
             let status = response.status();
             let bytes = response.bytes().await.unwrap_or_default();
@@ -177,7 +174,7 @@ impl Client {
             .timeout(DOWNLOAD_TIMEOUT)
             .send()
             .await
-            .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+            .map_err(|e| send_error(&url, &e))?;
         if !response.status().is_success() {
             let status = response.status();
             let bytes = response.bytes().await.unwrap_or_default();
@@ -235,15 +232,34 @@ impl Client {
     }
 }
 
+/// Why a request got no answer: [`CliError::Tls`] when TLS itself failed (the controller's
+/// certificate does not verify against our CA, or the two sides share no protocol), which no
+/// retry mends; otherwise [`CliError::Unreachable`], which a follow mode tries again.
+fn send_error(url: &str, e: &reqwest::Error) -> CliError {
+    let text = format!("{url}: {}", error_chain(e));
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return CliError::Tls(text);
+        }
+        // An io::Error's `source()` passes over the error it wraps (often another io::Error
+        // around rustls's); `get_ref` has it.
+        next = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    CliError::Unreachable(text)
+}
+
 /// Sends `request` (to `url`) and reads its JSON answer, or the API's error.
 async fn send<T: DeserializeOwned>(
     url: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<T, CliError> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| CliError::Unreachable(format!("{url}: {}", error_chain(&e))))?;
+    let response = request.send().await.map_err(|e| send_error(url, &e))?;
     let status = response.status();
     let bytes = response
         .bytes()

@@ -57,6 +57,9 @@ pub enum CliError {
     NotFound(String),
     #[error("cannot reach the controller: {0}")]
     Unreachable(String),
+    /// TLS with the controller failed: trying again will not help.
+    #[error("cannot talk to the controller over TLS: {0} (is --ca / CORDON_CA / ca_cert this controller's ca.pem?)")]
+    Tls(String),
     #[error("{0}")]
     Other(String),
     /// Whoever read the output stopped reading (`| head`): not a failure.
@@ -89,7 +92,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::Denied(_) => 3,
             CliError::NotFound(_) => 4,
-            CliError::Unreachable(_) => 5,
+            CliError::Unreachable(_) | CliError::Tls(_) => 5,
         }
     }
 }

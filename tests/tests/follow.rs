@@ -104,3 +104,35 @@ async fn seen_after_writes(watch: &mut Follower, dir: &Path, name: &str) -> Stri
     }
     unreachable!("the loop only ends by returning or failing")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_that_cannot_verify_the_controller_ends_at_once() {
+    let deployment = Deployment::start().await;
+    let agent = deployment.enroll_agent().await;
+    let task: TaskView = deployment
+        .api()
+        .post_json(
+            "/api/v1/tasks",
+            json!({ "agent_id": agent.id, "task": { "type": "inventory" }, "ttl_secs": 600 }),
+        )
+        .await
+        .expect("queued for an offline agent");
+    // Someone else's CA: the controller's certificate will never verify against it.
+    let (other, _) = cordon_controller::pki::Ca::generate("someone else's CA").expect("CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other_pem = dir.path().join("other-ca.pem");
+    std::fs::write(&other_pem, other.cert_pem()).expect("write CA");
+    let mut command = deployment.cli_command(&deployment.admin_token);
+    command
+        .env("CORDON_CA", &other_pem)
+        .args(["tasks", "show", &task.id, "--wait"]);
+    let mut waiting = Follower::spawn(command, "tasks show --wait, wrong CA");
+    let (status, _) = waiting.exit_within(DEADLINE).await;
+    let stderr = waiting.stderr();
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("over TLS"), "{stderr}");
+    assert!(
+        !stderr.contains("trying again"),
+        "a TLS failure is not retried: {stderr}"
+    );
+}
