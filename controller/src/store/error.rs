@@ -85,16 +85,65 @@ impl StoreError {
     /// operation being refused: the same request may work when tried again.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Database { source, .. } => matches!(
-                source,
-                sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)
-            ),
+            StoreError::Database { source, .. } => match source {
+                sqlx::Error::PoolClosed
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::Io(_)
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| is_unavailable_code(&c)),
+                _ => false,
+            },
+            StoreError::AuditUnavailable { source } => source.is_unavailable(),
             _ => false,
         }
     }
 }
 
+/// PostgreSQL SQLSTATEs that say the server, not the statement, is the trouble: a connection
+/// exception (class 08), the server shutting down or starting up (57P01 admin shutdown, 57P02
+/// crash shutdown, 57P03 cannot connect now, as during a restart or failover), or no
+/// connection slot left (53300).
+fn is_unavailable_code(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
 /// Returns a `map_err` adapter that wraps a sqlx error with the operation that failed.
 pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Database { op, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::on_postgres;
+
+    #[test]
+    fn server_trouble_is_unavailable_and_a_bad_statement_is_not() {
+        for code in ["08006", "08001", "57P01", "57P02", "57P03", "53300"] {
+            assert!(is_unavailable_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "40001", "57014"] {
+            assert!(!is_unavailable_code(code), "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_ends_is_unavailable() {
+        on_postgres(|store| async move {
+            // What a restarting server does to every session: ends it with 57P01.
+            let err = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+                .execute(store.pool())
+                .await
+                .map_err(db_err("terminate own session"))
+                .expect_err("the server ends the session");
+            assert!(err.is_unavailable(), "{err:?}");
+            let err = sqlx::query("SELECT no_such_column FROM agents")
+                .execute(store.pool())
+                .await
+                .map_err(db_err("read a missing column"))
+                .expect_err("a bad statement");
+            assert!(!err.is_unavailable(), "{err:?}");
+        })
+        .await;
+    }
 }
