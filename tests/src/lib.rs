@@ -236,7 +236,7 @@ impl Deployment {
 
     /// A new API token with `role` (viewer, responder, admin, automation), named `name`.
     pub async fn api_token(&self, role: &str, name: &str) -> String {
-        let created: cordon_controller::api::api_tokens::ApiTokenCreated = self
+        let created: cordon_api::tokens::ApiTokenCreated = self
             .api()
             .post_json(
                 "/api/v1/api-tokens",

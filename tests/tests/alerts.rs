@@ -10,11 +10,8 @@
 //! reporting an inventory with a chosen address), since the real agent's addresses are this
 //! machine's and a test cannot choose them.
 
-use cordon_controller::{
-    alerts::Received,
-    api::{alerts::AlertView, incidents::IncidentView},
-    store::AlertRecord,
-};
+use cordon_api::{alerts::AlertView, incidents::IncidentView};
+use cordon_controller::{alerts::Received, store::AlertRecord};
 use cordon_tests::{ok, text, Api, Deployment, PgSchema, SessionHost};
 use serde_json::{json, Value};
 

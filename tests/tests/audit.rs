@@ -2,10 +2,10 @@
 //! hash chain; `cordon audit verify` passes on the untouched chain and names the entry after a
 //! direct edit of the database; a change that cannot be audited is not made.
 
-use cordon_api::tasks::TaskView;
-use cordon_controller::api::{
-    api_tokens::ApiTokenCreated,
+use cordon_api::{
     audit::{AuditPage, AuditVerifyView},
+    tasks::TaskView,
+    tokens::ApiTokenCreated,
 };
 use cordon_tests::Deployment;
 use sha2::{Digest, Sha256};

@@ -12,17 +12,15 @@
 
 use std::time::{Duration, Instant};
 
-use cordon_api::agents::AgentStatus;
-use cordon_controller::{
-    actions::ActionView,
-    alerts::Received,
-    api::{
-        api_tokens::ApiTokenCreated, audit::AuditVerifyView, incidents::IncidentView,
-        playbooks::PlaybookList,
-    },
-    incidents::report::IncidentReport,
-    store::ActionState,
+use cordon_api::{
+    actions::{ActionState, ActionView},
+    agents::AgentStatus,
+    audit::AuditVerifyView,
+    incidents::IncidentView,
+    playbooks::PlaybookList,
+    tokens::ApiTokenCreated,
 };
+use cordon_controller::{alerts::Received, incidents::report::IncidentReport};
 use cordon_protocol::action::Action;
 use cordon_tests::{generate_key, text, Api, Deployment, PgSchema, TestAgent, Victim};
 use serde_json::{json, Value};

@@ -16,13 +16,13 @@
 
 use std::time::{Duration, Instant};
 
-use cordon_api::tasks::TaskView;
-use cordon_controller::{
-    actions::ActionView,
-    api::{api_tokens::ApiTokenCreated, incidents::IncidentView},
-    incidents::report::IncidentReport,
-    store::ActionState,
+use cordon_api::{
+    actions::{ActionState, ActionView},
+    incidents::IncidentView,
+    tasks::TaskView,
+    tokens::ApiTokenCreated,
 };
+use cordon_controller::incidents::report::IncidentReport;
 use cordon_protocol::{
     action::{Action, ActionKind, PolicySummary, SignedAction, SignerSummary},
     message::{AgentMessage, TaskError, TaskErrorCode, TaskKind, TaskOutput, TaskResult},

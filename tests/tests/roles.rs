@@ -2,8 +2,10 @@
 //! call changes nothing; admin may do all of it. Tokens come from `POST /api/v1/api-tokens` and
 //! `cordon tokens api-create`.
 
-use cordon_api::agents::{AgentStatus, AgentView};
-use cordon_controller::api::api_tokens::ApiTokenCreated;
+use cordon_api::{
+    agents::{AgentStatus, AgentView},
+    tokens::ApiTokenCreated,
+};
 use cordon_tests::{Api, Deployment};
 use serde_json::json;
 

@@ -5,10 +5,10 @@
 
 use std::{path::Path, time::Duration};
 
-use cordon_api::{agents::AgentStatus, tasks::TaskView};
-use cordon_controller::{
-    api::watches::{WatchEventView, WatchEventsPage, WatchView},
-    watches::WatchStatus,
+use cordon_api::{
+    agents::AgentStatus,
+    tasks::TaskView,
+    watches::{WatchEventView, WatchEventsPage, WatchStatus, WatchView},
 };
 use cordon_tests::{Api, Deployment};
 use serde_json::json;

@@ -20,11 +20,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cordon_controller::{
-    api::{api_tokens::ApiTokenCreated, incidents::IncidentView, webhooks::TestQueued},
-    store::webhooks::{DeliveryRecord, DeliveryState, WebhookRecord},
-    webhooks::WebhookCreated,
+use cordon_api::{
+    incidents::IncidentView,
+    tokens::ApiTokenCreated,
+    webhooks::{TestQueued, WebhookCreated},
 };
+use cordon_controller::store::webhooks::{DeliveryRecord, DeliveryState, WebhookRecord};
 use cordon_tests::{ok, text, Deployment, PgSchema};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

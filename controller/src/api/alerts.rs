@@ -20,7 +20,7 @@ use crate::{
     api::{auth::Caller, error::ApiError, recorder::AuditNote, AppState},
     store::{AlertRecord, Role},
 };
-pub use cordon_api::alerts::AlertView;
+use cordon_api::alerts::AlertView;
 
 /// Most alerts one list returns.
 pub const MAX_LIST: i64 = 1000;

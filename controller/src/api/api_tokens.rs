@@ -7,7 +7,7 @@ use crate::{
     now_ms, secret,
     store::{ApiTokenRecord, Role},
 };
-pub use cordon_api::tokens::{ApiTokenCreated, CreateApiToken};
+use cordon_api::tokens::{ApiTokenCreated, CreateApiToken};
 
 /// Longest token name.
 pub const MAX_NAME_CHARS: usize = 64;

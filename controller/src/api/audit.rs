@@ -10,7 +10,7 @@ use crate::{
     api::{auth::Caller, error::ApiError, AppState},
     store::{audit::MAX_LIST, Role},
 };
-pub use cordon_api::audit::{AuditPage, AuditVerifyView};
+use cordon_api::audit::{AuditPage, AuditVerifyView};
 
 /// Entries a listing returns when no `limit` is given.
 const DEFAULT_LIMIT: i64 = 100;

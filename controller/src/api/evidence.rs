@@ -15,7 +15,7 @@ use crate::{
     evidence::{is_sha256, EvidenceView, Verification},
     store::Role,
 };
-pub use cordon_api::evidence::SignedRecord;
+use cordon_api::evidence::SignedRecord;
 
 /// `GET /api/v1/evidence`: newest first.
 #[utoipa::path(

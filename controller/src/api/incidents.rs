@@ -20,7 +20,7 @@ use crate::{
     incidents::{report, CreateIncident, Created, IncidentError, Stage},
     store::{IncidentFilter, Role},
 };
-pub use cordon_api::incidents::{
+use cordon_api::incidents::{
     AddHosts, Assign, Close, Comment, Escalate, IncidentSummary, IncidentView, Link, MoveStage,
     SetSeverity,
 };

@@ -9,7 +9,7 @@ use crate::{
     playbooks::{Playbook, PlaybookSet},
     store::Role,
 };
-pub use cordon_api::playbooks::{PlaybookList, PlaybookView};
+use cordon_api::playbooks::{PlaybookList, PlaybookView};
 
 impl From<&Playbook> for PlaybookView {
     fn from(p: &Playbook) -> Self {

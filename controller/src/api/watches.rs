@@ -19,7 +19,7 @@ use crate::{
     store::{Role, WatchEventRecord, WatchRecord},
     watches::{watch_status, WatchError},
 };
-pub use cordon_api::watches::{CreateWatch, WatchEventView, WatchEventsPage, WatchView};
+use cordon_api::watches::{CreateWatch, WatchEventView, WatchEventsPage, WatchView};
 
 /// Default time the `Watch` task may wait for an offline agent.
 pub const DEFAULT_WATCH_TTL: Duration = Duration::from_secs(3600);

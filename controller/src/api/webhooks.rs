@@ -22,7 +22,7 @@ use crate::{
     },
     webhooks::{CreateWebhook, WebhookCreated, WebhookError},
 };
-pub use cordon_api::webhooks::TestQueued;
+use cordon_api::webhooks::TestQueued;
 
 /// Most deliveries one list returns.
 pub const MAX_DELIVERIES: i64 = 1000;
