@@ -143,15 +143,45 @@ fn answers_are_held_to_the_documented_schemas() {
 
 #[test]
 fn typed_fields_never_carry_json_text_and_free_form_ones_are_left_alone() {
-    use cordon_tests::contract::json_in_a_string;
+    use cordon_tests::contract::{component, json_in_a_string};
     use serde_json::json;
-    let receipt_as_text = json!({ "receipt": { "before": "x", "done": "{\"pid\": 1}" } });
+    let receipt = |done: &str, before: Value| {
+        json!({
+            "action_id": "a", "agent_id": "b", "at_ms": 1, "before": before, "done": done,
+            "after": {}, "agent_public_key": "00", "signature": "00"
+        })
+    };
+    let receipts = component("ReceiptView");
+    // A typed string holding JSON text is caught, wherever it is.
     assert_eq!(
-        json_in_a_string(&receipt_as_text, "").as_deref(),
-        Some("`/receipt/done`")
+        json_in_a_string(receipts, &receipt("{\"pid\": 1}", json!({}))).as_deref(),
+        Some("`/done`")
     );
-    assert!(json_in_a_string(&json!({ "summary": "a {brace} in words" }), "").is_none());
-    // A task's result is what the host had: an argument may well be JSON.
-    let result = json!({ "result": { "processes": [{ "cmdline": ["{\"a\": 1}"] }] } });
-    assert!(json_in_a_string(&result, "").is_none());
+    assert!(json_in_a_string(receipts, &receipt("killed {braces} in words", json!({}))).is_none());
+    // What the agent found is its own: an argument may well be JSON.
+    let found = json!({ "processes": [{ "cmdline": ["{\"a\": 1}"] }] });
+    assert!(json_in_a_string(receipts, &receipt("killed", found.clone())).is_none());
+    // The gate is the schema, not the name: a task's free-form `result` excuses nothing in a
+    // typed part called `result` elsewhere, nor in the typed fields around it.
+    let tasks = component("TaskView");
+    let task = |kind: &str, result: Value| {
+        json!({ "id": "t", "agent_id": "a", "kind": kind, "state": "done", "created_by": "x",
+                "created_at_ms": 1, "expires_at_ms": 2, "request": {}, "result": result })
+    };
+    assert!(json_in_a_string(tasks, &task("processes", found)).is_none());
+    assert_eq!(
+        json_in_a_string(tasks, &task("[1, 2]", json!({}))).as_deref(),
+        Some("`/kind`")
+    );
+}
+
+#[test]
+fn fields_the_document_does_not_name_are_refused() {
+    use cordon_tests::contract::check;
+    use serde_json::json;
+    let health = json!({ "status": "ok", "version": "0.1.0", "agents_online": 3 });
+    check("GET", "/api/v1/health", 200, &health);
+    let mut extra = health.clone();
+    extra["secret_field"] = json!("x");
+    assert!(std::panic::catch_unwind(move || check("GET", "/api/v1/health", 200, &extra)).is_err());
 }
