@@ -130,10 +130,7 @@ impl Controller {
                 }
             }
             // The same envelope again (its id is the primary key).
-            Err(StoreError::Database {
-                source: sqlx::Error::Database(e),
-                ..
-            }) if e.is_unique_violation() => return Err(ActionError::Exists(id)),
+            Err(e) if e.is_duplicate() => return Err(ActionError::Exists(id)),
             Err(e) => return Err(e.into()),
         }
         let kind = request.action.kind();

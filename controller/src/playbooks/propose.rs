@@ -13,7 +13,7 @@ use cordon_protocol::action::{key_id, signing_bytes, Action, ActionRequest, Sign
 use ed25519_dalek::Signer;
 
 use super::{
-    runner::{is_unique_violation, Interrupted, RunContext, StepOutcome},
+    runner::{Interrupted, RunContext, StepOutcome},
     HostScope, Proposal, ProposedAction,
 };
 use crate::{
@@ -337,7 +337,7 @@ impl Controller {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(ActionError::Exists(id)),
+            Err(e) if e.is_duplicate() => Err(ActionError::Exists(id)),
             Err(e) => Err(e.into()),
         }
     }

@@ -313,7 +313,7 @@ impl Controller {
                 .await
             {
                 Ok(_) => {}
-                Err(TaskError::Store(e)) if is_unique_violation(&e) => {}
+                Err(TaskError::Store(e)) if e.is_duplicate() => {}
                 Err(TaskError::Store(e)) => return Err(e.into()),
                 Err(e) => return Ok(Err(e.to_string())),
             }
@@ -361,7 +361,7 @@ impl Controller {
                 .await
             {
                 Ok(_) => {}
-                Err(HuntError::Store(e)) if is_unique_violation(&e) => {}
+                Err(HuntError::Store(e)) if e.is_duplicate() => {}
                 Err(HuntError::Store(e)) => return Err(e.into()),
                 Err(e) => return Ok(StepOutcome::skipped(step, None, "hunt", e.to_string())),
             }
@@ -509,11 +509,6 @@ fn describe_filters(plan: &HuntPlan, alert: &Value) -> String {
         .map(|(name, t)| format!("{name}={}", t.render(alert).unwrap_or_default()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Whether the store refused a duplicate key (a step made by an earlier run).
-pub(crate) fn is_unique_violation(e: &StoreError) -> bool {
-    matches!(e, StoreError::Database { source: sqlx::Error::Database(db), .. } if db.is_unique_violation())
 }
 
 #[cfg(test)]

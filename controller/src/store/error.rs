@@ -99,6 +99,17 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// True when the write was refused because a row with the same key exists (the same
+    /// envelope, a step an earlier run made): the caller decides what a duplicate means.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database { source: sqlx::Error::Database(db), .. } if db.is_unique_violation()
+        )
+    }
+}
+
 /// PostgreSQL SQLSTATEs that say the server, not the statement, is the trouble: a connection
 /// exception (class 08), the server shutting down or starting up (57P01 admin shutdown, 57P02
 /// crash shutdown, 57P03 cannot connect now, as during a restart or failover), or no
