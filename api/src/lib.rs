@@ -30,6 +30,7 @@ pub mod format;
 pub mod hunts;
 pub mod incidents;
 pub mod lookup;
+pub mod observables;
 pub mod playbooks;
 pub mod tasks;
 pub mod tokens;

@@ -129,6 +129,14 @@ impl Client {
         self.request(Method::PUT, path, Some(body)).await
     }
 
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         self.request::<(), T>(Method::DELETE, path, None).await
     }

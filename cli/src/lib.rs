@@ -25,6 +25,7 @@ pub mod hunt;
 pub mod incidents;
 pub mod keys;
 pub mod netstat;
+pub mod observables;
 pub mod output;
 pub mod playbooks;
 pub mod progress;
@@ -191,6 +192,9 @@ pub enum Command {
     /// hosts add, attach, report.
     #[command(subcommand)]
     Incidents(incidents::IncidentsCommand),
+    /// An incident's observables (addresses, hashes, paths, names…): add, list, set, remove.
+    #[command(subcommand)]
+    Observables(observables::ObservablesCommand),
     /// Alerts: send one (as a SIEM would; it opens or joins an incident), list, show.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
@@ -316,6 +320,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Audit(command) => audit::run(&client, command, cli.json).await,
         Command::Incidents(command) => incidents::run(&client, command, cli.json).await,
         Command::Alerts(command) => alerts::run(&client, command, cli.json).await,
+        Command::Observables(command) => observables::run(&client, command, cli.json).await,
         Command::Webhooks(command) => webhooks::run(&client, command, cli.json).await,
         Command::Events(args) => events::run(&client, args, cli.json).await,
         Command::Health => {

@@ -14,6 +14,7 @@ pub mod hunts;
 pub mod incidents;
 pub mod limits;
 pub mod listen;
+pub mod observables;
 pub mod pki;
 pub mod playbooks;
 #[cfg(feature = "quickstart")]

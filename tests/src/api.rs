@@ -76,6 +76,15 @@ impl Api {
             .await
     }
 
+    pub async fn patch_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, ApiFailure> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
     pub async fn delete_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,

@@ -19,6 +19,8 @@ pub struct IncidentReport {
     pub active_containment: Vec<ActiveContainment>,
     /// The tasks, hunts, actions and evidence attached.
     pub attached: Vec<IncidentLink>,
+    /// The values the incident holds (addresses, hashes, paths, names…), oldest first.
+    pub observables: Vec<crate::observables::ObservableView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

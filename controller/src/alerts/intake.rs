@@ -8,9 +8,10 @@ use super::{entry::ENTRY_KIND, fields, one_line, parse, AlertError, Source};
 use crate::{
     incidents::{CreateIncident, MAX_TEXT_CHARS, MAX_TITLE_CHARS},
     state::Controller,
-    store::{AlertIncident, AlertOutcome, NewAlert, NewTimelineEntry},
+    store::{AlertIncident, AlertOutcome, NewAlert, NewSighting, NewTimelineEntry, Observed},
 };
 pub use cordon_api::alerts::Received;
+use cordon_api::observables::SightingSource;
 
 impl Controller {
     /// Takes an alert in (`format`, or detected): opens an incident for it, or joins the open
@@ -81,6 +82,7 @@ impl Controller {
             raw: raw.to_owned(),
             raw_sha256,
         };
+        let observables = crate::observables::from_alert(&alert);
         let outcome = self
             .store
             .record_alert(
@@ -92,6 +94,16 @@ impl Controller {
                     hosts: &prepared.hosts,
                     entries: &prepared.entries,
                     stage_entry_id: &prepared.stage_entry_id,
+                },
+                &Observed {
+                    items: &observables,
+                    sighting: &NewSighting {
+                        at_ms: received_at_ms,
+                        source: SightingSource::Alert,
+                        ref_id: Some(alert_id.clone()),
+                        agent_id: host.agent_id.clone(),
+                        actor: actor.to_owned(),
+                    },
                 },
             )
             .await?;

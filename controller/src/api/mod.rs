@@ -14,6 +14,7 @@ pub mod health;
 pub mod hunts;
 pub mod incidents;
 pub mod lookup;
+pub mod observables;
 pub mod playbooks;
 pub mod recorder;
 pub mod routes;

@@ -155,6 +155,7 @@ impl Controller {
             actions,
             active_containment,
             attached: links,
+            observables: self.store.incident_observables(id).await?,
         })
     }
 

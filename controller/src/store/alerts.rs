@@ -86,6 +86,14 @@ pub struct AlertIncident<'a> {
     pub stage_entry_id: &'a str,
 }
 
+/// The values an alert named, recorded on the incident it opens or joins (see
+/// [`super::observables`]).
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    pub items: &'a [super::NewObservable],
+    pub sighting: &'a super::NewSighting,
+}
+
 pub const OPENED: &str = "opened";
 pub const JOINED: &str = "joined";
 
@@ -102,6 +110,7 @@ impl Store {
         entry: &NewTimelineEntry,
         hosts_entry: &NewTimelineEntry,
         open: &AlertIncident<'_>,
+        observed: &Observed<'_>,
     ) -> Result<AlertOutcome, StoreError> {
         let mut attempt = 0;
         loop {
@@ -152,6 +161,8 @@ impl Store {
                 AlertOutcome::Joined { incident_id, .. } => (incident_id, JOINED),
             };
             insert_alert(&mut tx, alert, incident_id, label).await?;
+            super::observables::record(&mut tx, incident_id, observed.items, observed.sighting)
+                .await?;
             tx.commit().await.map_err(db_err("commit an alert"))?;
             return Ok(outcome);
         }
@@ -383,6 +394,16 @@ mod tests {
                     hosts,
                     entries: &entries,
                     stage_entry_id: &stage,
+                },
+                &Observed {
+                    items: &[],
+                    sighting: &crate::store::NewSighting {
+                        at_ms: 1,
+                        source: cordon_api::observables::SightingSource::Alert,
+                        ref_id: Some(alert_id.into()),
+                        agent_id: None,
+                        actor: "siem".into(),
+                    },
                 },
             )
             .await

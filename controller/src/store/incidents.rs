@@ -12,7 +12,7 @@ use serde::Serialize;
 use sqlx::{any::AnyRow, Row};
 
 use super::{db_err, parse_stored, touched, Store, StoreError};
-mod writes;
+pub(crate) mod writes;
 
 pub use cordon_api::incidents::{
     IncidentHost, IncidentLink, IncidentRecord, StageEntry, TimelineEntry,

@@ -95,6 +95,10 @@ const WEBHOOKS_V10: &str = include_str!("migrations/webhooks_v10.sql");
 /// limit without counting rows on every insert.
 const WATCH_CHANGES_V11: &str = include_str!("migrations/watch_changes_v11.sql");
 
+/// Version 12, identical on both backends: incidents' observables and their sightings (see
+/// `store::observables`).
+const OBSERVABLES_V12: &str = include_str!("migrations/observables_v12.sql");
+
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
 pub const SQLITE: &[Migration] = &[
@@ -152,6 +156,11 @@ pub const SQLITE: &[Migration] = &[
         version: 11,
         description: "change counts on watches",
         sql: WATCH_CHANGES_V11,
+    },
+    Migration {
+        version: 12,
+        description: "observables and their sightings",
+        sql: OBSERVABLES_V12,
     },
 ];
 
@@ -211,6 +220,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 11,
         description: "change counts on watches",
         sql: WATCH_CHANGES_V11,
+    },
+    Migration {
+        version: 12,
+        description: "observables and their sightings",
+        sql: OBSERVABLES_V12,
     },
 ];
 

@@ -22,6 +22,7 @@ pub mod incidents;
 pub mod lookup;
 pub mod meta;
 pub mod migrations;
+pub mod observables;
 pub mod task_writes;
 pub mod tasks;
 pub mod tokens;
@@ -42,7 +43,7 @@ pub use actions::{ActionEnd, ActionRecord, ActionState, NewAction};
 pub use agents::{
     AgentRecord, EnrollError, EnrollRefusal, NewAgent, NewCertificate, PresenceChange,
 };
-pub use alerts::{AlertIncident, AlertOutcome, AlertRecord, HostCandidate, NewAlert};
+pub use alerts::{AlertIncident, AlertOutcome, AlertRecord, HostCandidate, NewAlert, Observed};
 pub use audit::{AuditEntry, AuditVerification, BreakReason, BrokenLink, NewAuditEntry};
 pub(crate) use error::db_err;
 pub use error::StoreError;
@@ -52,6 +53,7 @@ pub use incidents::{
     CreateOutcome, IncidentChange, IncidentFilter, IncidentHost, IncidentLink, IncidentRecord,
     NewIncident, NewTimelineEntry, StageEntry, TimelineEntry,
 };
+pub use observables::{NewObservable, NewSighting, Recorded};
 pub use tasks::{NewTask, TaskEnd, TaskRecord, TaskState};
 pub use tokens::{
     ApiTokenRecord, EnrollmentRevocation, EnrollmentTokenRecord, NewEnrollmentToken,

@@ -195,6 +195,35 @@ pub fn render_markdown(report: &IncidentReport) -> String {
         table(&mut out, &["Agent", "Hostname", "Status", "Added"], &rows);
     }
 
+    out.push_str("## Observables\n\n");
+    if report.observables.is_empty() {
+        out.push_str("None.\n\n");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .observables
+            .iter()
+            .map(|o| {
+                let ignored = if o.ignore_for_similarity {
+                    " (ignored for similarity)"
+                } else {
+                    ""
+                };
+                vec![
+                    o.kind.as_str().to_owned(),
+                    escape(&o.value),
+                    format!("{}{ignored}", o.verdict),
+                    o.sighting_count.to_string(),
+                    format!("{} by {}", time(Some(o.added_at_ms)), escape(&o.added_by)),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &["Type", "Value", "Verdict", "Sightings", "Added"],
+            &rows,
+        );
+    }
+
     out.push_str("## Containment still active\n\n");
     if report.active_containment.is_empty() {
         out.push_str("None: no host is isolated and no block is in force.\n\n");

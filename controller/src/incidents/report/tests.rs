@@ -90,6 +90,19 @@ fn report() -> IncidentReport {
             action_id: "act-1".into(),
         }],
         attached: vec![],
+        observables: vec![cordon_api::observables::ObservableView {
+            id: "0b5e".into(),
+            incident_id: "6f1c2a9e-0000-4000-8000-000000000001".into(),
+            kind: cordon_api::observables::ObservableType::CommandLine,
+            value: "sh -c 'a | b'\nleft <script>x</script> http://evil/x".into(),
+            verdict: cordon_api::observables::Verdict::Malicious,
+            ignore_for_similarity: true,
+            added_by: "wazuh|x".into(),
+            added_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_000_000,
+            sightings: vec![],
+            sighting_count: 2,
+        }],
     }
 }
 
@@ -178,8 +191,8 @@ fn every_table_row_keeps_its_columns_whatever_the_text() {
             Some(w) => assert_eq!(width, w, "row breaks its table: {line:?}\n{md}"),
         }
     }
-    // Summary, hosts, containment, timeline, evidence.
-    assert_eq!(tables, 5, "{md}");
+    // Summary, hosts, observables, containment, timeline, evidence.
+    assert_eq!(tables, 6, "{md}");
     // Nothing user-controlled starts a line of its own.
     for line in md.lines() {
         assert!(!line.starts_with("left"), "{line:?}");
