@@ -96,6 +96,9 @@ pub struct Received {
     pub hosts_added: Vec<String>,
     /// Alerts on the incident, this one included.
     pub alert_count: i64,
+    /// The incidents most like this alert's incident, most similar first (at most
+    /// [`crate::similar::SHOWN_SIMILAR`]), with the reasons and what worked there.
+    pub similar: Vec<crate::similar::SimilarIncident>,
 }
 
 /// A stored alert.

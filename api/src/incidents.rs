@@ -331,6 +331,9 @@ pub struct IncidentView {
     /// The stages entered and whether their playbooks ran.
     pub stages: Vec<StageEntry>,
     pub timeline: Vec<TimelineItem>,
+    /// The incidents most like this one, most similar first (at most
+    /// [`crate::similar::SHOWN_SIMILAR`]); `GET …/similar` gives more, with the noise.
+    pub similar: Vec<crate::similar::SimilarIncident>,
 }
 
 /// `POST /api/v1/incidents/{id}/stage`.

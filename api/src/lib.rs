@@ -32,6 +32,7 @@ pub mod incidents;
 pub mod lookup;
 pub mod observables;
 pub mod playbooks;
+pub mod similar;
 pub mod tasks;
 pub mod tokens;
 pub mod watches;

@@ -306,6 +306,23 @@ pub async fn run(
             );
             changed(&view, json, what)
         }
+        IncidentsCommand::Similar {
+            id,
+            limit,
+            noise_share,
+        } => {
+            let id = resolve::incident(client, &id).await?;
+            let page: cordon_api::similar::SimilarPage = client
+                .get(&format!(
+                    "/api/v1/incidents/{id}/similar?limit={limit}&noise_share={noise_share}"
+                ))
+                .await?;
+            Ok(if json {
+                output::json(&page)
+            } else {
+                render::similar(&page)
+            })
+        }
         IncidentsCommand::Report { id, format, out } => {
             let format = format.unwrap_or(if json {
                 ReportFormat::Json

@@ -22,6 +22,7 @@ pub mod quickstart;
 pub mod secret;
 pub mod server;
 pub mod sessions;
+pub mod similar;
 pub mod state;
 pub mod store;
 pub mod tasks;

@@ -21,6 +21,8 @@ pub struct IncidentReport {
     pub attached: Vec<IncidentLink>,
     /// The values the incident holds (addresses, hashes, paths, names…), oldest first.
     pub observables: Vec<crate::observables::ObservableView>,
+    /// The incidents most like this one, with how they ended and what worked there.
+    pub similar: Vec<crate::similar::SimilarIncident>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

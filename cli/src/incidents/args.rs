@@ -155,6 +155,18 @@ pub enum IncidentsCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// The incidents most like this one, most similar first: why (shared observables, hosts
+    /// and alert rules, weighted by how rare they are), how each ended, and the containment
+    /// that ran there.
+    Similar {
+        /// The incident's id, or a unique prefix of it.
+        id: String,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=50))]
+        limit: u64,
+        /// Share of all incidents above which a shared thing is noise.
+        #[arg(long, default_value_t = cordon_api::similar::DEFAULT_NOISE_SHARE)]
+        noise_share: f64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -169,3 +169,66 @@ pub(super) fn containment_table(
         &rows,
     )
 }
+
+/// Similar incidents as a person reads them: one block each, most similar first.
+pub fn similar(page: &cordon_api::similar::SimilarPage) -> String {
+    let mut out = String::new();
+    if page.similar.is_empty() {
+        out.push_str(&format!(
+            "no incident is like {} (of {} incidents)\n",
+            page.incident_id, page.incident_count
+        ));
+    }
+    for s in &page.similar {
+        out.push_str(&format!(
+            "{}  {}  score {:.1}  {}  {}\n",
+            &s.id[..s.id.len().min(8)],
+            output::escape(&s.title),
+            s.score,
+            s.outcome,
+            output::time(Some(s.opened_at_ms)),
+        ));
+        for r in &s.reasons {
+            out.push_str(&format!(
+                "    {:+.2}  {}\n",
+                r.weight,
+                output::escape(&r.text)
+            ));
+        }
+        for w in &s.worked {
+            out.push_str(&format!(
+                "    worked: {} on {}{}\n",
+                output::escape(&w.what),
+                &w.agent_id[..w.agent_id.len().min(8)],
+                w.done
+                    .as_deref()
+                    .map(|d| format!(" ({})", output::escape(d)))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(secs) = s.secs_to_contain {
+            out.push_str(&format!(
+                "    contained after {}\n",
+                cordon_api::format::duration(secs.unsigned_abs())
+            ));
+        }
+        if let Some(secs) = s.secs_to_close {
+            out.push_str(&format!(
+                "    closed after {}\n",
+                cordon_api::format::duration(secs.unsigned_abs())
+            ));
+        }
+    }
+    if !page.noise.is_empty() {
+        out.push_str(&format!(
+            "noise (in more than {:.0} % of incidents, not counted): {}\n",
+            page.noise_share * 100.0,
+            page.noise
+                .iter()
+                .map(|n| output::escape(n).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out
+}

@@ -81,6 +81,7 @@ impl Controller {
             detail,
             raw: raw.to_owned(),
             raw_sha256,
+            rule: format!("{}:{}", alert.source.as_str(), alert.rule),
         };
         let observables = crate::observables::from_alert(&alert);
         let outcome = self
@@ -124,6 +125,7 @@ impl Controller {
                 .await;
         }
         let incident = self.incident(&incident_id).await?;
+        let similar = self.similar_on_intake(&incident_id, opened, actor).await;
         tracing::info!(
             alert_id = %alert_id,
             incident_id = %incident_id,
@@ -146,6 +148,35 @@ impl Controller {
             host,
             hosts_added,
             alert_count: incident.alert_count,
+            similar,
         })
+    }
+
+    /// The incidents most like the one an alert opened or joined. An incident it opened gets a
+    /// `similar` timeline entry naming them. The alert is already kept: a failure here is
+    /// logged and leaves the list empty.
+    async fn similar_on_intake(
+        &self,
+        incident_id: &str,
+        opened: bool,
+        actor: &str,
+    ) -> Vec<cordon_api::similar::SimilarIncident> {
+        let similar = match self.shown_similar(incident_id).await {
+            Ok(similar) => similar,
+            Err(e) => {
+                tracing::error!(%incident_id, error = %e, "cannot look for similar incidents");
+                return Vec::new();
+            }
+        };
+        if opened && !similar.is_empty() {
+            let entry = crate::similar::timeline_entry(&similar, actor);
+            match self.store.append_timeline(incident_id, &entry).await {
+                Ok(_) => self.publish_incident(incident_id, &entry).await,
+                Err(e) => {
+                    tracing::error!(%incident_id, error = %e, "cannot record similar incidents")
+                }
+            }
+        }
+        similar
     }
 }

@@ -18,6 +18,7 @@ pub mod observables;
 pub mod playbooks;
 pub mod recorder;
 pub mod routes;
+pub mod similar;
 pub mod tasks;
 pub mod tokens;
 pub mod watches;

@@ -61,6 +61,8 @@ pub struct NewAlert {
     /// The payload exactly as received.
     pub raw: String,
     pub raw_sha256: String,
+    /// `source:rule`, what incidents sharing a rule are found by.
+    pub rule: String,
 }
 
 /// What recording an alert did.
@@ -283,8 +285,8 @@ async fn insert_alert(
     })?;
     sqlx::query(
         "INSERT INTO alerts (id, received_at, source, fingerprint, incident_id, outcome, actor, \
-         external_id, agent_id, detail, raw, raw_sha256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         external_id, agent_id, detail, raw, raw_sha256, rule) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&alert.id)
     .bind(alert.received_at_ms)
@@ -298,6 +300,7 @@ async fn insert_alert(
     .bind(detail)
     .bind(&alert.raw)
     .bind(&alert.raw_sha256)
+    .bind(&alert.rule)
     .execute(&mut **tx)
     .await
     .map_err(db_err("insert alert"))?;
@@ -369,6 +372,7 @@ mod tests {
             detail: serde_json::json!({"alert_id": id}),
             raw: "{\"rule\": {}}".into(),
             raw_sha256: "00".repeat(32),
+            rule: "generic:r".into(),
         }
     }
 

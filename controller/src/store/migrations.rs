@@ -99,6 +99,11 @@ const WATCH_CHANGES_V11: &str = include_str!("migrations/watch_changes_v11.sql")
 /// `store::observables`).
 const OBSERVABLES_V12: &str = include_str!("migrations/observables_v12.sql");
 
+/// Version 13, identical on both backends: each alert's rule (`source:rule`), indexed, so
+/// incidents whose alerts share a rule are found without reading every alert. Alerts taken in
+/// before it have none.
+const ALERT_RULES_V13: &str = include_str!("migrations/alert_rules_v13.sql");
+
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
 pub const SQLITE: &[Migration] = &[
@@ -161,6 +166,11 @@ pub const SQLITE: &[Migration] = &[
         version: 12,
         description: "observables and their sightings",
         sql: OBSERVABLES_V12,
+    },
+    Migration {
+        version: 13,
+        description: "alert rules",
+        sql: ALERT_RULES_V13,
     },
 ];
 
@@ -225,6 +235,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 12,
         description: "observables and their sightings",
         sql: OBSERVABLES_V12,
+    },
+    Migration {
+        version: 13,
+        description: "alert rules",
+        sql: ALERT_RULES_V13,
     },
 ];
 

@@ -23,6 +23,7 @@ pub mod lookup;
 pub mod meta;
 pub mod migrations;
 pub mod observables;
+pub mod similar;
 pub mod task_writes;
 pub mod tasks;
 pub mod tokens;

@@ -224,6 +224,44 @@ pub fn render_markdown(report: &IncidentReport) -> String {
         );
     }
 
+    out.push_str("## Similar past incidents\n\n");
+    if report.similar.is_empty() {
+        out.push_str("None found.\n\n");
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .similar
+            .iter()
+            .map(|s| {
+                let why: Vec<String> = s.reasons.iter().take(3).map(|r| escape(&r.text)).collect();
+                let worked: Vec<String> = s.worked.iter().map(|w| escape(&w.what)).collect();
+                vec![
+                    code(&s.id),
+                    escape(&s.title),
+                    format!("{:.1}", s.score),
+                    s.outcome.to_string(),
+                    why.join("; "),
+                    if worked.is_empty() {
+                        "—".to_owned()
+                    } else {
+                        worked.join("; ")
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "Incident",
+                "Title",
+                "Score",
+                "Outcome",
+                "Why",
+                "Containment that ran",
+            ],
+            &rows,
+        );
+    }
+
     out.push_str("## Containment still active\n\n");
     if report.active_containment.is_empty() {
         out.push_str("None: no host is isolated and no block is in force.\n\n");

@@ -103,6 +103,32 @@ fn report() -> IncidentReport {
             sightings: vec![],
             sighting_count: 2,
         }],
+        similar: vec![cordon_api::similar::SimilarIncident {
+            id: "7a2b".into(),
+            title: "earlier | one\nleft".into(),
+            kind: "c2".into(),
+            severity: cordon_api::incidents::Severity::High,
+            stage: cordon_api::incidents::Stage::Closed,
+            opened_at_ms: 1_600_000_000_000,
+            closed_at_ms: Some(1_600_000_100_000),
+            score: 11.25,
+            reasons: vec![cordon_api::similar::Reason {
+                kind: cordon_api::similar::ReasonKind::Observable,
+                text: "shares url http://evil/x | y".into(),
+                weight: 9.9,
+            }],
+            outcome: cordon_api::similar::Outcome::Closed,
+            worked: vec![cordon_api::similar::WorkedAction {
+                action_id: "a1".into(),
+                agent_id: "agent-1".into(),
+                kind: "block".into(),
+                what: "block 203.0.113.7 for 1h".into(),
+                done_at_ms: Some(1_600_000_050_000),
+                done: Some("blocked".into()),
+            }],
+            secs_to_contain: Some(50),
+            secs_to_close: Some(100),
+        }],
     }
 }
 
@@ -191,8 +217,8 @@ fn every_table_row_keeps_its_columns_whatever_the_text() {
             Some(w) => assert_eq!(width, w, "row breaks its table: {line:?}\n{md}"),
         }
     }
-    // Summary, hosts, observables, containment, timeline, evidence.
-    assert_eq!(tables, 6, "{md}");
+    // Summary, hosts, observables, similar incidents, containment, timeline, evidence.
+    assert_eq!(tables, 7, "{md}");
     // Nothing user-controlled starts a line of its own.
     for line in md.lines() {
         assert!(!line.starts_with("left"), "{line:?}");
