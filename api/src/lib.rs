@@ -33,6 +33,7 @@ pub mod lookup;
 pub mod observables;
 pub mod playbooks;
 pub mod similar;
+pub mod suggest;
 pub mod tasks;
 pub mod tokens;
 pub mod watches;

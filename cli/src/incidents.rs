@@ -323,6 +323,20 @@ pub async fn run(
                 render::similar(&page)
             })
         }
+        IncidentsCommand::Suggest { id } => {
+            let id = resolve::incident(client, &id).await?;
+            let page: cordon_api::suggest::SuggestPage = client
+                .post(
+                    &format!("/api/v1/incidents/{id}/suggest"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            Ok(if json {
+                output::json(&page)
+            } else {
+                render::suggestions(&page)
+            })
+        }
         IncidentsCommand::Report { id, format, out } => {
             let format = format.unwrap_or(if json {
                 ReportFormat::Json

@@ -25,6 +25,7 @@ pub mod sessions;
 pub mod similar;
 pub mod state;
 pub mod store;
+pub mod suggest;
 pub mod tasks;
 pub mod tls;
 pub mod watches;

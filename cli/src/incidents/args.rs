@@ -167,6 +167,14 @@ pub enum IncidentsCommand {
         #[arg(long, default_value_t = cordon_api::similar::DEFAULT_NOISE_SHARE)]
         noise_share: f64,
     },
+    /// Propose again what worked on similar incidents that were closed and never reopened,
+    /// mapped onto this incident's hosts and files: pending actions you approve with your own
+    /// key (cordon approve ACTION). Nothing is signed or run; suggesting twice proposes
+    /// nothing twice.
+    Suggest {
+        /// The incident's id, or a unique prefix of it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

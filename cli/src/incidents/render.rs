@@ -232,3 +232,31 @@ pub fn similar(page: &cordon_api::similar::SimilarPage) -> String {
     }
     out
 }
+
+/// What `suggest` proposed, one line each, then what it did not learn from.
+pub fn suggestions(page: &cordon_api::suggest::SuggestPage) -> String {
+    let mut out = String::new();
+    if page.suggestions.is_empty() {
+        out.push_str(
+            "nothing to suggest: no similar closed incident had containment that worked\n",
+        );
+    }
+    for s in &page.suggestions {
+        let host = s
+            .agent_id
+            .as_deref()
+            .map(|h| format!(" on {}", &h[..h.len().min(8)]))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{}: {}{host} (worked on incident {}): {}\n",
+            s.state,
+            output::escape(&s.what),
+            &s.from_incident[..s.from_incident.len().min(8)],
+            output::escape(&s.note)
+        ));
+    }
+    for p in &page.passed_over {
+        out.push_str(&format!("passed over: {}\n", output::escape(p)));
+    }
+    out
+}

@@ -19,6 +19,7 @@ pub mod playbooks;
 pub mod recorder;
 pub mod routes;
 pub mod similar;
+pub mod suggest;
 pub mod tasks;
 pub mod tokens;
 pub mod watches;

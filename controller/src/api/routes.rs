@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     actions, agents, alerts, api_tokens, audit, events, evidence, health, hunts, incidents, lookup,
-    observables, playbooks, similar, tasks, tokens, watches, webhooks, AppState,
+    observables, playbooks, similar, suggest, tasks, tokens, watches, webhooks, AppState,
 };
 
 /// The document's fixed parts; the paths come from the handlers.
@@ -124,6 +124,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observables::list, observables::add))
         .routes(routes!(observables::update, observables::remove))
         .routes(routes!(similar::similar))
+        .routes(routes!(suggest::suggest))
         .routes(routes!(playbooks::list))
         .routes(routes!(playbooks::reload))
         .routes(routes!(evidence::list))
