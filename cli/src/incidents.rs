@@ -25,7 +25,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use args::{AttachWhat, HostsCommand, IncidentsCommand, ReportFormat};
+pub use args::{AttachWhat, ExportFormat, HostsCommand, IncidentsCommand, ReportFormat};
 use render::{header, plain, render_show, shorten};
 
 /// `cordon incidents …`.
@@ -336,6 +336,28 @@ pub async fn run(
             } else {
                 render::suggestions(&page)
             })
+        }
+        IncidentsCommand::Export { id, format, out } => {
+            let id = resolve::incident(client, &id).await?;
+            let name = match format {
+                ExportFormat::Stix => "stix",
+                ExportFormat::Misp => "misp",
+            };
+            let exported: serde_json::Value = client
+                .get(&format!("/api/v1/incidents/{id}/export?format={name}"))
+                .await?;
+            let mut text = output::json(&exported);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            let Some(out) = out else {
+                return Ok(text);
+            };
+            write_new(&out, text.as_bytes())?;
+            Ok(format!(
+                "{name} export of incident {id} written to {}\n",
+                out.display()
+            ))
         }
         IncidentsCommand::Report { id, format, out } => {
             let format = format.unwrap_or(if json {

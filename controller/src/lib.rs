@@ -9,6 +9,7 @@ pub mod audit;
 pub mod deployment;
 pub mod events;
 pub mod evidence;
+pub mod exchange;
 pub mod gateway;
 pub mod hunts;
 pub mod incidents;

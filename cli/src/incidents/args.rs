@@ -175,6 +175,17 @@ pub enum IncidentsCommand {
         /// The incident's id, or a unique prefix of it.
         id: String,
     },
+    /// The incident's observables for other tools: a STIX 2.1 bundle (observed data for every
+    /// value, an indicator and a sighting for each malicious or suspicious one) or a MISP event.
+    Export {
+        /// The incident's id, or a unique prefix of it.
+        id: String,
+        #[arg(long, value_enum, default_value = "stix")]
+        format: ExportFormat,
+        /// Write it to this file (never overwritten) instead of printing it.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +215,12 @@ pub struct AttachWhat {
     /// Stored evidence, by SHA-256 or a unique prefix of it.
     #[arg(long)]
     pub evidence: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Stix,
+    Misp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod evidence;
+pub mod exchange;
 pub mod health;
 pub mod hunts;
 pub mod incidents;

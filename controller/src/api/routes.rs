@@ -12,8 +12,9 @@ use utoipa::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    actions, agents, alerts, api_tokens, audit, events, evidence, health, hunts, incidents, lookup,
-    observables, playbooks, similar, suggest, tasks, tokens, watches, webhooks, AppState,
+    actions, agents, alerts, api_tokens, audit, events, evidence, exchange, health, hunts,
+    incidents, lookup, observables, playbooks, similar, suggest, tasks, tokens, watches, webhooks,
+    AppState,
 };
 
 /// The document's fixed parts; the paths come from the handlers.
@@ -125,6 +126,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observables::update, observables::remove))
         .routes(routes!(similar::similar))
         .routes(routes!(suggest::suggest))
+        .routes(routes!(exchange::export))
         .routes(routes!(playbooks::list))
         .routes(routes!(playbooks::reload))
         .routes(routes!(evidence::list))
