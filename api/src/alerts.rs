@@ -96,8 +96,9 @@ pub struct Received {
     pub hosts_added: Vec<String>,
     /// Alerts on the incident, this one included.
     pub alert_count: i64,
-    /// The incidents most like this alert's incident, most similar first (at most
-    /// [`crate::similar::SHOWN_SIMILAR`]), with the reasons and what worked there.
+    /// When the alert opened its incident: the incidents most like it, most similar first (at
+    /// most [`crate::similar::SHOWN_SIMILAR`]), with the reasons and what worked there. Empty
+    /// when it joined one (the incident's view has them).
     pub similar: Vec<crate::similar::SimilarIncident>,
 }
 

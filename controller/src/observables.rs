@@ -20,52 +20,55 @@ use crate::{
 /// The timeline entry kind of a person's change to an observable.
 pub const ENTRY_KIND: &str = "observable";
 
+/// Most of a host's addresses an alert records (an alert is someone else's text, and may list
+/// thousands).
+pub const MAX_HOST_ADDRESSES: usize = 32;
+
 /// The values an alert names, normalised; values that are not what their field says are left
 /// out (an alert is someone else's text), as are duplicates.
 pub fn from_alert(alert: &Alert) -> Vec<NewObservable> {
-    let mut raw: Vec<(ObservableType, &str)> = Vec::new();
+    let mut raw: Vec<(ObservableType, String)> = Vec::new();
     if let Some(hostname) = &alert.host.hostname {
-        raw.push((ObservableType::Hostname, hostname));
+        raw.push((ObservableType::Hostname, hostname.clone()));
     }
-    for ip in &alert.host.ips {
-        raw.push((ip_type(ip), ip));
+    for ip in alert.host.ips.iter().take(MAX_HOST_ADDRESSES) {
+        raw.push(address(ip));
     }
     if let Some(process) = &alert.process {
         if let Some(name) = &process.name {
-            raw.push((ObservableType::ProcessName, name));
+            raw.push((ObservableType::ProcessName, name.clone()));
         }
         if let Some(executable) = &process.executable {
-            raw.push((ObservableType::FilePath, executable));
+            raw.push((ObservableType::FilePath, executable.clone()));
         }
         if let Some(command_line) = &process.command_line {
-            raw.push((ObservableType::CommandLine, command_line));
+            raw.push((ObservableType::CommandLine, command_line.clone()));
         }
     }
     if let Some(file) = &alert.file {
         if let Some(path) = &file.path {
-            raw.push((ObservableType::FilePath, path));
+            raw.push((ObservableType::FilePath, path.clone()));
             if let Some(name) = base_name(path) {
-                raw.push((ObservableType::FileName, name));
+                raw.push((ObservableType::FileName, name.to_owned()));
             }
         }
         if let Some(sha256) = &file.sha256 {
-            raw.push((ObservableType::Sha256, sha256));
+            raw.push((ObservableType::Sha256, sha256.clone()));
         }
     }
-    let port;
     if let Some(destination) = &alert.destination {
-        raw.push((ip_type(&destination.ip), &destination.ip));
-        if let Some(p) = destination.port {
-            port = p.to_string();
-            raw.push((ObservableType::Port, &port));
+        raw.push(address(&destination.ip));
+        if let Some(port) = destination.port {
+            raw.push((ObservableType::Port, port.to_string()));
         }
     }
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<NewObservable> = Vec::new();
     for (kind, value) in raw {
-        let Ok(value) = kind.normalize(value) else {
+        let Ok(value) = kind.normalize(&value) else {
             continue;
         };
-        if !out.iter().any(|o| o.kind == kind && o.value == value) {
+        if seen.insert((kind, value.clone())) {
             out.push(NewObservable {
                 kind,
                 value,
@@ -77,11 +80,13 @@ pub fn from_alert(alert: &Alert) -> Vec<NewObservable> {
     out
 }
 
-fn ip_type(text: &str) -> ObservableType {
-    if text.contains(':') {
-        ObservableType::Ipv6
-    } else {
-        ObservableType::Ipv4
+/// An address as its type and text: an IPv4-mapped IPv6 address is the IPv4 address it names.
+fn address(text: &str) -> (ObservableType, String) {
+    match text.parse::<std::net::IpAddr>().map(|a| a.to_canonical()) {
+        Ok(std::net::IpAddr::V4(v4)) => (ObservableType::Ipv4, v4.to_string()),
+        Ok(std::net::IpAddr::V6(v6)) => (ObservableType::Ipv6, v6.to_string()),
+        Err(_) if text.contains(':') => (ObservableType::Ipv6, text.to_owned()),
+        Err(_) => (ObservableType::Ipv4, text.to_owned()),
     }
 }
 

@@ -36,6 +36,9 @@ pub const NOISE_MIN_INCIDENTS: i64 = 3;
 
 const DAY_MS: f64 = 86_400_000.0;
 
+/// Fewest candidates looked at whole, however few are asked for.
+const MIN_HYDRATED: usize = 50;
+
 /// A candidate being scored.
 #[derive(Debug, Default)]
 struct Candidate {
@@ -111,7 +114,7 @@ pub fn timeline_entry(similar: &[SimilarIncident], actor: &str) -> NewTimelineEn
             let why = s.reasons.first().map(|r| r.text.as_str()).unwrap_or("");
             format!(
                 "{} {:?} (score {:.1}, {}: {why})",
-                &s.id[..s.id.len().min(8)],
+                s.id.get(..8).unwrap_or(&s.id),
                 cut(&s.title),
                 s.score,
                 s.outcome
@@ -255,9 +258,13 @@ impl Controller {
             );
         }
 
-        // Kind and time, for those found; then the strongest.
+        // Kind and time, for the strongest of those found (a few times as many as asked for:
+        // kind and time can only reorder them a little); then the strongest.
+        let mut found: Vec<(String, Candidate)> = candidates.into_iter().collect();
+        found.sort_by(|(a, x), (b, y)| y.score.total_cmp(&x.score).then(a.cmp(b)));
+        found.truncate(limit.saturating_mul(4).max(MIN_HYDRATED));
         let mut scored = Vec::new();
-        for (other, mut candidate) in candidates {
+        for (other, mut candidate) in found {
             let Some(record) = self.store.get_incident(&other).await? else {
                 continue;
             };
@@ -303,12 +310,19 @@ impl Controller {
         })
     }
 
-    /// The few most similar incidents an alert's answer, a view and a report show.
-    pub async fn shown_similar(&self, id: &str) -> Result<Vec<SimilarIncident>, IncidentError> {
-        Ok(self
+    /// The few most similar incidents an alert's answer, a view and a report show. They are
+    /// extra: a failed lookup is logged and shows none, rather than failing what shows them.
+    pub async fn shown_similar(&self, id: &str) -> Vec<SimilarIncident> {
+        match self
             .similar_incidents(id, SHOWN_SIMILAR, DEFAULT_NOISE_SHARE)
-            .await?
-            .similar)
+            .await
+        {
+            Ok(page) => page.similar,
+            Err(e) => {
+                tracing::error!(incident_id = %id, error = %e, "cannot look for similar incidents");
+                Vec::new()
+            }
+        }
     }
 
     /// A scored incident with how it ended and the containment that ran there.

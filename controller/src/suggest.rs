@@ -16,10 +16,10 @@
 use std::collections::BTreeSet;
 
 use cordon_api::{
-    actions::ActionView,
+    actions::{ActionState, ActionView},
     incidents::LinkKind,
     observables::ObservableType,
-    similar::{Outcome, SimilarIncident},
+    similar::{Outcome, ReasonKind, SimilarIncident},
     suggest::{SuggestPage, Suggestion, SuggestionState},
 };
 use cordon_protocol::action::{Action, ActionKind, ActionRequest};
@@ -30,14 +30,18 @@ use crate::{actions::ActionError, incidents::IncidentError, now_ms, state::Contr
 /// How long a suggested action waits for its signatures (cut to what the agent lets a key
 /// give).
 const VALID_FOR_SECS: u64 = 3600;
+/// How many times a suggestion is made again after expiring or failing unapproved.
+const MAX_GENERATIONS: u32 = 16;
 /// How many similar incidents are learnt from.
 const LEARN_FROM: usize = 10;
 
 /// The id of suggesting `action` for `host` on `incident`: the same suggestion, the same id.
-fn suggestion_id(incident: &str, host: &str, action: &Action) -> String {
+/// `generation` counts earlier proposals of it that expired or failed unapproved.
+fn suggestion_id(incident: &str, host: &str, action: &Action, generation: u32) -> String {
     let mut hash = Sha256::new();
     let what = serde_json::to_string(action).unwrap_or_default();
-    for part in ["cordon-suggestion-v1", incident, host, &what] {
+    let generation = generation.to_string();
+    for part in ["cordon-suggestion-v1", incident, host, &what, &generation] {
         hash.update(part.as_bytes());
         hash.update([0u8]);
     }
@@ -48,10 +52,6 @@ fn suggestion_id(incident: &str, host: &str, action: &Action) -> String {
         .to_string()
 }
 
-fn base_name(path: &str) -> Option<&str> {
-    path.rsplit(['/', '\\']).next().filter(|n| !n.is_empty())
-}
-
 /// A file an alert of this incident named: its host, path and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct NamedFile {
@@ -60,69 +60,91 @@ struct NamedFile {
     sha256: Option<String>,
 }
 
+/// What a past response is mapped onto: this incident's files, counted address values and
+/// hosts, and what the past incident said about the file it quarantined.
+struct Here<'a> {
+    files: &'a [NamedFile],
+    /// Counted (not benign, not ignored) sha256 values of this incident.
+    hashes: &'a BTreeSet<String>,
+    /// Counted address values of this incident, as CIDRs (`192.0.2.7/32`).
+    addresses: &'a BTreeSet<String>,
+    hosts: &'a [String],
+    /// The hashes the past incident's alerts gave the file it quarantined.
+    quarantined_hashes: &'a BTreeSet<String>,
+    /// Whether the past incident shares an observable with this one (not just a host or rule).
+    shares_values: bool,
+}
+
+/// `text` as a CIDR (`192.0.2.7` → `192.0.2.7/32`), if it is an address or block.
+fn as_cidr(text: &str) -> Option<String> {
+    ObservableType::Cidr.normalize(text).ok()
+}
+
 /// (host, action) pairs this incident would need for what `past` did.
-fn mapped(
-    past: &Action,
-    files: &[NamedFile],
-    shared_hashes: &BTreeSet<String>,
-    hosts: &[String],
-) -> Result<Vec<(String, Action)>, String> {
+fn mapped(past: &Action, here: &Here<'_>) -> Result<Vec<(String, Action)>, String> {
     match past {
         Action::Quarantine { path } => {
-            // The files this incident's alerts named with a hash the past incident shares, on
-            // the host each alert was about; failing that, files of the same name.
-            let with_hash: Vec<&NamedFile> = files
+            // The files this incident's alerts named with the hash of the very file quarantined
+            // there, on the host each alert was about.
+            let mut out: Vec<(String, Action)> = here
+                .files
                 .iter()
-                .filter(|f| f.sha256.as_ref().is_some_and(|h| shared_hashes.contains(h)))
-                .collect();
-            let chosen: Vec<&NamedFile> = if with_hash.is_empty() {
-                files
-                    .iter()
-                    .filter(|f| {
-                        base_name(&f.path).is_some() && base_name(&f.path) == base_name(path)
+                .filter(|f| {
+                    f.sha256.as_ref().is_some_and(|h| {
+                        here.quarantined_hashes.contains(h) && here.hashes.contains(h)
                     })
-                    .collect()
-            } else {
-                with_hash
-            };
-            let mut out: Vec<(String, Action)> = chosen
-                .into_iter()
-                .map(|f| {
-                    (
-                        f.agent_id.clone(),
-                        Action::Quarantine {
-                            path: f.path.clone(),
-                        },
-                    )
+                })
+                .filter_map(|f| {
+                    let path = ObservableType::FilePath.normalize(&f.path).ok()?;
+                    Some((f.agent_id.clone(), Action::Quarantine { path }))
                 })
                 .collect();
             out.dedup();
             if out.is_empty() {
                 Err(format!(
-                    "no alert of this incident named a file with a shared hash or called {} on a \
-                     known host",
-                    base_name(path).unwrap_or(path)
+                    "no alert of this incident named a file with the hash of {path} (as the \
+                     earlier incident's alerts gave it) on a known host"
                 ))
             } else {
                 Ok(out)
             }
         }
-        Action::Block { .. } | Action::Isolate { .. } if hosts.is_empty() => {
+        Action::Block { .. } | Action::Isolate { .. } if !here.shares_values => Err(
+            "the incidents share no observable (only a host, rule or kind): not reason enough \
+             to contain"
+                .into(),
+        ),
+        Action::Block { .. } | Action::Isolate { .. } if here.hosts.is_empty() => {
             Err("this incident has no hosts yet".into())
         }
-        Action::Block { targets, ttl_secs } => Ok(hosts
-            .iter()
-            .map(|h| {
-                (
-                    h.clone(),
-                    Action::Block {
-                        targets: targets.clone(),
-                        ttl_secs: *ttl_secs,
-                    },
-                )
-            })
-            .collect()),
-        Action::Isolate { ttl_secs } => Ok(hosts
+        Action::Block { targets, ttl_secs } => {
+            // Only what this incident saw too.
+            let targets: Vec<String> = targets
+                .iter()
+                .filter(|t| as_cidr(t).is_some_and(|c| here.addresses.contains(&c)))
+                .cloned()
+                .collect();
+            if targets.is_empty() {
+                return Err(
+                    "none of the addresses blocked there is an observable of this incident".into(),
+                );
+            }
+            Ok(here
+                .hosts
+                .iter()
+                .map(|h| {
+                    (
+                        h.clone(),
+                        Action::Block {
+                            targets: targets.clone(),
+                            ttl_secs: *ttl_secs,
+                        },
+                    )
+                })
+                .collect())
+        }
+        Action::Isolate { ttl_secs } => Ok(here
+            .hosts
             .iter()
             .map(|h| {
                 (
@@ -177,6 +199,22 @@ impl Controller {
             .into_iter()
             .map(|h| h.agent_id)
             .collect();
+        let counted = self.store.counted_observables(incident_id).await?;
+        let hashes: BTreeSet<String> = counted
+            .iter()
+            .filter(|o| o.kind == ObservableType::Sha256)
+            .map(|o| o.value.clone())
+            .collect();
+        let addresses: BTreeSet<String> = counted
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o.kind,
+                    ObservableType::Ipv4 | ObservableType::Ipv6 | ObservableType::Cidr
+                )
+            })
+            .filter_map(|o| as_cidr(&o.value))
+            .collect();
         let mut suggestions = Vec::new();
         let mut passed_over = Vec::new();
         for similar in &page.similar {
@@ -187,12 +225,32 @@ impl Controller {
                 ));
                 continue;
             }
-            let shared_hashes = self.shared_hashes(incident_id, similar).await?;
+            let theirs = self.named_files(&similar.id).await?;
+            let shares_values = similar
+                .reasons
+                .iter()
+                .any(|r| r.kind == ReasonKind::Observable);
             for worked in &similar.worked {
                 let Some(record) = self.store.get_action(&worked.action_id).await? else {
                     continue;
                 };
                 let past = ActionView::try_from(record)?;
+                let quarantined_hashes: BTreeSet<String> = match &past.request.action {
+                    Action::Quarantine { path } => theirs
+                        .iter()
+                        .filter(|f| &f.path == path && f.agent_id == past.agent_id)
+                        .filter_map(|f| f.sha256.clone())
+                        .collect(),
+                    _ => BTreeSet::new(),
+                };
+                let here = Here {
+                    files: &files,
+                    hashes: &hashes,
+                    addresses: &addresses,
+                    hosts: &hosts,
+                    quarantined_hashes: &quarantined_hashes,
+                    shares_values,
+                };
                 let skip = |note: String| Suggestion {
                     from_incident: similar.id.clone(),
                     from_action: worked.action_id.clone(),
@@ -202,7 +260,7 @@ impl Controller {
                     action_id: None,
                     note,
                 };
-                match mapped(&past.request.action, &files, &shared_hashes, &hosts) {
+                match mapped(&past.request.action, &here) {
                     Err(why) => suggestions.push(skip(why)),
                     Ok(pairs) => {
                         for (host, action) in pairs {
@@ -252,30 +310,6 @@ impl Controller {
         Ok(files)
     }
 
-    /// The sha256 values both incidents hold.
-    async fn shared_hashes(
-        &self,
-        incident_id: &str,
-        similar: &SimilarIncident,
-    ) -> Result<BTreeSet<String>, IncidentError> {
-        let theirs: BTreeSet<String> = self
-            .store
-            .incident_observables(&similar.id)
-            .await?
-            .into_iter()
-            .filter(|o| o.kind == ObservableType::Sha256)
-            .map(|o| o.value)
-            .collect();
-        Ok(self
-            .store
-            .incident_observables(incident_id)
-            .await?
-            .into_iter()
-            .filter(|o| o.kind == ObservableType::Sha256 && theirs.contains(&o.value))
-            .map(|o| o.value)
-            .collect())
-    }
-
     async fn suggest_one(
         &self,
         incident_id: &str,
@@ -285,7 +319,20 @@ impl Controller {
         action: Action,
         actor: &str,
     ) -> Result<Suggestion, IncidentError> {
-        let id = suggestion_id(incident_id, host, &action);
+        // A proposal that expired or failed unapproved may be made again, under a new id.
+        let mut generation = 0;
+        let (id, before) = loop {
+            let id = suggestion_id(incident_id, host, &action, generation);
+            match self.store.get_action(&id).await? {
+                Some(a) if matches!(a.state, ActionState::Expired | ActionState::Failed) => {
+                    generation += 1;
+                    if generation > MAX_GENERATIONS {
+                        break (id, Some(a.state));
+                    }
+                }
+                found => break (id, found.map(|a| a.state)),
+            }
+        };
         let what = cordon_api::format::what(&action);
         let made = |state: SuggestionState, action_id: Option<String>, note: String| Suggestion {
             from_incident: similar.id.clone(),
@@ -296,11 +343,14 @@ impl Controller {
             action_id,
             note,
         };
-        if self.store.get_action(&id).await?.is_some() {
+        if let Some(state) = before {
+            // Attached even if an earlier run stopped between proposing and attaching.
+            self.link_incident(incident_id, LinkKind::Action, &id, actor)
+                .await?;
             return Ok(made(
                 SuggestionState::Exists,
                 Some(id.clone()),
-                format!("proposed before: action {id}"),
+                format!("proposed before: action {id} ({state})"),
             ));
         }
         let kind: ActionKind = action.kind();
@@ -393,11 +443,82 @@ mod tests {
             targets: vec!["203.0.113.7".into()],
             ttl_secs: 3600,
         };
-        let a = suggestion_id("i1", "h1", &block);
-        assert_eq!(a, suggestion_id("i1", "h1", &block));
-        assert_ne!(a, suggestion_id("i1", "h2", &block));
-        assert_ne!(a, suggestion_id("i2", "h1", &block));
+        let a = suggestion_id("i1", "h1", &block, 0);
+        assert_eq!(a, suggestion_id("i1", "h1", &block, 0));
+        assert_ne!(a, suggestion_id("i1", "h2", &block, 0));
+        assert_ne!(a, suggestion_id("i2", "h1", &block, 0));
+        assert_ne!(a, suggestion_id("i1", "h1", &block, 1));
         assert!(a.parse::<uuid::Uuid>().is_ok());
+    }
+
+    #[test]
+    fn blocks_repeat_only_what_this_incident_saw_and_quarantines_only_the_same_file() {
+        let none = BTreeSet::new();
+        let addresses: BTreeSet<String> = ["203.0.113.7/32".to_owned()].into();
+        let hosts = ["h".to_owned()];
+        let mut here = Here {
+            files: &[],
+            hashes: &none,
+            addresses: &addresses,
+            hosts: &hosts,
+            quarantined_hashes: &none,
+            shares_values: true,
+        };
+        let block = Action::Block {
+            targets: vec!["203.0.113.7".into(), "198.51.100.9".into()],
+            ttl_secs: 600,
+        };
+        let pairs = mapped(&block, &here).unwrap();
+        assert_eq!(
+            pairs,
+            vec![(
+                "h".to_owned(),
+                Action::Block {
+                    targets: vec!["203.0.113.7".into()],
+                    ttl_secs: 600
+                }
+            )]
+        );
+        here.shares_values = false;
+        assert!(mapped(&block, &here)
+            .unwrap_err()
+            .contains("share no observable"));
+
+        let hash = "ab".repeat(32);
+        let hashes: BTreeSet<String> = [hash.clone()].into();
+        let files = [
+            NamedFile {
+                agent_id: "b".into(),
+                path: "/tmp/y/payload.bin".into(),
+                sha256: Some(hash.clone()),
+            },
+            NamedFile {
+                agent_id: "b".into(),
+                path: "/usr/sbin/sshd".into(),
+                sha256: Some("cd".repeat(32)),
+            },
+        ];
+        let here = Here {
+            files: &files,
+            hashes: &hashes,
+            addresses: &none,
+            hosts: &hosts,
+            quarantined_hashes: &hashes,
+            shares_values: true,
+        };
+        let quarantine = Action::Quarantine {
+            path: "/tmp/x/sshd".into(),
+        };
+        assert_eq!(
+            mapped(&quarantine, &here).unwrap(),
+            vec![(
+                "b".to_owned(),
+                Action::Quarantine {
+                    path: "/tmp/y/payload.bin".into()
+                }
+            )],
+            "by the quarantined file's hash, never by a name alone"
+        );
     }
 
     #[test]
@@ -407,7 +528,16 @@ mod tests {
             start_time_ms: 0,
             tree: false,
         };
-        let why = mapped(&kill, &[], &BTreeSet::new(), &["h".into()]).unwrap_err();
+        let none = BTreeSet::new();
+        let here = Here {
+            files: &[],
+            hashes: &none,
+            addresses: &none,
+            hosts: &["h".to_owned()],
+            quarantined_hashes: &none,
+            shares_values: true,
+        };
+        let why = mapped(&kill, &here).unwrap_err();
         assert!(why.contains("cordon ps"), "{why}");
     }
 }

@@ -148,10 +148,14 @@ fn domain(text: &str, dotted: bool) -> Result<String, String> {
 }
 
 fn url(text: &str) -> Result<String, String> {
-    let parsed = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    let mut parsed = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
     if !parsed.has_host() {
         return Err("a URL with a host is expected (e.g. https://example.org/x)".into());
     }
+    // Credentials in a URL are a secret, not part of what is observed: they never go into the
+    // store or an export.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
     Ok(parsed.to_string())
 }
 
@@ -190,6 +194,9 @@ fn file_path(text: &str) -> Result<String, String> {
         && (bytes[2] == b'\\' || bytes[2] == b'/');
     if !(text.starts_with('/') || text.starts_with("\\\\") || windows_drive) {
         return Err("not an absolute path (/…, C:\\… or \\\\server\\…)".into());
+    }
+    if text.ends_with(['/', '\\']) {
+        return Err("names a directory, not a file (it ends with a separator)".into());
     }
     if text.chars().any(char::is_control) {
         return Err("holds a control character".into());

@@ -182,7 +182,7 @@ pub fn similar(page: &cordon_api::similar::SimilarPage) -> String {
     for s in &page.similar {
         out.push_str(&format!(
             "{}  {}  score {:.1}  {}  {}\n",
-            &s.id[..s.id.len().min(8)],
+            s.id.get(..8).unwrap_or(&s.id),
             output::escape(&s.title),
             s.score,
             s.outcome,
@@ -199,7 +199,7 @@ pub fn similar(page: &cordon_api::similar::SimilarPage) -> String {
             out.push_str(&format!(
                 "    worked: {} on {}{}\n",
                 output::escape(&w.what),
-                &w.agent_id[..w.agent_id.len().min(8)],
+                w.agent_id.get(..8).unwrap_or(&w.agent_id),
                 w.done
                     .as_deref()
                     .map(|d| format!(" ({})", output::escape(d)))
@@ -245,13 +245,13 @@ pub fn suggestions(page: &cordon_api::suggest::SuggestPage) -> String {
         let host = s
             .agent_id
             .as_deref()
-            .map(|h| format!(" on {}", &h[..h.len().min(8)]))
+            .map(|h| format!(" on {}", h.get(..8).unwrap_or(h)))
             .unwrap_or_default();
         out.push_str(&format!(
             "{}: {}{host} (worked on incident {}): {}\n",
             s.state,
             output::escape(&s.what),
-            &s.from_incident[..s.from_incident.len().min(8)],
+            s.from_incident.get(..8).unwrap_or(&s.from_incident),
             output::escape(&s.note)
         ));
     }

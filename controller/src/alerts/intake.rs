@@ -152,23 +152,20 @@ impl Controller {
         })
     }
 
-    /// The incidents most like the one an alert opened or joined. An incident it opened gets a
-    /// `similar` timeline entry naming them. The alert is already kept: a failure here is
-    /// logged and leaves the list empty.
+    /// The incidents most like the one an alert opened, which also gets a `similar` timeline
+    /// entry naming them. Looked for only when the alert opens an incident: every alert joining
+    /// it again would otherwise repeat the search (the view and `…/similar` have it).
     async fn similar_on_intake(
         &self,
         incident_id: &str,
         opened: bool,
         actor: &str,
     ) -> Vec<cordon_api::similar::SimilarIncident> {
-        let similar = match self.shown_similar(incident_id).await {
-            Ok(similar) => similar,
-            Err(e) => {
-                tracing::error!(%incident_id, error = %e, "cannot look for similar incidents");
-                return Vec::new();
-            }
-        };
-        if opened && !similar.is_empty() {
+        if !opened {
+            return Vec::new();
+        }
+        let similar = self.shown_similar(incident_id).await;
+        if !similar.is_empty() {
             let entry = crate::similar::timeline_entry(&similar, actor);
             match self.store.append_timeline(incident_id, &entry).await {
                 Ok(_) => self.publish_incident(incident_id, &entry).await,

@@ -57,7 +57,7 @@ pub async fn incident_view(state: &AppState, id: &str) -> Result<IncidentView, A
         active_containment: state.active_containment(id).await?,
         stages: state.store.stage_entries(id).await?,
         timeline: state.incident_timeline(id).await?,
-        similar: state.shown_similar(id).await?,
+        similar: state.shown_similar(id).await,
         incident,
     })
 }

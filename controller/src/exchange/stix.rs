@@ -127,9 +127,12 @@ fn observed(o: &ObservableView) -> (Vec<Value>, String) {
         ObservableType::FilePath => {
             let (dir, name) = split_path(v);
             let directory = sco("directory", json!({ "path": dir }), Map::new());
-            let mut rest = Map::new();
-            rest.insert("parent_directory_ref".into(), directory["id"].clone());
-            let file = sco("file", json!({ "name": name }), rest);
+            // The parent directory contributes to a file's id: /tmp/x.sh and /opt/x.sh differ.
+            let file = sco(
+                "file",
+                json!({ "name": name, "parent_directory_ref": directory["id"] }),
+                Map::new(),
+            );
             (
                 vec![file, directory],
                 format!(
@@ -199,9 +202,11 @@ pub fn bundle(incident: &IncidentRecord, observables: &[ObservableView], now_ms:
     })];
     let mut refs: Vec<Value> = Vec::new();
     let mut scos: Vec<Value> = Vec::new();
+    let mut sco_ids = std::collections::HashSet::new();
     for o in observables {
         let (objects_of, pattern) = observed(o);
-        let first = o.sightings.first().map_or(o.added_at_ms, |s| s.at_ms);
+        // The listed sightings are the newest only: the first was when it was added.
+        let first = o.added_at_ms;
         let last = o
             .sightings
             .last()
@@ -246,7 +251,7 @@ pub fn bundle(incident: &IncidentRecord, observables: &[ObservableView], now_ms:
             refs.push(json!(indicator_id));
         }
         for object in objects_of {
-            if !scos.iter().any(|s| s["id"] == object["id"]) {
+            if sco_ids.insert(object["id"].as_str().unwrap_or_default().to_owned()) {
                 scos.push(object);
             }
         }
@@ -288,6 +293,26 @@ mod tests {
         assert_eq!(split_path("/tmp/x.sh"), ("/tmp".into(), "x.sh".into()));
         assert_eq!(split_path("/x"), ("/".into(), "x".into()));
         assert_eq!(split_path("C:\\a\\b.exe"), ("C:\\a".into(), "b.exe".into()));
+    }
+
+    #[test]
+    fn files_of_one_name_in_two_directories_are_two_objects() {
+        let view = |value: &str| ObservableView {
+            id: value.into(),
+            incident_id: "i".into(),
+            kind: ObservableType::FilePath,
+            value: value.into(),
+            verdict: Verdict::Unknown,
+            ignore_for_similarity: false,
+            added_by: "a".into(),
+            added_at_ms: 0,
+            updated_at_ms: 0,
+            sightings: vec![],
+            sighting_count: 1,
+        };
+        let (a, _) = observed(&view("/tmp/x.sh"));
+        let (b, _) = observed(&view("/opt/x.sh"));
+        assert_ne!(a[0]["id"], b[0]["id"]);
     }
 
     #[test]

@@ -156,7 +156,7 @@ impl Controller {
             active_containment,
             attached: links,
             observables: self.store.incident_observables(id).await?,
-            similar: self.shown_similar(id).await?,
+            similar: self.shown_similar(id).await,
         })
     }
 

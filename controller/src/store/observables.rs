@@ -114,7 +114,7 @@ pub(crate) async fn record(
             continue;
         };
         if !created {
-            sqlx::query(
+            let updated = sqlx::query(
                 "UPDATE observables SET sightings = sightings + 1, updated_at = $2, \
                  verdict = COALESCE($3, verdict), ignored = COALESCE($4, ignored) \
                  WHERE id = $1",
@@ -126,6 +126,10 @@ pub(crate) async fn record(
             .execute(&mut **tx)
             .await
             .map_err(db_err("update observable"))?;
+            if !touched(&updated) {
+                // Removed meanwhile: nothing to add a sighting to.
+                continue;
+            }
         }
         sqlx::query(
             "INSERT INTO observable_sightings (id, observable_id, at, source, ref_id, agent_id, \
@@ -177,6 +181,13 @@ impl Store {
             return Ok(None);
         }
         let recorded = record(&mut tx, incident_id, items, sighting).await?;
+        if recorded.is_empty() && !items.is_empty() {
+            // Nothing was recorded (the incident is full): its entry is not kept either.
+            tx.rollback()
+                .await
+                .map_err(db_err("roll back recording observables"))?;
+            return Ok(Some(recorded));
+        }
         tx.commit()
             .await
             .map_err(db_err("commit recording observables"))?;
@@ -188,40 +199,8 @@ impl Store {
         &self,
         incident_id: &str,
     ) -> Result<Vec<ObservableView>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM observables WHERE incident_id = $1 ORDER BY added_at, id"
-        ))
-        .bind(incident_id)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err("read observables"))?;
-        let mut views = rows
-            .iter()
-            .map(observable_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let sightings = sqlx::query(
-            "SELECT s.observable_id, s.at, s.source, s.ref_id, s.agent_id, s.actor \
-             FROM observable_sightings s JOIN observables o ON o.id = s.observable_id \
-             WHERE o.incident_id = $1 ORDER BY s.at DESC, s.id",
-        )
-        .bind(incident_id)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_err("read sightings"))?;
-        let mut by_observable: HashMap<String, Vec<SightingView>> = HashMap::new();
-        for row in &sightings {
-            let id: String = row.try_get("observable_id").map_err(get())?;
-            let list = by_observable.entry(id).or_default();
-            if list.len() < MAX_SIGHTINGS_SHOWN {
-                list.push(sighting_from_row(row)?);
-            }
-        }
-        for view in &mut views {
-            let mut list = by_observable.remove(&view.id).unwrap_or_default();
-            list.reverse();
-            view.sightings = list;
-        }
-        Ok(views)
+        self.observables_where("incident_id = $1", &[incident_id])
+            .await
     }
 
     /// One observable of an incident, with its newest sightings.
@@ -231,10 +210,59 @@ impl Store {
         id: &str,
     ) -> Result<Option<ObservableView>, StoreError> {
         Ok(self
-            .incident_observables(incident_id)
+            .observables_where("incident_id = $1 AND id = $2", &[incident_id, id])
             .await?
             .into_iter()
-            .find(|o| o.id == id))
+            .next())
+    }
+
+    /// The observables `filter` selects (over `observables`, binding `binds`), each with at
+    /// most [`MAX_SIGHTINGS_SHOWN`] of its newest sightings, cut in SQL.
+    async fn observables_where(
+        &self,
+        filter: &str,
+        binds: &[&str],
+    ) -> Result<Vec<ObservableView>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM observables WHERE {filter} ORDER BY added_at, id");
+        let mut query = sqlx::query(&sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let rows = query
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err("read observables"))?;
+        let mut views = rows
+            .iter()
+            .map(observable_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let sql = format!(
+            "SELECT observable_id, at, source, ref_id, agent_id, actor FROM ( \
+             SELECT s.*, ROW_NUMBER() OVER (PARTITION BY s.observable_id \
+             ORDER BY s.at DESC, s.id) AS n FROM observable_sightings s \
+             WHERE s.observable_id IN (SELECT id FROM observables WHERE {filter})) w \
+             WHERE n <= {MAX_SIGHTINGS_SHOWN} ORDER BY at, observable_id"
+        );
+        let mut query = sqlx::query(&sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        let sightings = query
+            .fetch_all(self.pool())
+            .await
+            .map_err(db_err("read sightings"))?;
+        let mut by_observable: HashMap<String, Vec<SightingView>> = HashMap::new();
+        for row in &sightings {
+            let id: String = row.try_get("observable_id").map_err(get())?;
+            by_observable
+                .entry(id)
+                .or_default()
+                .push(sighting_from_row(row)?);
+        }
+        for view in &mut views {
+            view.sightings = by_observable.remove(&view.id).unwrap_or_default();
+        }
+        Ok(views)
     }
 
     /// Sets the verdict and the ignore flag (those given), with `entry` on the incident's
@@ -248,6 +276,10 @@ impl Store {
         entry: &NewTimelineEntry,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write("begin changing an observable").await?;
+        // The incident row first, as every other writer of its observables takes it.
+        if !apply_change(&mut tx, incident_id, &IncidentChange::Nothing, entry).await? {
+            return Ok(false);
+        }
         let result = sqlx::query(
             "UPDATE observables SET verdict = COALESCE($3, verdict), \
              ignored = COALESCE($4, ignored), updated_at = $5 \
@@ -261,9 +293,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(db_err("update observable"))?;
-        if !touched(&result)
-            || !apply_change(&mut tx, incident_id, &IncidentChange::Nothing, entry).await?
-        {
+        if !touched(&result) {
             return Ok(false);
         }
         tx.commit()
@@ -281,6 +311,9 @@ impl Store {
         entry: &NewTimelineEntry,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write("begin removing an observable").await?;
+        if !apply_change(&mut tx, incident_id, &IncidentChange::Nothing, entry).await? {
+            return Ok(false);
+        }
         sqlx::query(
             "DELETE FROM observable_sightings WHERE observable_id IN \
              (SELECT id FROM observables WHERE incident_id = $1 AND id = $2)",
@@ -296,9 +329,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db_err("remove observable"))?;
-        if !touched(&result)
-            || !apply_change(&mut tx, incident_id, &IncidentChange::Nothing, entry).await?
-        {
+        if !touched(&result) {
             return Ok(false);
         }
         tx.commit()

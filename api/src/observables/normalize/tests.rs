@@ -67,6 +67,11 @@ fn urls_are_parsed_and_written_back() {
     );
     assert_eq!(ok(Url, "http://192.0.2.7:8080/"), "http://192.0.2.7:8080/");
     refused(Url, "evil.example.org/x");
+    assert_eq!(
+        ok(Url, "https://user:secret@evil.example.org/x"),
+        "https://evil.example.org/x",
+        "credentials are dropped"
+    );
     refused(Url, "mailto:someone@example.org");
     refused(Url, "http://");
 }
@@ -97,6 +102,9 @@ fn emails_ports_and_the_rest() {
     assert_eq!(ok(FilePath, "C:\\Users\\x.exe"), "C:\\Users\\x.exe");
     assert_eq!(ok(FilePath, "\\\\server\\share\\x"), "\\\\server\\share\\x");
     refused(FilePath, "tmp/x.sh");
+    refused(FilePath, "/");
+    refused(FilePath, "C:\\");
+    refused(FilePath, "/tmp/dir/");
     refused(FilePath, "/tmp/a\u{1b}[31m");
     assert_eq!(ok(FileName, "x.sh"), "x.sh");
     assert!(refused(FileName, "/tmp/x.sh").contains("file_path"));
