@@ -36,6 +36,10 @@ pub const NOISE_MIN_INCIDENTS: i64 = 3;
 
 const DAY_MS: f64 = 86_400_000.0;
 
+/// A value held by more incidents than this is looked up on its own, and only in the newest
+/// this many of them.
+const PER_VALUE: i64 = 200;
+
 /// Fewest candidates looked at whole, however few are asked for.
 const MIN_HYDRATED: usize = 50;
 
@@ -178,11 +182,21 @@ impl Controller {
                 said.insert(o.key.clone(), (words, n));
             }
         }
-        for (other, key) in self
+        // Values held by many incidents are read one by one, newest first and bounded; the
+        // rest together.
+        let (common, rare): (Vec<String>, Vec<String>) = kept
+            .into_iter()
+            .partition(|k| said.get(k).is_some_and(|(_, n)| *n > PER_VALUE));
+        let mut pairs = self
             .store
-            .incidents_sharing(Shared::Observable, &kept, id)
-            .await?
-        {
+            .incidents_sharing(Shared::Observable, &rare, id)
+            .await?;
+        for key in common {
+            for other in self.store.newest_sharing(&key, id, PER_VALUE).await? {
+                pairs.push((other, key.clone()));
+            }
+        }
+        for (other, key) in pairs {
             if let Some((words, n)) = said.get(&key) {
                 candidates.entry(other).or_default().add(
                     ReasonKind::Observable,

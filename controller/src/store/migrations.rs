@@ -104,6 +104,10 @@ const OBSERVABLES_V12: &str = include_str!("migrations/observables_v12.sql");
 /// before it have none.
 const ALERT_RULES_V13: &str = include_str!("migrations/alert_rules_v13.sql");
 
+/// Version 14, identical on both backends: observables by value and time, so the newest
+/// incidents holding a common value are found without reading them all.
+const OBSERVABLES_BY_TIME_V14: &str = include_str!("migrations/observables_by_time_v14.sql");
+
 /// SQLite migrations, in order. (`NOT NULL` on the primary keys because SQLite, unlike
 /// PostgreSQL, would otherwise accept NULL in a non-INTEGER primary key.)
 pub const SQLITE: &[Migration] = &[
@@ -171,6 +175,11 @@ pub const SQLITE: &[Migration] = &[
         version: 13,
         description: "alert rules",
         sql: ALERT_RULES_V13,
+    },
+    Migration {
+        version: 14,
+        description: "observables by value and time",
+        sql: OBSERVABLES_BY_TIME_V14,
     },
 ];
 
@@ -240,6 +249,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 13,
         description: "alert rules",
         sql: ALERT_RULES_V13,
+    },
+    Migration {
+        version: 14,
+        description: "observables by value and time",
+        sql: OBSERVABLES_BY_TIME_V14,
     },
 ];
 

@@ -150,6 +150,28 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The newest `limit` other incidents (not `except`) counting observable `key` (not benign,
+    /// not ignored there): for a value held by many, so a lookup reads a bounded number of rows.
+    pub async fn newest_sharing(
+        &self,
+        key: &str,
+        except: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT incident_id FROM observables WHERE value_key = $1 AND incident_id <> $2 \
+             AND verdict <> 'benign' AND ignored = 0 ORDER BY added_at DESC LIMIT $3",
+        )
+        .bind(key)
+        .bind(except)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_err("find newest incidents sharing"))
+    }
+}
+
 /// What two incidents can share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shared {

@@ -1,0 +1,1 @@
+CREATE INDEX observables_by_value_time ON observables (value_key, added_at);
